@@ -1,0 +1,191 @@
+"""N-way K-shot episode sampling by index, and fixed seeded evaluation episodes.
+
+Indices are drawn on the CPU from an explicit ``torch.Generator`` (so a seed gives the same episodes
+on every device); the images are then gathered by index where the dataset lives (the GPU, when the
+dataset was moved there), with no Python loop per image or per episode.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .dataset import ClassDataset
+from .episode import Episode, class_major_labels
+from .io import atomic_torch_save
+
+
+def check_episode_shape(dataset: ClassDataset, n_way: int, k_shot: int, q_query: int) -> None:
+    """Raise ``ValueError`` naming the fix if ``dataset`` cannot give N-way K-shot Q-query episodes."""
+    if n_way < 1 or k_shot < 1 or q_query < 0:
+        raise ValueError(f"need way >= 1, shot >= 1 and query >= 0; got way={n_way}, "
+                         f"shot={k_shot}, query={q_query}")
+    if n_way > dataset.num_classes:
+        raise ValueError(f"way={n_way} is larger than the {dataset.num_classes} classes of this "
+                         f"split: lower the way (--way) or use a split with more classes")
+    sizes = dataset.class_sizes()
+    small = torch.nonzero(sizes < k_shot + q_query).squeeze(1).tolist()
+    if small:
+        examples = ", ".join(f"'{dataset.class_names[c]}' has {int(sizes[c])}" for c in small[:3])
+        raise ValueError(f"{len(small)} class(es) have fewer than shot+query={k_shot + q_query} "
+                         f"images ({examples}): lower the shot or query (--shot/--query), or add "
+                         f"images to / remove these classes from the split")
+
+
+def sample_indices(table: Tensor, sizes: Tensor, n_way: int, per_class: int, t: int,
+                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Draw the classes and items of ``t`` episodes, all at once.
+
+    Args:
+        table: long ``[C, S]`` item indices of each class, padded with -1 (see
+            :meth:`ClassDataset.index_table`); sizes: long ``[C]``.
+    Returns:
+        classes: long ``[t, n_way]``, distinct within an episode, uniformly random;
+        items: long ``[t, n_way, per_class]``, distinct items of each chosen class.
+    """
+    classes = torch.rand(t, len(sizes), generator=generator).argsort(dim=1)[:, :n_way]
+    keys = torch.rand(t, n_way, table.shape[1], generator=generator)
+    keys.masked_fill_(torch.arange(table.shape[1]) >= sizes[classes].unsqueeze(-1), 2.0)
+    pick = keys.argsort(dim=-1)[..., :per_class]
+    return classes, table[classes.unsqueeze(-1), pick]
+
+
+def gather_episode(dataset: ClassDataset, classes: Tensor, items: Tensor, k_shot: int,
+                   device: torch.device | str | None = None) -> Episode:
+    """Build an :class:`Episode` batch from drawn indices.
+
+    Args:
+        classes: long ``[T, N]``; items: long ``[T, N, K+Q]`` (the first K of each class are support).
+        device: where the episode goes; defaults to the dataset's device.
+    Returns:
+        An episode with float images in ``[0, 1]``.
+    """
+    device = torch.device(device) if device is not None else dataset.device
+    t, n, kq = items.shape
+    x = dataset.load(items).to(device, non_blocking=True)
+    x = x.float().div_(255)
+    q = kq - k_shot
+    return Episode(
+        support_x=x[:, :, :k_shot].reshape(t, n * k_shot, *x.shape[3:]),
+        support_y=class_major_labels(t, n, k_shot, device),
+        query_x=x[:, :, k_shot:].reshape(t, n * q, *x.shape[3:]),
+        query_y=class_major_labels(t, n, q, device),
+        classes=classes.to(device),
+    )
+
+
+class EpisodeSampler:
+    """Random N-way K-shot Q-query episodes from the classes of one split, T at a time.
+
+    Iterating yields ``num_batches`` :class:`Episode` batches of ``episodes_per_batch`` episodes and
+    continues the generator's stream (a second iteration gives new episodes). The state (generator
+    and count) can be saved and restored, so a resumed run draws exactly what it would have drawn.
+
+    Args:
+        dataset: the split's dataset; episodes use only its classes.
+        n_way, k_shot, q_query: classes per episode, support and query images per class.
+        episodes_per_batch: T, episodes in each batch.
+        num_batches: length of one iteration.
+        seed: seed of the CPU generator that draws the indices.
+        device: where episodes go (default: the dataset's device).
+    """
+
+    def __init__(self, dataset: ClassDataset, n_way: int, k_shot: int, q_query: int,
+                 episodes_per_batch: int = 1, num_batches: int = 1000, seed: int = 0,
+                 device: torch.device | str | None = None) -> None:
+        check_episode_shape(dataset, n_way, k_shot, q_query)
+        if episodes_per_batch < 1 or num_batches < 0:
+            raise ValueError("episodes_per_batch must be >= 1 and num_batches >= 0")
+        self.dataset, self.n_way, self.k_shot, self.q_query = dataset, n_way, k_shot, q_query
+        self.episodes_per_batch, self.num_batches, self.device = episodes_per_batch, num_batches, device
+        self.table, self.sizes = dataset.index_table()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.batches_drawn = 0
+
+    def sample(self) -> Episode:
+        """Draw one batch of T episodes."""
+        classes, items = sample_indices(self.table, self.sizes, self.n_way,
+                                        self.k_shot + self.q_query, self.episodes_per_batch,
+                                        self.generator)
+        self.batches_drawn += 1
+        return gather_episode(self.dataset, classes, items, self.k_shot, self.device)
+
+    def __iter__(self) -> Iterator[Episode]:
+        for _ in range(self.num_batches):
+            yield self.sample()
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "batches_drawn": self.batches_drawn}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.batches_drawn = state["batches_drawn"]
+
+
+@dataclass
+class FixedEpisodes:
+    """A fixed, seeded set of E evaluation episodes, stored as indices (a small file).
+
+    Every method scored on the same ``FixedEpisodes`` (and the same dataset) sees identical episodes.
+
+    Attributes:
+        classes: long ``[E, N]``; items: long ``[E, N, K+Q]``; k_shot: K;
+        fingerprint: :meth:`ClassDataset.fingerprint` of the dataset they were drawn from.
+    """
+
+    classes: Tensor
+    items: Tensor
+    k_shot: int
+    fingerprint: str
+
+    @property
+    def n_way(self) -> int:
+        return self.classes.shape[1]
+
+    @property
+    def q_query(self) -> int:
+        return self.items.shape[2] - self.k_shot
+
+    def __len__(self) -> int:
+        return self.classes.shape[0]
+
+    @classmethod
+    def generate(cls, dataset: ClassDataset, n_way: int, k_shot: int, q_query: int,
+                 num_episodes: int = 600, seed: int = 0) -> FixedEpisodes:
+        """Draw ``num_episodes`` episodes from ``dataset`` with ``seed``."""
+        check_episode_shape(dataset, n_way, k_shot, q_query)
+        table, sizes = dataset.index_table()
+        g = torch.Generator().manual_seed(seed)
+        classes, items = sample_indices(table, sizes, n_way, k_shot + q_query, num_episodes, g)
+        return cls(classes, items, k_shot, dataset.fingerprint())
+
+    def check(self, dataset: ClassDataset) -> None:
+        """Raise ``ValueError`` if these episodes were drawn from another dataset."""
+        if dataset.fingerprint() != self.fingerprint:
+            raise ValueError("these fixed episodes were drawn from a different dataset or split "
+                             f"(fingerprint {self.fingerprint}, dataset {dataset.fingerprint()}): "
+                             "generate new episodes for this dataset")
+
+    def batches(self, dataset: ClassDataset, batch_size: int = 50,
+                device: torch.device | str | None = None) -> Iterator[Episode]:
+        """Yield the episodes in order, ``batch_size`` at a time."""
+        self.check(dataset)
+        for s in range(0, len(self), batch_size):
+            yield gather_episode(dataset, self.classes[s:s + batch_size],
+                                 self.items[s:s + batch_size], self.k_shot, device)
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_torch_save({"classes": self.classes, "items": self.items, "k_shot": self.k_shot,
+                           "fingerprint": self.fingerprint}, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FixedEpisodes:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        return cls(d["classes"], d["items"], int(d["k_shot"]), str(d["fingerprint"]))

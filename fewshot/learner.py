@@ -1,0 +1,88 @@
+"""The interface every few-shot learner implements, and the registry that builds them by name.
+
+A learner maps an episode batch's support set and queries to query logits ``[T, N*Q, N]``; the one
+training loop (:mod:`fewshot.train`) and evaluation (:mod:`fewshot.evaluate`) work with any of them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a learner (stored in every checkpoint).
+
+    Attributes:
+        method: registered method name ("protonet", ...).
+        backbone: backbone name ("conv4", "resnet12").
+        in_channels: image channels (1 grayscale, 3 RGB); image_size: H = W of the images.
+        options: method-specific keyword arguments.
+    """
+
+    method: str
+    backbone: str = "conv4"
+    in_channels: int = 1
+    image_size: int = 28
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class EpisodicLearner(nn.Module, ABC):
+    """Base of all learners: ``forward(support_x, support_y, query_x, n_way) -> logits``.
+
+    ``grad_at_eval`` is True for learners that need autograd even when evaluating (MAML's inner
+    loop); evaluation then runs with gradients enabled.
+    """
+
+    grad_at_eval: bool = False
+
+    @abstractmethod
+    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
+                ) -> Tensor:
+        """Args: support_x ``[T, N*K, C, H, W]``, support_y ``[T, N*K]`` in 0..N-1, query_x
+        ``[T, M, C, H, W]``. Returns: logits ``[T, M, N]`` (higher = more likely)."""
+
+    def loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
+        """Training loss of logits ``[T, M, N]`` against labels ``[T, M]``: cross-entropy."""
+        return F.cross_entropy(logits.flatten(0, 1), query_y.flatten())
+
+
+def embed_episode(backbone: nn.Module, support_x: Tensor, query_x: Tensor) -> tuple[Tensor, Tensor]:
+    """Run the backbone once over the support and query images of all T episodes.
+
+    Returns: support features ``[T, N*K, *F]`` and query features ``[T, M, *F]``.
+    """
+    t, s = support_x.shape[:2]
+    feats = backbone(torch.cat([support_x, query_x], dim=1).flatten(0, 1))
+    feats = feats.view(t, -1, *feats.shape[1:])
+    return feats[:, :s], feats[:, s:]
+
+
+METHODS: dict[str, Callable[[ModelSpec], EpisodicLearner]] = {}
+
+
+def register(name: str) -> Callable:
+    """Decorator registering ``builder(spec) -> EpisodicLearner`` under ``name``."""
+    def wrap(builder: Callable[[ModelSpec], EpisodicLearner]) -> Callable:
+        METHODS[name] = builder
+        return builder
+    return wrap
+
+
+def build_learner(spec: ModelSpec) -> EpisodicLearner:
+    """Build the learner a spec describes (untrained)."""
+    from . import methods  # noqa: F401  (registers the built-in methods)
+
+    if spec.method not in METHODS:
+        raise ValueError(f"unknown method {spec.method!r}: choose one of {sorted(METHODS)}")
+    return METHODS[spec.method](spec)

@@ -1,0 +1,3 @@
+"""Built-in learners; importing this package registers them."""
+
+from . import protonet  # noqa: F401

@@ -1,0 +1,61 @@
+"""Prototypical Networks (Snell et al. 2017): classify queries by distance to class means."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..backbones import make_backbone
+from ..learner import EpisodicLearner, ModelSpec, embed_episode, register
+
+
+def prototypes(support: Tensor, support_y: Tensor, n_way: int) -> Tensor:
+    """Class means: support ``[T, S, D]``, labels ``[T, S]`` in 0..N-1 -> ``[T, N, D]``."""
+    onehot = F.one_hot(support_y, n_way).to(support.dtype)  # [T, S, N]
+    return onehot.transpose(1, 2) @ support / onehot.sum(1).unsqueeze(-1)
+
+
+def euclidean_logits(query: Tensor, protos: Tensor) -> Tensor:
+    """Negative squared Euclidean distances: query ``[T, M, D]``, protos ``[T, N, D]`` ->
+    ``[T, M, N]``."""
+    return -(query.pow(2).sum(-1, keepdim=True) - 2 * query @ protos.transpose(1, 2)
+             + protos.pow(2).sum(-1).unsqueeze(1))
+
+
+def cosine_logits(query: Tensor, protos: Tensor, scale: float | Tensor = 10.0) -> Tensor:
+    """Scaled cosine similarities: ``[T, M, D]``, ``[T, N, D]`` -> ``[T, M, N]``."""
+    return scale * F.normalize(query, dim=-1) @ F.normalize(protos, dim=-1).transpose(1, 2)
+
+
+def protonet_logits(support: Tensor, support_y: Tensor, query: Tensor, n_way: int,
+                    distance: str = "euclidean") -> Tensor:
+    """ProtoNet logits from features: support ``[T, S, D]``, query ``[T, M, D]`` -> ``[T, M, N]``."""
+    protos = prototypes(support, support_y, n_way)
+    if distance == "euclidean":
+        return euclidean_logits(query, protos)
+    if distance == "cosine":
+        return cosine_logits(query, protos)
+    raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
+
+
+class ProtoNet(EpisodicLearner):
+    """A backbone plus :func:`protonet_logits`, batched over the T episodes of a step."""
+
+    def __init__(self, backbone: nn.Module, distance: str = "euclidean") -> None:
+        super().__init__()
+        if distance not in ("euclidean", "cosine"):
+            raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
+        self.backbone, self.distance = backbone, distance
+
+    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
+                ) -> Tensor:
+        s, q = embed_episode(self.backbone, support_x, query_x)
+        return protonet_logits(s.flatten(2), support_y, q.flatten(2), n_way, self.distance)
+
+
+@register("protonet")
+def build_protonet(spec: ModelSpec) -> ProtoNet:
+    options = dict(spec.options)
+    return ProtoNet(make_backbone(spec.backbone, spec.in_channels),
+                    distance=options.pop("distance", "euclidean"), **options)
+

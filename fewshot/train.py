@@ -1,0 +1,171 @@
+"""The one meta-training loop, for every learner.
+
+Each step draws a batch of T episodes (already on the device), computes the learner's loss over all
+of them and takes one optimizer step. Validation on fixed episodes keeps the best checkpoint;
+``last.pt`` is written atomically every ``checkpoint_every`` steps and holds everything needed to
+resume (weights, optimizer, schedule, sampler and RNG states), so a resumed run finishes exactly
+as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from episodes import ClassDataset, EpisodeSampler, FixedEpisodes
+
+from .checkpoint import load_checkpoint, restore_model, save_checkpoint
+from .evaluate import evaluate
+from .learner import EpisodicLearner, ModelSpec
+
+LOG_EVERY = 20
+
+
+@dataclass
+class TrainConfig:
+    """Settings of :func:`train`.
+
+    Attributes:
+        steps: optimizer steps (each on ``sampler.episodes_per_batch`` episodes).
+        lr, weight_decay: Adam settings; lr_decay_every: halve (times ``lr_decay``) the learning
+            rate every that many steps (0: never).
+        val_every: validate every that many steps (0: only at the end, if val episodes are given).
+        checkpoint_dir: where ``last.pt`` and ``best.pt`` go (None: no checkpoints).
+        checkpoint_every: write ``last.pt`` every that many steps.
+        resume: continue from ``checkpoint_dir/last.pt`` when it exists.
+        amp: bfloat16 autocast. time_limit: stop after this many seconds of training.
+        grad_clip: clip the gradient norm to this (None: no clipping).
+        progress: show a tqdm bar with running loss and accuracy.
+    """
+
+    steps: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_decay_every: int = 0
+    lr_decay: float = 0.5
+    val_every: int = 0
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 100
+    resume: bool = False
+    amp: bool = False
+    time_limit: float | None = None
+    grad_clip: float | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """What a run did: steps taken, seconds of training, history of logged values."""
+
+    steps: int
+    seconds: float
+    episodes: int
+    best_val: float | None
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def episodes_per_second(self) -> float:
+        return self.episodes / self.seconds if self.seconds > 0 else float("nan")
+
+
+def rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
+          config: TrainConfig, val: tuple[ClassDataset, FixedEpisodes] | None = None,
+          device: torch.device | str | None = None) -> TrainResult:
+    """Meta-train ``learner`` on episodes from ``sampler``.
+
+    Args:
+        spec: the learner's spec (saved in checkpoints, checked on resume).
+        val: a validation dataset and fixed episodes drawn from it.
+        device: where the learner trains (default: the sampler's dataset device). Episodes are
+            moved there if the sampler produces them elsewhere.
+    """
+    device = torch.device(device) if device is not None else sampler.dataset.device
+    learner.to(device)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every, config.lr_decay)
+                 if config.lr_decay_every > 0 else None)
+    ckdir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    step, seconds, best, history = 0, 0.0, None, []
+    if config.resume and ckdir is not None and (ckdir / "last.pt").is_file():
+        ckpt = load_checkpoint(ckdir / "last.pt", map_location=device)
+        restore_model(learner, ckpt, spec, source=str(ckdir / "last.pt"))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and ckpt.get("scheduler") is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        sampler.load_state_dict(ckpt["sampler"])
+        set_rng_state(ckpt["rng"])
+        step, seconds, best, history = ckpt["step"], ckpt["seconds"], ckpt["best"], ckpt["history"]
+
+    def checkpoint(name: str) -> None:
+        if ckdir is not None:
+            save_checkpoint(ckdir / name, learner, spec, optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict() if scheduler else None,
+                            sampler=sampler.state_dict(), rng=rng_state(), step=step,
+                            seconds=seconds, best=best, history=history, config=asdict(config))
+
+    def validate() -> None:
+        nonlocal best
+        acc = evaluate(learner, val[1], val[0], device=device, amp=config.amp).mean
+        history.append({"step": step, "val_acc": acc, "seconds": seconds})
+        if best is None or acc > best:
+            best = acc
+            checkpoint("best.pt")
+
+    learner.train()
+    bar = tqdm(total=config.steps, initial=step, disable=not config.progress, desc="training")
+    sums = torch.zeros(2, device=device)
+    start_step, tick = step, time.perf_counter()
+    while step < config.steps:
+        if config.time_limit is not None and seconds >= config.time_limit:
+            break
+        ep = sampler.sample().to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
+            logits = learner(ep.support_x, ep.support_y, ep.query_x, ep.n_way)
+            loss = learner.loss(logits.float(), ep.query_y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        step += 1
+        now = time.perf_counter()
+        seconds, tick = seconds + now - tick, now
+        sums += torch.stack([loss.detach().float(),
+                             (logits.argmax(-1) == ep.query_y).float().mean()])
+        if step % LOG_EVERY == 0:  # .tolist() waits for the device: only every LOG_EVERY steps
+            run_loss, run_acc = (sums / LOG_EVERY).tolist()
+            sums.zero_()
+            history.append({"step": step, "loss": run_loss, "acc": run_acc, "seconds": seconds})
+            bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.3f}", refresh=False)
+        bar.update(1)
+        if val is not None and config.val_every and step % config.val_every == 0:
+            validate()
+            tick = time.perf_counter()
+        if step % config.checkpoint_every == 0:
+            checkpoint("last.pt")
+            tick = time.perf_counter()
+    bar.close()
+    if val is not None and (not config.val_every or step % config.val_every) and step > start_step:
+        validate()
+    checkpoint("last.pt")
+    return TrainResult(step, seconds, step * sampler.episodes_per_batch, best, history)

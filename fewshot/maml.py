@@ -1,0 +1,206 @@
+"""MAML (Finn et al. 2017) as pure functions of parameter dicts, through ``torch.func``.
+
+Any ``nn.Module`` works unchanged (torchvision models included): a model is called with
+``torch.func.functional_call(model, (params, buffers), x)``, so nothing is monkeypatched, no private
+attribute is copied and no special layer class is needed. The pieces:
+
+- :func:`inner_loop`: SGD steps of one task on a parameter dict, with ``torch.func.grad``. Second
+  order by default (the inner gradients stay differentiable functions of the outer parameters);
+  ``first_order=True`` treats them as constants (``detach``).
+- :func:`task_logits`: adapt on one task's support set, return its query logits (optionally after
+  every step, for the multi-step loss of MAML++), optionally with a frozen encoder (ANIL).
+- :func:`batched_logits`: run a one-task function over T tasks with ``torch.func.vmap`` or a plain
+  loop, optionally in chunks whose graphs are rebuilt one at a time during backward (bounded memory).
+
+BatchNorm. :func:`bn_free_buffers` replaces every BatchNorm running-stat buffer by ``None``, which
+makes PyTorch's BatchNorm normalise with the statistics of the batch it sees (the support set during
+adaptation, the query set at the end) in train *and* eval mode, and update no buffer: the
+transductive batch statistics of the original MAML. ``model.eval()`` therefore changes nothing for
+BatchNorm here (the module's running buffers are never read nor written); dropout still follows
+the module's mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+from torch.utils.checkpoint import checkpoint
+
+from .functional_norms import DecomposedNorms
+
+Params = dict[str, Tensor]
+BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+LRs = Mapping[str, Tensor | float]
+
+
+def bn_free_buffers(module: nn.Module) -> dict[str, Tensor | None]:
+    """The module's buffers with BatchNorm running statistics replaced by ``None`` (see the module
+    docstring): pass as the buffers of :func:`functional_call` for transductive batch statistics."""
+    return {name: (None if name.rsplit(".", 1)[-1] in BN_STATS else b)
+            for name, b in module.named_buffers()}
+
+
+def step_lr(lrs: LRs | float, name: str, step: int) -> Tensor | float:
+    """Inner learning rate of parameter ``name`` at inner step ``step``.
+
+    ``lrs`` is one float for all, or per parameter a float or a tensor ``[S]`` of per-step rates
+    (Meta-SGD / MAML++ style, learned when the tensors require grad); steps beyond ``S`` use the
+    last rate.
+    """
+    if isinstance(lrs, (int, float)):
+        return lrs
+    lr = lrs[name]
+    if isinstance(lr, Tensor) and lr.dim() > 0:
+        return lr[min(step, lr.shape[0] - 1)]
+    return lr
+
+
+def inner_loop(model: nn.Module, params: Params, buffers: Mapping[str, Tensor | None],
+               x: Tensor, y: Tensor, lrs: LRs | float, steps: int, first_order: bool = False,
+               adapt: Sequence[str] | None = None,
+               loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy) -> list[Params]:
+    """Adapt ``params`` to one task with ``steps`` steps of plain SGD on ``loss_fn(model(x), y)``.
+
+    Args:
+        params: the model's parameters by name (the ones not given are the module's own);
+        buffers: buffers by name for ``functional_call`` (e.g. :func:`bn_free_buffers`).
+        x: support inputs ``[S, ...]``; y: support labels ``[S]``.
+        lrs: inner learning rate(s), see :func:`step_lr`.
+        first_order: detach the inner gradients (first-order MAML).
+        adapt: names of the adapted parameters (default: all of ``params``).
+    Returns:
+        the full parameter dicts after step 1, ..., ``steps`` (``[]`` for 0 steps).
+    """
+    names = list(params) if adapt is None else list(adapt)
+    fast, history = dict(params), []
+    for step in range(steps):
+        def support_loss(sub: Params, fast: Params = fast) -> Tensor:
+            return loss_fn(functional_call(model, ({**fast, **sub}, buffers), (x,)), y)
+
+        grads = grad(support_loss)({k: fast[k] for k in names})
+        if first_order:
+            grads = {k: g.detach() for k, g in grads.items()}
+        fast = {**fast, **{k: fast[k] - step_lr(lrs, k, step) * grads[k] for k in names}}
+        history.append(fast)
+    return history
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """How one task is adapted: inner ``steps``, ``first_order``, ``all_steps`` (return query logits
+    after every step, ``[steps, M, N]``, instead of only the last, ``[M, N]``), ``adapt`` (names of
+    adapted parameters, None = all)."""
+
+    steps: int = 1
+    first_order: bool = False
+    all_steps: bool = False
+    adapt: tuple[str, ...] | None = None
+
+
+def task_logits(model: nn.Module, state: Mapping[str, Params], sx: Tensor, sy: Tensor,
+                qx: Tensor, config: TaskConfig, encoder: nn.Module | None = None) -> Tensor:
+    """Adapt on one task's support set and return its query logits.
+
+    Args:
+        state: ``{"params": model params, "lrs": inner rates (tensors, see :func:`step_lr`),
+            "encoder": encoder params}`` (``"encoder"`` only with an encoder).
+        sx: support ``[S, C, H, W]``; sy: ``[S]`` in 0..N-1; qx: queries ``[M, C, H, W]``.
+        encoder: optional frozen feature extractor run once on sx and qx before the adapted
+            ``model`` (ANIL: the encoder is meta-learned but not adapted in the inner loop).
+    Returns:
+        ``[M, N]``, or ``[steps, M, N]`` with ``config.all_steps`` (logits after each step; the
+        unadapted model's logits when ``steps`` is 0).
+    """
+    if encoder is not None:
+        enc_buffers = bn_free_buffers(encoder)
+        sx = functional_call(encoder, (state["encoder"], enc_buffers), (sx,))
+        qx = functional_call(encoder, (state["encoder"], enc_buffers), (qx,))
+    buffers = bn_free_buffers(model)
+    fast = inner_loop(model, state["params"], buffers, sx, sy, state["lrs"], config.steps,
+                      config.first_order, config.adapt) or [state["params"]]
+    if not config.all_steps:
+        fast = fast[-1:]
+    logits = [functional_call(model, (p, buffers), (qx,)) for p in fast]
+    return torch.stack(logits) if config.all_steps else logits[0]
+
+
+def batched_logits(task_fn: Callable[[dict, Tensor, Tensor, Tensor], Tensor],
+                   state: Mapping[str, Params], sx: Tensor, sy: Tensor, qx: Tensor,
+                   use_vmap: bool = True, chunk_size: int | None = None) -> Tensor:
+    """Run ``task_fn(state, sx[t], sy[t], qx[t])`` for the T tasks and stack the results.
+
+    Args:
+        sx ``[T, S, ...]``, sy ``[T, S]``, qx ``[T, M, ...]``.
+        use_vmap: ``torch.func.vmap`` over tasks (one batched computation; norm layers run as
+            primitive ops, see :mod:`fewshot.functional_norms`); False: a Python loop (for models
+            that cannot be vmapped).
+        chunk_size: process at most this many tasks at a time. When gradients flow to ``state``,
+            each chunk is checkpointed: its graph is freed after the forward and rebuilt (one
+            chunk at a time) during ``backward()``, so memory holds one chunk's graph, at the
+            cost of a second forward. Chunked results support ``.backward()``, not
+            ``torch.autograd.grad``.
+    Returns:
+        ``[T, *task_fn output shape]``.
+    """
+    def run(st: Mapping[str, Params], sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
+        if use_vmap:
+            with DecomposedNorms():  # exact second-order norm gradients under vmap
+                return vmap(task_fn, in_dims=(None, 0, 0, 0), randomness="different")(st, sx, sy,
+                                                                                      qx)
+        return torch.stack([task_fn(st, *task) for task in zip(sx, sy, qx, strict=True)])
+
+    t = sx.shape[0]
+    if chunk_size is None or chunk_size >= t:
+        return run(state, sx, sy, qx)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 (or None for no chunking), got {chunk_size}")
+    keys = [(group, name) for group, tensors in state.items() for name in tensors]
+    values = [state[g][n] for g, n in keys]
+    needs_grad = torch.is_grad_enabled() and any(v.requires_grad for v in values)
+
+    def chunk(sx: Tensor, sy: Tensor, qx: Tensor, *flat: Tensor) -> Tensor:
+        st: dict[str, Params] = {g: {} for g in state}
+        for (g, n), v in zip(keys, flat, strict=True):
+            st[g][n] = v
+        return run(st, sx, sy, qx)
+
+    outs = []
+    for i in range(0, t, chunk_size):
+        args = (sx[i:i + chunk_size], sy[i:i + chunk_size], qx[i:i + chunk_size], *values)
+        outs.append(checkpoint(chunk, *args, use_reentrant=True) if needs_grad else chunk(*args))
+    return torch.cat(outs)
+
+
+def maml_logits(model: nn.Module, params: Params, lrs: LRs | float, sx: Tensor, sy: Tensor, qx: Tensor,
+                config: TaskConfig, encoder: nn.Module | None = None,
+                encoder_params: Params | None = None, use_vmap: bool = True,
+                chunk_size: int | None = None) -> Tensor:
+    """MAML query logits of T tasks: :func:`task_logits` batched by :func:`batched_logits`.
+
+    Args:
+        params: the model's (meta-)parameters; lrs: one float, or per adapted parameter a float
+            or a tensor ``[S]`` (see :func:`step_lr`); encoder, encoder_params: ANIL's frozen encoder.
+        sx ``[T, S, C, H, W]``, sy ``[T, S]``, qx ``[T, M, C, H, W]``.
+    Returns:
+        ``[T, M, N]`` (``[T, steps, M, N]`` with ``config.all_steps``). Backpropagating a loss of
+        them gives the second-order (or first-order) meta-gradient of ``params``, learned rates and
+        encoder parameters.
+    """
+    if isinstance(lrs, (int, float)):
+        lrs = dict.fromkeys(config.adapt if config.adapt is not None else params, lrs)
+    lr_tensors = {k: torch.as_tensor(v, dtype=next(iter(params.values())).dtype,
+                                     device=sx.device) for k, v in lrs.items()}
+    state = {"params": dict(params), "lrs": lr_tensors}
+    if encoder is not None:
+        state["encoder"] = dict(encoder_params if encoder_params is not None
+                                else encoder.named_parameters())
+
+    def one_task(st: dict, sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
+        return task_logits(model, st, sx, sy, qx, config, encoder)
+
+    return batched_logits(one_task, state, sx, sy, qx, use_vmap, chunk_size)

@@ -60,7 +60,7 @@ def step_lr(lrs: LRs | float, name: str, step: int) -> Tensor | float:
     return lr
 
 
-def inner_loop(model: nn.Module, params: Params, buffers: Mapping[str, Tensor | None],
+def inner_loop(model: nn.Module, params: Params, buffers: Mapping[str, Tensor | None] | None,
                x: Tensor, y: Tensor, lrs: LRs | float, steps: int, first_order: bool = False,
                adapt: Sequence[str] | None = None,
                loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy) -> list[Params]:
@@ -68,7 +68,9 @@ def inner_loop(model: nn.Module, params: Params, buffers: Mapping[str, Tensor | 
 
     Args:
         params: the model's parameters by name (the ones not given are the module's own);
-        buffers: buffers by name for ``functional_call`` (e.g. :func:`bn_free_buffers`).
+        buffers: buffers by name for ``functional_call``; None: :func:`bn_free_buffers`
+            (transductive BatchNorm; buffers that BatchNorm would update in place cannot be
+            passed as they are, since ``torch.func.grad`` forbids mutating them).
         x: support inputs ``[S, ...]``; y: support labels ``[S]``.
         lrs: inner learning rate(s), see :func:`step_lr`.
         first_order: detach the inner gradients (first-order MAML).
@@ -77,6 +79,7 @@ def inner_loop(model: nn.Module, params: Params, buffers: Mapping[str, Tensor | 
         the full parameter dicts after step 1, ..., ``steps`` (``[]`` for 0 steps).
     """
     names = list(params) if adapt is None else list(adapt)
+    buffers = bn_free_buffers(model) if buffers is None else buffers
     fast, history = dict(params), []
     for step in range(steps):
         def support_loss(sub: Params, fast: Params = fast) -> Tensor:

@@ -1,0 +1,173 @@
+"""MAML (Finn et al. 2017) and its variants as an :class:`EpisodicLearner`: a thin wrapper of the
+pure functions of :mod:`fewshot.maml`, trained by the one loop of :mod:`fewshot.train`.
+
+The model is ``backbone -> nn.Linear(feat_dim, n_way)``. Head choice (``head`` option):
+``"linear"`` (default, as in the paper) meta-learns a head of ``n_way`` outputs built from
+``spec.options["n_way"]``; episodes of another N raise an error. ``"zero"`` starts every episode
+from a zero head of the episode's N (not meta-learned; the inner loop fits it), so one model serves
+any N.
+
+BatchNorm uses transductive batch statistics in training and evaluation alike (see
+:mod:`fewshot.maml`): ``eval()`` only switches to ``eval_inner_steps`` and detaches the
+meta-parameters (no meta-gradient graph is built); running statistics are never read or updated.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..backbones import make_backbone
+from ..learner import EpisodicLearner, ModelSpec, register
+from ..maml import TaskConfig, maml_logits
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+class MAML(EpisodicLearner):
+    """MAML / first-order MAML / ANIL / Meta-SGD-style learned rates / MAML++ multi-step loss.
+
+    Args:
+        backbone: any module mapping ``[B, C, H, W]`` to features ``[B, feat_dim]``.
+        inner_steps, eval_inner_steps: inner SGD steps in training and evaluation.
+        inner_lr: inner learning rate (initial value when ``learn_lr``).
+        first_order: first-order meta-gradients. learn_lr: one learned rate per adapted parameter
+            tensor and per step (MAML++ LSLR; evaluation steps beyond ``inner_steps`` reuse the
+            last). multi_step_loss: MAML++ loss over the query logits after every step, weights
+            annealed linearly from uniform to the last step over ``msl_anneal`` iterations.
+        anil: adapt only the head (the backbone runs once per task, unadapted).
+        use_vmap: tasks in parallel with vmap (False: loop); chunk_size: tasks per chunk.
+    """
+
+    grad_at_eval = True
+
+    def __init__(self, backbone: nn.Module, feat_dim: int, n_way: int = 5, inner_steps: int = 1,
+                 eval_inner_steps: int | None = None, inner_lr: float = 0.4,
+                 first_order: bool = False, learn_lr: bool = False, multi_step_loss: bool = False,
+                 msl_anneal: int = 5000, anil: bool = False, head: str = "linear",
+                 use_vmap: bool = True, chunk_size: int | None = None) -> None:
+        super().__init__()
+        if head not in ("linear", "zero"):
+            raise ValueError(f"head must be 'linear' or 'zero', got {head!r}")
+        if inner_steps < 1 and (multi_step_loss or learn_lr):
+            raise ValueError("multi_step_loss and learn_lr need inner_steps >= 1")
+        self.net = nn.Sequential(OrderedDict(backbone=backbone, head=nn.Linear(feat_dim, n_way)))
+        self.head_kind = head
+        if head == "zero":
+            nn.init.zeros_(self.net.head.weight), nn.init.zeros_(self.net.head.bias)
+            self.net.head.requires_grad_(False)
+        self.inner_steps = inner_steps
+        self.eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
+        self.inner_lr, self.first_order, self.learn_lr = inner_lr, first_order, learn_lr
+        self.multi_step_loss, self.msl_anneal, self.anil = multi_step_loss, msl_anneal, anil
+        self.use_vmap, self.chunk_size = use_vmap, chunk_size
+        adapted = self.adapted_module()
+        self.lrs = nn.ParameterDict({_key(n): nn.Parameter(torch.full((inner_steps,), inner_lr))
+                                     for n, _ in adapted.named_parameters()} if learn_lr else {})
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        self._step_logits: Tensor | None = None
+
+    def adapted_module(self) -> nn.Module:
+        """The module adapted in the inner loop: the head (ANIL) or the whole net."""
+        return self.net.head if self.anil else self.net
+
+    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
+                ) -> Tensor:
+        """support_x ``[T, N*K, C, H, W]``, support_y ``[T, N*K]``, query_x ``[T, M, C, H, W]``
+        -> query logits ``[T, M, N]`` after adapting on each task's support set."""
+        head = self.net.head
+        if self.head_kind == "linear" and n_way != head.out_features:
+            raise ValueError(f"this MAML head has {head.out_features} outputs but the episodes are "
+                             f"{n_way}-way: build it with option n_way={n_way}, or head=zero")
+        model = self.adapted_module()
+        params = dict(model.named_parameters())
+        if self.head_kind == "zero":
+            prefix = "" if self.anil else "head."
+            w = head.weight.new_zeros(n_way, head.in_features)
+            params.update({prefix + "weight": w, prefix + "bias": w.new_zeros(n_way)})
+        lrs = ({n: self.lrs[_key(n)] for n in params} if self.learn_lr
+               else dict.fromkeys(params, self.inner_lr))
+        enc = dict(self.net.backbone.named_parameters()) if self.anil else None
+        steps = self.inner_steps if self.training else self.eval_inner_steps
+        msl = self.training and self.multi_step_loss
+        if not self.training:  # evaluation: no meta-gradient graph
+            params, enc = _detached(params), _detached(enc)
+            lrs = {n: v.detach() if isinstance(v, Tensor) else v for n, v in lrs.items()}
+        logits = maml_logits(model, params, lrs, support_x, support_y, query_x,
+                             TaskConfig(steps, self.first_order, all_steps=msl),
+                             self.net.backbone if self.anil else None, enc, self.use_vmap,
+                             self.chunk_size)
+        if msl:
+            self._step_logits, logits = logits, logits[:, -1]
+        return logits
+
+    def step_weights(self) -> Tensor:
+        """MAML++ multi-step loss weights ``[inner_steps]`` at the current iteration."""
+        s = self.inner_steps
+        frac = min(float(self.iteration) / max(self.msl_anneal, 1), 1.0)
+        final = torch.zeros(s)
+        final[-1] = 1.0
+        return (1 - frac) * torch.full((s,), 1.0 / s) + frac * final
+
+    def loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
+        """Cross-entropy of the final logits ``[T, M, N]``; with the multi-step loss in training,
+        the weighted sum over the logits after every inner step (the iteration counter advances)."""
+        step_logits, self._step_logits = self._step_logits, None
+        if step_logits is None or not self.training:
+            return super().loss(logits, query_y)
+        weights = self.step_weights().to(logits.device)
+        self.iteration += 1
+        t, s, m, n = step_logits.shape
+        per_step = F.cross_entropy(step_logits.transpose(0, 1).reshape(s, t * m, n).flatten(0, 1),
+                                   query_y.flatten().repeat(s), reduction="none")
+        return (per_step.view(s, -1).mean(1) * weights).sum()
+
+
+def _detached(params: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
+    return None if params is None else {k: v.detach() for k, v in params.items()}
+
+
+def feature_dim(backbone: nn.Module, in_channels: int, image_size: int) -> int:
+    """Flattened output size of ``backbone`` on ``[2, C, H, W]`` images."""
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        out = backbone(torch.zeros(2, in_channels, image_size, image_size))
+    backbone.train(was_training)
+    return out.flatten(1).shape[1]
+
+
+OPTIONS = {"n_way": int, "inner_steps": int, "eval_inner_steps": int, "inner_lr": float,
+           "first_order": bool, "learn_lr": bool, "multi_step_loss": bool, "msl_anneal": int,
+           "anil": bool, "head": str, "chunk_size": int, "vmap": bool, "hidden": int}
+
+
+def _coerce(name: str, value: object) -> object:
+    """Option values may come as strings from the command line ("5", "0.4", "true")."""
+    kind = OPTIONS[name]
+    if value is None or not isinstance(value, str) or kind is str:
+        return value
+    if kind is bool:
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"option {name} must be true or false, got {value!r}")
+        return value.lower() in ("true", "1", "yes")
+    return kind(value)
+
+
+@register("maml")
+def build_maml(spec: ModelSpec) -> MAML:
+    """Options: the arguments of :class:`MAML` (``vmap`` for ``use_vmap``) and ``hidden``
+    (backbone width)."""
+    unknown = set(spec.options) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown MAML option(s) {sorted(unknown)}: choose from {sorted(OPTIONS)}")
+    options = {k: _coerce(k, v) for k, v in spec.options.items()}
+    kw = {"hidden": options.pop("hidden")} if "hidden" in options else {}
+    backbone = make_backbone(spec.backbone, spec.in_channels, **kw)
+    dim = feature_dim(backbone, spec.in_channels, spec.image_size)
+    return MAML(backbone, dim, use_vmap=options.pop("vmap", True), **options)

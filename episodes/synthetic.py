@@ -2,10 +2,10 @@
 
 Needs no download and no network. Each of the 1,200 classes is a "character": a program of 2 to 4
 pen strokes, each a quadratic Bezier curve. Each of its 20 images is a new drawing of that program:
-the control points are jittered (by 0.09 of the half-width), the whole character gets a random affine distortion (rotation,
-scale, shear, translation) and a random pen width, and the strokes are rasterised with antialiasing
-at 28x28 (ink 255, paper 0). Generation is deterministic (seeded) and takes seconds; the result is
-cached. Classes are split 900 train / 100 val / 200 test.
+the control points are jittered (by 0.09 of the half-width), the whole character gets a random
+affine distortion (rotation, scale, shear, translation) and a random pen width, and the strokes
+are rasterised with antialiasing at 28x28 (ink 255, paper 0). Generation is deterministic
+(seeded) and takes seconds; the result is cached. Classes are split 900 train / 100 val / 200 test.
 """
 
 from __future__ import annotations

@@ -76,5 +76,5 @@ def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.Pat
             logits = _logits(learner, sx, sy, qx, len(names))
         probs = logits[0].float().softmax(-1)
         p, label = probs.max(-1)
-        out += [Prediction(f, names[int(c)], float(q)) for f, c, q in zip(chunk, label, p)]
+        out += [Prediction(f, names[int(c)], float(q)) for f, c, q in zip(chunk, label, p, strict=True)]
     return out

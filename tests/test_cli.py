@@ -37,8 +37,8 @@ def data_args(tree: Path) -> list[str]:
 def test_train_eval_predict(tree: Path, capsys):
     run = tree / "run"
     main(["train", *data_args(tree), "--way", "2", "--shot", "1", "--query", "2", "--steps", "6",
-          "--val-episodes", "5", "--val-query", "2", "--val-every", "3", "--checkpoint-every", "3", "--out", str(run),
-          "--quiet"])
+          "--val-episodes", "5", "--val-query", "2", "--val-every", "3", "--checkpoint-every", "3",
+          "--out", str(run), "--quiet"])
     assert (run / "last.pt").is_file() and (run / "best.pt").is_file()
     assert "trained 6 steps" in capsys.readouterr().out
     main(["train", *data_args(tree), "--way", "2", "--shot", "1", "--query", "2", "--steps", "8",

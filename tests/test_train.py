@@ -27,7 +27,7 @@ def test_resume_matches_uninterrupted_run(tiny_dataset, tmp_path):
     run(ds, 8, tmp_path / "part", val=val)            # "killed" after step 8 (checkpoint at 8)
     resumed, result = run(ds, 12, tmp_path / "part", resume=True, val=val, seed=123)
     assert result.steps == 12
-    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     ck = load_checkpoint(tmp_path / "part" / "last.pt")
     assert ck["step"] == 12 and (tmp_path / "part" / "best.pt").is_file()

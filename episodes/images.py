@@ -17,11 +17,34 @@ from tqdm.auto import tqdm
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm")
 MODE_FOR_CHANNELS = {1: "L", 3: "RGB"}
-RESAMPLE = {"bilinear": Image.BILINEAR, "box": Image.BOX}
+RESAMPLE = {"bilinear": Image.BILINEAR}
+
+
+def area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """``[n_out, n_in]`` matrix averaging exact areas: output pixel ``i`` covers input interval
+    ``[i * n_in / n_out, (i + 1) * n_in / n_out)``, each input pixel weighted by its overlap."""
+    edges = np.arange(n_out + 1) * n_in / n_out
+    lo, hi = edges[:-1, None], edges[1:, None]
+    px = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, px + 1) - np.maximum(lo, px), 0, None)
+    return overlap / overlap.sum(1, keepdims=True)
+
+
+def area_resize(array: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Exact area-average resize of uint8 ``[H, W]`` or ``[H, W, C]`` to ``hw``, rounded."""
+    a = array.astype(np.float64)
+    out = np.einsum("ih,hw...,jw->ij...", area_weights(a.shape[0], hw[0]), a,
+                    area_weights(a.shape[1], hw[1]))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 class ImageFileError(ValueError):
     """An image file that cannot be used, with the file named in the message."""
+
+
+def mode_channels(mode: str) -> int:
+    """Colour channels of a PIL mode (alpha not counted): 1 for grayscale modes, else 3."""
+    return 1 if mode in ("1", "L", "LA", "I", "I;16", "F") else 3
 
 
 def is_image_file(path: Path) -> bool:
@@ -36,7 +59,7 @@ def decode_image(path: str | os.PathLike, channels: int, size: int | tuple[int, 
         path: the file.
         channels: 1 (grayscale) or 3 (RGB).
         size: resize to ``size x size`` (or ``(H, W)``); None keeps the file's size.
-        resample: "bilinear" (antialiased) or "box" (area averaging).
+        resample: "bilinear" (antialiased, PIL) or "area" (exact area averaging).
         convert: convert other modes (grayscale, CMYK, alpha, palette) to ``channels``; if False, a
             mode of another channel count raises :class:`ImageFileError`.
     Returns:
@@ -53,7 +76,7 @@ def decode_image(path: str | os.PathLike, channels: int, size: int | tuple[int, 
             img.load()
             mode = img.mode
             if mode != want:
-                native = {"1": 1, "L": 1, "I;16": 1, "I": 1, "F": 1}.get(mode, 3)
+                native = mode_channels(mode)
                 if not convert and native != channels:
                     raise ImageFileError(
                         f"{path}: image has mode {mode} ({native} channel(s)) but the dataset "
@@ -62,11 +85,14 @@ def decode_image(path: str | os.PathLike, channels: int, size: int | tuple[int, 
                 if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
                     img = _flatten_alpha(img)
                 img = img.convert(want)
-            if size is not None:
-                hw = (size, size) if isinstance(size, int) else tuple(size)
-                if img.size != (hw[1], hw[0]):
-                    img = img.resize((hw[1], hw[0]), RESAMPLE[resample])
             array = np.asarray(img, dtype=np.uint8)
+            hw = array.shape[:2] if size is None else (
+                (size, size) if isinstance(size, int) else tuple(size))
+            if tuple(array.shape[:2]) != tuple(hw):
+                if resample == "area":
+                    array = area_resize(array, hw)
+                else:
+                    array = np.asarray(img.resize((hw[1], hw[0]), RESAMPLE[resample]), np.uint8)
     except ImageFileError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -117,7 +143,7 @@ def decode_images(paths: Sequence[Path], channels: int, size: int | tuple[int, i
                 continue
             out[len(kept)] = img
             kept.append(i)
-            if mode != MODE_FOR_CHANNELS[channels]:
+            if mode_channels(mode) != channels or mode in ("RGBA", "LA", "PA", "CMYK"):
                 converted[mode] = converted.get(mode, 0) + 1
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s): " + "; ".join(bad[:5]),

@@ -3,7 +3,7 @@
 Reads the official layout ``root/images_background/<Alphabet>/<characterNN>/*.png`` and
 ``root/images_evaluation/...`` (also under ``root/omniglot-py/``, where torchvision puts it). Each
 character of the split is used in four rotations (0, 90, 180, 270 degrees) as four classes named
-``Alphabet/characterNN/rotDDD``. Images are resized by area averaging to 28x28 and inverted so
+``Alphabet/characterNN/rotDDD``. Images are resized by exact area averaging to 28x28 and inverted so
 that ink is 1 (255) and paper 0.
 """
 
@@ -79,7 +79,7 @@ def omniglot(root: str | os.PathLike, split: str = "train", download: bool = Fal
                                     f"the copy is incomplete; re-download it (--download)")
         files[char] = sorted(folders[0].glob("*.png"))
     chars = cached_class_dataset(files, base, image_size, channels=1, name=f"omniglot-{split}",
-                                 cache_dir=cache_dir, resample="box")
+                                 cache_dir=cache_dir, resample="area")
     return with_rotations(chars, ink_is_white=False)
 
 

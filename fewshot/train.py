@@ -130,7 +130,8 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
             checkpoint("best.pt")
 
     learner.train()
-    bar = tqdm(total=config.steps, initial=step, disable=not config.progress, desc="training")
+    bar = tqdm(total=None if config.time_limit else config.steps, initial=step,
+               disable=not config.progress, desc="training")
     sums = torch.zeros(2, device=device)
     start_step, tick = step, time.perf_counter()
     while step < config.steps:

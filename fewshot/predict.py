@@ -1,0 +1,80 @@
+"""Labelling new images with a trained learner: a folder of labelled support images in, a label per
+query image out."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from episodes import decode_images, scan_class_folders
+from episodes.images import is_image_file
+
+from .learner import EpisodicLearner, ModelSpec
+
+
+@dataclass
+class Prediction:
+    """The label of one query image and the learner's probability for it."""
+
+    path: Path
+    label: str
+    probability: float
+
+
+def list_query_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted; a clear error if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"query folder {folder} does not exist: check the path (--query)")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    if not files:
+        raise FileNotFoundError(f"no image files in query folder {folder}")
+    return files
+
+
+@torch.no_grad()
+def _logits(learner: EpisodicLearner, sx, sy, qx, n_way: int):
+    return learner(sx, sy, qx, n_way)
+
+
+def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.PathLike,
+            query_dir: str | os.PathLike, device: torch.device | str = "cpu",
+            convert: bool = True, batch_size: int = 256) -> list[Prediction]:
+    """Classify every image of ``query_dir`` among the classes of ``support_dir``.
+
+    Args:
+        support_dir: one folder per class (the folder name is the label) holding its support images;
+            classes may have different numbers of images.
+        query_dir: images to label (searched recursively).
+        convert: convert images whose channel count differs from the model's; if False such an
+            image raises an error naming it.
+        batch_size: query images per forward pass.
+    """
+    classes = scan_class_folders(support_dir)
+    names = list(classes)
+    if len(names) < 2:
+        raise ValueError(f"support folder {support_dir} has {len(names)} class folder(s): give at "
+                         f"least two classes to choose between")
+    files = [f for n in names for f in classes[n]]
+    sx, _ = decode_images(files, spec.in_channels, spec.image_size, convert=convert)
+    sy = torch.tensor([i for i, n in enumerate(names) for _ in classes[n]])
+    queries = list_query_images(query_dir)
+    learner.eval().to(device)
+    sx = sx.to(device).float().div_(255).unsqueeze(0)
+    sy = sy.to(device).unsqueeze(0)
+    out: list[Prediction] = []
+    for s in range(0, len(queries), batch_size):
+        chunk = queries[s:s + batch_size]
+        qx, _ = decode_images(chunk, spec.in_channels, spec.image_size, convert=convert)
+        qx = qx.to(device).float().div_(255).unsqueeze(0)
+        if learner.grad_at_eval:
+            logits = learner(sx, sy, qx, len(names))
+        else:
+            logits = _logits(learner, sx, sy, qx, len(names))
+        probs = logits[0].float().softmax(-1)
+        p, label = probs.max(-1)
+        out += [Prediction(f, names[int(c)], float(q)) for f, c, q in zip(chunk, label, p, strict=True)]
+    return out

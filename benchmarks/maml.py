@@ -130,45 +130,39 @@ def worker(cfg: dict) -> dict:
     return out
 
 
-def speed(args: argparse.Namespace) -> dict:
-    variants = [("vmap", None), *[("vmap", c) for c in args.chunks], ("loop", None)]
+def speed(args: argparse.Namespace, result: dict) -> None:
+    """Each variant in a fresh subprocess; rows printed and saved as soon as they finish."""
+    variants = [("loop", None), ("vmap", None), *[("vmap", c) for c in args.chunks]]
     try:
         import higher  # noqa: F401
         variants.append(("higher", None))
     except ImportError:
         print("higher is not installed: skipping it (pip install higher)")
-    rows, tmp = [], Path(default_cache_dir()) / "maml-bench"
+    result["rows"] = rows = []
+    tmp = Path(default_cache_dir()) / "maml-bench"
     tmp.mkdir(parents=True, exist_ok=True)
     for steps in args.steps:
         ref = None
         for variant, chunk in variants:
             cfg = {"device": args.device, "batch": args.batch, "steps": steps, "variant": variant,
-                   "hidden": args.hidden,
-                   "chunk": chunk, "warmup": args.warmup, "iters": args.iters,
-                   "grad_file": str(tmp / f"grad-{variant}-{chunk}-{steps}.pt")}
+                   "hidden": args.hidden, "chunk": chunk, "warmup": args.warmup,
+                   "iters": args.iters, "grad_file": str(tmp / f"grad-{variant}-{chunk}-{steps}.pt")}
             proc = subprocess.run([sys.executable, __file__, "_worker", json.dumps(cfg)],
                                   capture_output=True, text=True)
             if proc.returncode:
                 print(proc.stderr[-3000:])
                 rows.append({**cfg, "error": proc.stderr.strip().splitlines()[-1]})
                 continue
-            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            row = {**cfg, **json.loads(proc.stdout.strip().splitlines()[-1])}
             grads = torch.load(cfg["grad_file"])
-            if variant == "loop":
-                ref = grads
-            rows.append({**cfg, **res, "grads": grads})
-        for row in rows:
-            if row["steps"] == steps and "grads" in row:
-                g = row.pop("grads")
-                row["grad_rel_diff_vs_loop"] = float((g - ref).norm() / ref.norm())
-        for row in rows:
-            if row["steps"] == steps and "s_per_iter" in row:
-                mem = row.get("peak_gib", row.get("peak_rss_gib"))
-                print(f"{steps} step(s) {row['variant']:6s} chunk={row['chunk']} "
-                      f"width={row['hidden']}: "
-                      f"{row['s_per_iter']:.3f} s/iter, peak {mem:.2f} GiB, "
-                      f"grad diff vs loop {row['grad_rel_diff_vs_loop']:.1e}", flush=True)
-    return {"rows": rows}
+            ref = grads if variant == "loop" else ref
+            row["grad_rel_diff_vs_loop"] = float((grads - ref).norm() / ref.norm())
+            rows.append(row)
+            mem = row.get("peak_gib", row.get("peak_rss_gib"))
+            print(f"{steps} step(s) {variant:6s} chunk={chunk} width={args.hidden}: "
+                  f"{row['s_per_iter']:.3f} s/iter, peak {mem:.2f} GiB, "
+                  f"grad diff vs loop {row['grad_rel_diff_vs_loop']:.1e}", flush=True)
+            save(result, args.out)
 
 
 # ---------------------------------------------------------------- Omniglot accuracy
@@ -183,11 +177,11 @@ def omniglot_root() -> Path:
     return dest
 
 
-def accuracy(args: argparse.Namespace) -> dict:
+def accuracy(args: argparse.Namespace, result: dict) -> None:
     device = torch.device(args.device)
     root = omniglot_root()
     train_ds, test_ds = omniglot(root, "train").to(device), omniglot(root, "test").to(device)
-    results = []
+    result["rows"] = results = []
     for name in args.settings:
         n, k, batch, steps, lr, test_steps, q = SETTINGS[name]
         batch = args.batch or batch
@@ -209,7 +203,7 @@ def accuracy(args: argparse.Namespace) -> dict:
             print(f"{name} {order} order: {100 * res.mean:.2f} +- {100 * res.ci95:.2f} % after "
                   f"{run.steps} iterations ({run.seconds:.0f} s)", flush=True)
             results.append(row)
-    return {"rows": results}
+            save(result, args.out)
 
 
 def main() -> None:
@@ -241,11 +235,15 @@ def main() -> None:
         args.time_limit = args.time_limit or 180.0
     if args.part == "speed":
         args.batch = args.batch or 32
-    result = {**environment(torch.device(args.device), args.quick),
-              **(speed(args) if args.part == "speed" else accuracy(args))}
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1))
+    result = environment(torch.device(args.device), args.quick)
+    (speed if args.part == "speed" else accuracy)(args, result)
+    save(result, args.out)
+
+
+def save(result: dict, path: str | None) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

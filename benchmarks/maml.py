@@ -138,6 +138,7 @@ def speed(args: argparse.Namespace, result: dict) -> None:
         variants.append(("higher", None))
     except ImportError:
         print("higher is not installed: skipping it (pip install higher)")
+    variants = [v for v in variants if v[0] in args.variants]
     result["rows"] = rows = []
     tmp = Path(default_cache_dir()) / "maml-bench"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -216,6 +217,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="reduced CPU run (fewer iterations)")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 5], help="speed: inner steps")
     p.add_argument("--chunks", type=int, nargs="*", default=[8], help="speed: chunk sizes")
+    p.add_argument("--variants", nargs="+", default=["loop", "vmap", "higher"],
+                   help="speed: which of loop, vmap (with --chunks), higher to run")
     p.add_argument("--batch", type=int, help="meta-batch (speed: 32; omniglot: the paper's)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20, help="speed: timed meta-iterations")

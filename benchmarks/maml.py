@@ -9,9 +9,9 @@ speed: meta-batch 32 of 5-way 1-shot 15-query tasks, Conv-4 (64 filters), 28x28,
 steps, second order: seconds per meta-iteration (forward, backward, Adam; median after warm-up) and
 peak memory of the library's vmapped MAML, vmap in chunks, the per-task loop and ``higher`` (when
 installed). Each variant runs in a fresh subprocess so that its peak memory is its own: on CUDA
-``torch.cuda.max_memory_allocated``; on CPU the process's peak resident set (``ru_maxrss``) minus
-the resident set before the first iteration. Meta-gradients of every variant are compared with the
-loop's on the same first batch (float32; TF32 off on GPU).
+``torch.cuda.max_memory_allocated``; on CPU the process's peak resident set (``ru_maxrss``), with
+the resident set after setup (before the first meta-iteration) alongside. Meta-gradients of every
+variant are compared with the loop's on the same first batch (float32; TF32 off on GPU).
 
 omniglot: Vinyals split, 28x28, Conv-4 (64 filters, max-pool), Adam 1e-3; 5-way: meta-batch 32, 1
 inner step of 0.4 (3 at test); 20-way: meta-batch 16, 5 inner steps of 0.1 (5 at test); 60,000
@@ -102,6 +102,7 @@ def worker(cfg: dict) -> dict:
             loss.backward()
         opt.step()
 
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (ru_maxrss in KiB)
     opt.zero_grad(set_to_none=True)
     loss = meta_loss()
     if loss.requires_grad:
@@ -109,7 +110,6 @@ def worker(cfg: dict) -> dict:
     grads = torch.cat([p.grad.flatten() for p in learner.net.parameters()]).cpu()
     torch.save(grads, cfg["grad_file"])
     opt.zero_grad(set_to_none=True)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (ru_maxrss in KiB)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for _ in range(cfg["warmup"]):

@@ -33,8 +33,11 @@ def area_weights(n_in: int, n_out: int) -> np.ndarray:
 def area_resize(array: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Exact area-average resize of uint8 ``[H, W]`` or ``[H, W, C]`` to ``hw``, rounded."""
     a = array.astype(np.float64)
-    out = np.einsum("ih,hw...,jw->ij...", area_weights(a.shape[0], hw[0]), a,
-                    area_weights(a.shape[1], hw[1]))
+    wh, ww = area_weights(a.shape[0], hw[0]), area_weights(a.shape[1], hw[1])
+    if a.ndim == 2:
+        out = wh @ a @ ww.T
+    else:
+        out = np.stack([wh @ a[..., c] @ ww.T for c in range(a.shape[2])], axis=-1)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

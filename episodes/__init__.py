@@ -5,11 +5,13 @@ from .dataset import ClassDataset, TensorClassDataset
 from .episode import Episode
 from .folder import image_folder, ratio_split, read_split_file, scan_class_folders
 from .images import ImageFileError, decode_image, decode_images
+from .natural import AnnotationError, cub, mini_imagenet, stanford_dogs
 from .omniglot import omniglot
 from .sampler import EpisodeSampler, FixedEpisodes, check_episode_shape
 from .synthetic import stroke_characters
 
 __all__ = [
+    "AnnotationError", "cub", "mini_imagenet", "stanford_dogs",
     "ClassDataset", "Episode", "EpisodeSampler", "FixedEpisodes", "ImageFileError",
     "TensorClassDataset", "check_episode_shape", "decode_image", "decode_images", "image_folder",
     "omniglot", "ratio_split", "read_split_file", "scan_class_folders", "stroke_characters",

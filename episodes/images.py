@@ -57,7 +57,8 @@ def decode_image(path: str | os.PathLike, channels: int, size: int | tuple[int, 
             img.load()
             mode = img.mode
             if mode != want:
-                native = {"1": 1, "L": 1, "I;16": 1, "I": 1, "F": 1}.get(mode, 3)
+                native = {"1": 1, "L": 1, "I;16": 1, "I": 1, "F": 1, "LA": 2, "RGBA": 4,
+                          "CMYK": 4}.get(mode, 3)
                 if not convert and native != channels:
                     raise ImageFileError(
                         f"{path}: image has mode {mode} ({native} channel(s)) but the dataset "

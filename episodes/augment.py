@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .episode import Episode
@@ -94,12 +95,49 @@ def sample_pixels(x: Tensor, src_y: Tensor, src_x: Tensor, mode: str = "reflect"
     return out
 
 
+# numpy.pad mode -> (grid_sample padding mode, align_corners) giving the same values
+GRID_MODES = {"constant": ("zeros", True), "edge": ("border", True),
+              "reflect": ("reflection", True), "symmetric": ("reflection", False),
+              "wrap": ("border", True)}
+
+
+def grid_affine_sample(x: Tensor, matrix: Tensor, offset: Tensor, mode: str = "reflect",
+                       value: float = 0.0, interpolation: str = "bilinear") -> Tensor:
+    """:func:`affine_sample` by ``affine_grid`` + ``grid_sample`` (two fused ops; same values as
+    the index-arithmetic reference up to float rounding). "constant" samples ``x - value`` with
+    zero padding and adds ``value`` back; "wrap" reduces the coordinates modulo the size and
+    samples the image padded by one wrapped row and column; the other modes are grid_sample's.
+    """
+    b, c, h, w = x.shape
+    if mode not in GRID_MODES:
+        raise ValueError(f"fill mode must be one of {FILL_MODES}, got {mode!r}")
+    padding, align = GRID_MODES[mode]
+    # centred pixel coordinates -> grid_sample's normalised ones: multiply by scale
+    scale = torch.tensor([2 / (w - 1), 2 / (h - 1)] if align else [2 / w, 2 / h],
+                         dtype=matrix.dtype, device=matrix.device)
+    theta = torch.cat([scale[:, None] * matrix / scale[None, :], (scale * offset)[..., None]], 2)
+    grid = F.affine_grid(theta.to(x.dtype), [b, c, h, w], align_corners=align)
+    if mode == "constant":
+        x = x - value
+    if mode == "wrap":  # to pixels, modulo the size, then normalised for the padded image
+        pix = (grid + 1) / 2 * torch.tensor([w - 1, h - 1], dtype=x.dtype, device=x.device)
+        pix = pix.remainder(torch.tensor([w, h], dtype=x.dtype, device=x.device))
+        grid = 2 * pix / torch.tensor([w, h], dtype=x.dtype, device=x.device) - 1
+        x = pad(x, (0, 1, 0, 1), "wrap")
+    out = F.grid_sample(x, grid, mode=interpolation, padding_mode=padding, align_corners=align)
+    return out + value if mode == "constant" else out
+
+
 def affine_sample(x: Tensor, matrix: Tensor, offset: Tensor, mode: str = "reflect",
-                  value: float = 0.0, interpolation: str = "bilinear") -> Tensor:
+                  value: float = 0.0, interpolation: str = "bilinear", exact: bool = False
+                  ) -> Tensor:
     """Apply per-image affine maps: output pixel ``p`` (centred coordinates ``(x, y)``) takes the
     source pixel ``matrix @ p + offset`` (centred). x ``[B, C, H, W]``, matrix ``[B, 2, 2]``,
-    offset ``[B, 2]``; returns ``[B, C, H, W]``."""
+    offset ``[B, 2]``; returns ``[B, C, H, W]``. ``exact`` samples by explicit index arithmetic
+    (:func:`sample_pixels`, the reference) instead of :func:`grid_affine_sample` (faster)."""
     b, _, h, w = x.shape
+    if not exact and h > 1 and w > 1:
+        return grid_affine_sample(x, matrix, offset, mode, value, interpolation)
     cy, cx = (h - 1) / 2, (w - 1) / 2
     ys = torch.arange(h, device=x.device, dtype=x.dtype) - cy
     xs = torch.arange(w, device=x.device, dtype=x.dtype) - cx
@@ -197,20 +235,27 @@ def random_affine(n: int, cfg: AugmentConfig, size: tuple[int, int], g: torch.Ge
 
 
 def colour_and_noise(x: Tensor, cfg: AugmentConfig, g: torch.Generator) -> Tensor:
-    """Colour jitter, Gaussian and salt-and-pepper noise on float ``[B, C, H, W]`` in [0, 1]."""
+    """Colour jitter, Gaussian and salt-and-pepper noise on float ``[B, C, H, W]`` in [0, 1].
+
+    Brightness ``b``, contrast ``c`` (about the image's mean gray ``m``) and saturation ``s``
+    (about each pixel's gray) compose into one per-image linear map
+    ``x -> c*b*(s*I + (1-s)*1 w^T) x + (1-c)*b*m`` (``w`` the luma weights), applied as one bmm.
+    """
     n, c = x.shape[:2]
     per_image = {"device": x.device, "dtype": x.dtype}
-    if cfg.brightness:
-        f = _uniform(n, 1 - cfg.brightness, 1 + cfg.brightness, g).to(**per_image)
-        x = x * f[:, None, None, None]
-    gray = x.mean(1, keepdim=True) if c == 1 else (
-        x * torch.tensor([0.299, 0.587, 0.114], **per_image)[:, None, None]).sum(1, keepdim=True)
-    if cfg.contrast:
-        f = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, g).to(**per_image)[:, None, None, None]
-        x = (x - gray.mean((2, 3), keepdim=True)) * f + gray.mean((2, 3), keepdim=True)
-    if cfg.saturation and c > 1:
-        f = _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation, g).to(**per_image)[:, None, None, None]
-        x = (x - gray) * f + gray
+    if cfg.brightness or cfg.contrast or cfg.saturation:
+        bright = _uniform(n, 1 - cfg.brightness, 1 + cfg.brightness, g)
+        contrast = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, g)
+        sat = _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation, g)
+        w = (torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64) if c == 3
+             else torch.full((c,), 1 / c, dtype=torch.float64))
+        eye = torch.eye(c, dtype=torch.float64)
+        mix = (sat[:, None, None] * eye + (1 - sat)[:, None, None] * w[None, None, :]
+               if c == 3 else eye.expand(n, c, c))
+        matrix = ((contrast * bright)[:, None, None] * mix).to(**per_image)
+        mean_gray = x.mean((2, 3)) @ w.to(**per_image)  # [B]
+        shift = ((1 - contrast) * bright).to(**per_image) * mean_gray
+        x = (matrix @ x.flatten(2)).view_as(x) + shift[:, None, None, None]
     if cfg.noise_std or cfg.salt_pepper:  # per-pixel draws on the device, seeded from g
         dev = torch.Generator(x.device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
         if cfg.noise_std:

@@ -160,7 +160,7 @@ def part_accuracy(args, report: dict, device: torch.device) -> None:
     for backbone in args.backbones.split(","):
         steps = args.resnet_steps if backbone == "resnet12" else args.steps
         n_eval = args.resnet_episodes if backbone == "resnet12" else args.episodes
-        for shot in (1, 5):
+        for shot in (int(k) for k in args.shots.split(",")):
             episodes = FixedEpisodes.generate(val_set, 5, shot, 15, n_eval, seed=args.seed)
             episodes.save(out / f"val-5w{shot}s15q-{n_eval}.pt")
             results = {}
@@ -203,6 +203,7 @@ def main() -> None:
     ap.add_argument("--data-steps", type=int, default=50, help="episodes timed, data only")
     ap.add_argument("--speed-steps", type=int, default=5, help="training steps timed per source")
     ap.add_argument("--backbones", default="conv4,resnet12")
+    ap.add_argument("--shots", default="1,5", help="comma list of shots (a model trained for each)")
     ap.add_argument("--steps", type=int, default=15, help="Conv-4 training steps per model")
     ap.add_argument("--resnet-steps", type=int, default=1)
     ap.add_argument("--episodes", type=int, default=40, help="Conv-4 fixed val episodes")

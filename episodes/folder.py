@@ -171,7 +171,8 @@ def image_folder(root: str | os.PathLike, split: str = "train",
                  split_dir: str | os.PathLike | None = None,
                  ratios: Sequence[float] | None = None, seed: int = 0, image_size: int = 84,
                  channels: int = 3, cache_dir: str | os.PathLike | None = None,
-                 convert: bool = True, skip_bad: bool = False) -> TensorClassDataset:
+                 convert: bool = True, skip_bad: bool = False, decoder: str = "auto"
+                 ) -> TensorClassDataset:
     """One split of a folder of class folders, as an in-memory (memory-mapped) dataset.
 
     Args:
@@ -184,10 +185,11 @@ def image_folder(root: str | os.PathLike, split: str = "train",
         convert: convert images of other modes (grayscale, CMYK, alpha) and warn once; if False
             they raise an error naming the file.
         skip_bad: skip unreadable and non-image files with a warning instead of raising.
+        decoder: "auto", "cuda", "threads" or "processes" (see :func:`cached_class_dataset`).
     """
     root = Path(root)
     found = scan_class_folders(root, skip_bad=skip_bad)
     names = resolve_split(list(found), split, split_dir, ratios, seed, where=str(root))
     return cached_class_dataset({n: found[n] for n in names}, root, image_size, channels,
                                 name=f"{root.name}-{split}", cache_dir=cache_dir,
-                                convert=convert, skip_bad=skip_bad)
+                                convert=convert, skip_bad=skip_bad, decoder=decoder)

@@ -39,7 +39,8 @@ def _folder(root: str | os.PathLike | None, split: str, image_size: int | None, 
     return image_folder(root, split, split_dir=kw.get("split_dir"), ratios=kw.get("ratios"),
                         seed=kw.get("split_seed", 0), image_size=image_size or 84,
                         channels=kw.get("channels", 3), cache_dir=kw.get("cache_dir"),
-                        convert=kw.get("convert", True), skip_bad=kw.get("skip_bad", False))
+                        convert=kw.get("convert", True), skip_bad=kw.get("skip_bad", False),
+                        decoder=kw.get("decoder", "auto"))
 
 
 def _natural(loader: Loader, name: str, **fixed: Any) -> Loader:

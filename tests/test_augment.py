@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from episodes import AugmentConfig, EpisodeAugment, EpisodeSampler, augment_images
-from episodes.augment import FILL_MODES, affine_sample, pad, random_affine
+from episodes.augment import random_affine
+from episodes.fill import FILL_MODES, affine_sample, pad
 
 HAND = np.array([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14], [15, 16, 17, 18, 19]],
                 dtype=np.float32) / 19  # a hand-made 4x5 array

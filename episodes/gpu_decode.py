@@ -8,6 +8,7 @@ resampling rounding only (antialiased bilinear resize in both).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,7 +59,9 @@ def decode_images_cuda(paths: Sequence[Path], channels: int, size: int | tuple[i
         uint8 ``[M, channels, H, W]`` on the CPU (the images that decoded) and their positions in
         ``paths``.
     """
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its image io for TorchCodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
     hw = (size, size) if isinstance(size, int) else tuple(size)
     boxes = list(boxes) if boxes is not None else [None] * len(paths)
@@ -80,20 +83,28 @@ def decode_images_cuda(paths: Sequence[Path], channels: int, size: int | tuple[i
         decodable, modes[i] = gpu_decodable(p)
         if decodable and (convert or modes[i] == ("RGB" if channels == 3 else "L")):
             gpu.append(i)
-    with tqdm(total=len(paths), desc=desc, leave=False, disable=len(paths) < 500) as bar:
+    with tqdm(total=len(paths), desc=desc, leave=False, disable=len(paths) < 500) as bar, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29's image io
         for s in range(0, len(gpu), batch_size):
-            chunk = gpu[s:s + batch_size]
+            data = {i: read_file(str(paths[i])) for i in gpu[s:s + batch_size]}
+            # a file not ending in the JPEG end marker may be truncated: the CPU path checks it
+            chunk = [i for i, d in data.items() if d[-2:].tolist() == [0xFF, 0xD9]]
+            for i in sorted(set(data) - set(chunk)):
+                on_cpu(i)
             try:
-                decoded = decode_jpeg([read_file(str(paths[i])) for i in chunk], mode=read_mode,
-                                      device=device)
+                decoded = (decode_jpeg([data[i] for i in chunk], mode=read_mode, device=device)
+                           if chunk else [])
             except RuntimeError:  # one bad file fails the batch: decode it on the CPU
                 for i in chunk:
                     on_cpu(i)
             else:
-                imgs = [resize_uint8(img, hw, boxes[i]) for i, img in zip(chunk, decoded, strict=True)]
-                out[chunk] = torch.stack(imgs).cpu()
-                ok[chunk] = True
-            bar.update(len(chunk))
+                if chunk:
+                    imgs = [resize_uint8(img, hw, boxes[i])
+                            for i, img in zip(chunk, decoded, strict=True)]
+                    out[chunk] = torch.stack(imgs).cpu()
+                    ok[chunk] = True
+            bar.update(len(data))
         for i in sorted(set(range(len(paths))) - set(gpu)):
             on_cpu(i)
             bar.update(1)

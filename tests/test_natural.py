@@ -225,3 +225,25 @@ def test_mini_imagenet_class_folders(tmp_path: Path) -> None:
 def test_real_reduced_mini_imagenet() -> None:
     d = mini_imagenet(SHARED_DATA / "miniimagenet", "val")
     assert d.num_classes == 16 and d.images.shape == (1600, 3, 84, 84)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_batched_jpeg_decoder_with_bad_files(folder_tree: Path, device: str) -> None:
+    """The GPU decoder's code (run on ``device``): batches of JPEGs through torchvision, CMYK and
+    truncated files sent to the CPU path, which converts / names / skips them as usual."""
+    from episodes.gpu_decode import decode_images_cuda
+    from episodes.images import decode_images
+
+    folder = folder_tree / "images" / "002.Bird_1"
+    Image.new("CMYK", (12, 10), (0, 255, 255, 0)).save(folder / "Bird_1_0.jpg")
+    bad = folder / "Bird_1_1.jpg"
+    bad.write_bytes(bad.read_bytes()[:-40])
+    files = sorted((folder_tree / "images").glob("*/*.jpg"))
+    with pytest.raises(ImageFileError, match="Bird_1_1.jpg"):
+        decode_images_cuda(files, 3, SIZE, device=device, batch_size=5)
+    with pytest.warns(UserWarning, match="CMYK"):
+        got, kept = decode_images_cuda(files, 3, SIZE, skip_bad=True, device=device, batch_size=5)
+    want, want_kept = decode_images(files, 3, SIZE, skip_bad=True)
+    assert kept == want_kept and len(kept) == len(files) - 1
+    assert (got.float() - want.float()).abs().mean() < 8

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 import xml.etree.ElementTree as ET
 from importlib import resources
 from pathlib import Path
@@ -94,7 +95,9 @@ def stanford_dogs(root: str | os.PathLike, split: str = "train", image_size: int
     Args:
         root: folder holding ``Images/`` (and ``Annotation/`` for ``crop``).
         split: "train", "val", "test" or "all".
-        crop: crop each image to its annotated box before resizing.
+        crop: crop each image to its annotated box before resizing; an annotation that is missing
+            or does not match its image raises :class:`AnnotationError` (with ``skip_bad``, that
+            image is left out, with one warning naming it).
         split_dir: another split (``train.txt`` ...); default the packaged 70/20/30 split.
         image_size, cache_dir, convert, skip_bad, decoder: see
             :func:`episodes.folder.cached_class_dataset`.
@@ -110,14 +113,31 @@ def stanford_dogs(root: str | os.PathLike, split: str = "train", image_size: int
     found = scan_class_folders(images, skip_bad=skip_bad)
     names = resolve_split(list(found), split, split_dir or packaged_split_dir("stanford_dogs"),
                           None, where=str(images))
-    files = {n: found[n] for n in names}
-    boxes = None
-    if crop:
-        boxes = {f: read_voc_box(root / "Annotation" / n / f.stem, f)
-                 for n in names for f in files[n]}
+    files = {n: list(found[n]) for n in names}
+    boxes = dog_boxes(root, files, skip_bad) if crop else None
     return cached_class_dataset(files, root, image_size, 3, f"dogs-{split}{'-crop' * crop}",
                                 cache_dir=cache_dir, convert=convert, skip_bad=skip_bad,
                                 boxes=boxes, decoder=decoder)
+
+
+def dog_boxes(root: Path, files: dict[str, list[Path]], skip_bad: bool = False
+              ) -> dict[Path, Box]:
+    """Box of every image from ``root/Annotation/<breed>/<image stem>``; with ``skip_bad``,
+    images with a bad annotation are removed from ``files`` (in place) with one warning."""
+    boxes, bad = {}, []
+    for breed, paths in files.items():
+        for f in list(paths):
+            try:
+                boxes[f] = read_voc_box(root / "Annotation" / breed / f.stem, f)
+            except AnnotationError as e:
+                if not skip_bad:
+                    raise
+                bad.append(str(e))
+                paths.remove(f)
+    if bad:
+        warnings.warn(f"left out {len(bad)} image(s) with a bad annotation: " + "; ".join(bad[:5]),
+                      stacklevel=3)
+    return boxes
 
 
 def cub_split(class_names: list[str], split: str) -> list[str]:

@@ -81,7 +81,9 @@ def test_dogs_annotation_that_does_not_match(dogs_root: Path, bad: str) -> None:
         write_voc(xml, (20, 20, 30, 30))
     with pytest.raises(AnnotationError, match=xml.name):
         stanford_dogs(dogs_root, "val", image_size=SIZE, crop=True)
-    stanford_dogs(dogs_root, "val", image_size=SIZE)  # uncropped still loads
+    assert len(stanford_dogs(dogs_root, "val", image_size=SIZE)) == 40  # uncropped still loads
+    with pytest.warns(UserWarning, match=xml.name):
+        assert len(stanford_dogs(dogs_root, "val", image_size=SIZE, crop=True, skip_bad=True)) == 39
 
 
 def test_dogs_split_names_a_missing_breed(dogs_root: Path) -> None:

@@ -43,23 +43,24 @@ def _folder(root: str | os.PathLike | None, split: str, image_size: int | None, 
                         decoder=kw.get("decoder", "auto"))
 
 
-def _natural(loader: Loader, name: str, **fixed: Any) -> Loader:
-    """A registry loader for a natural-image dataset (default 84x84) that needs ``root``."""
+def _natural(loader: Loader, name: str, options: tuple[str, ...] = ()) -> Loader:
+    """A registry loader for a natural-image dataset (default 84x84) that needs ``root`` and
+    passes on the common options plus its own ``options``."""
     def load(root: str | os.PathLike | None, split: str, image_size: int | None, **kw: Any
              ) -> TensorClassDataset:
         if root is None:
             raise ValueError(f"the {name} dataset needs its folder (--root)")
         common = {k: kw[k] for k in ("cache_dir", "convert", "skip_bad", "decoder") if k in kw}
-        extra = {k: kw[k] for k in fixed if k in kw}
+        extra = {k: kw[k] for k in options if k in kw}
         return loader(root, split, image_size=image_size or 84, **common, **extra)
     return load
 
 
 DATASETS: dict[str, Loader] = {
     "embedded": _embedded, "omniglot": _omniglot, "folder": _folder,
-    "dogs": _natural(stanford_dogs, "Stanford Dogs", crop=None, split_dir=None),
+    "dogs": _natural(stanford_dogs, "Stanford Dogs", ("crop", "split_dir")),
     "cub": _natural(cub, "CUB-200-2011"),
-    "miniimagenet": _natural(mini_imagenet, "mini-ImageNet", csv_dir=None, split_dir=None),
+    "miniimagenet": _natural(mini_imagenet, "mini-ImageNet", ("csv_dir", "split_dir")),
 }
 
 

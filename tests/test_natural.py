@@ -63,6 +63,8 @@ def test_dogs_crops_use_the_box(dogs_root: Path) -> None:
     crop = stanford_dogs(dogs_root, "val", image_size=SIZE, crop=True).images.float()
     assert whole[:, 0].mean() > 90  # half red
     assert crop[:, 0].mean() < 40 and crop[:, 2].mean() > 180  # only the blue box
+    via_registry = load_dataset("dogs", "val", root=dogs_root, image_size=SIZE, crop=True)
+    assert torch.equal(via_registry.images.float(), crop)
 
 
 @pytest.mark.parametrize("bad", ["size", "filename", "missing", "not_xml", "outside"])

@@ -126,10 +126,10 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--out", default="benchmarks/out/protonet_omniglot.json")
+    if p.parse_known_args()[0].quick:  # smaller defaults; flags given explicitly still win
+        p.set_defaults(train_way=20, budgets=[60, 180], val_episodes=100, val_every=100,
+                       test_episodes=300, batches=[1, 8])
     args = p.parse_args()
-    if args.quick:
-        args.train_way, args.budgets, args.val_episodes = 20, [60, 180], 100
-        args.val_every, args.test_episodes, args.batches = 100, 1000, [1, 8]
     device = pick_device(args.device)
     env = environment(device)
     print(env)

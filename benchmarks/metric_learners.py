@@ -1,0 +1,231 @@
+"""Benchmark the metric learners (ProtoNet, Matching Networks with and without FCE, Relation
+Networks) with the one training loop, on identical fixed test episodes.
+
+Parts (``--parts``):
+- ``omniglot``: Vinyals split, 28x28. One model per (method, shot), trained on ``--train-way``-way
+  episodes of the train classes, then scored on the same fixed test episodes at 5 and 20 way.
+- ``mini``: the reduced mini-ImageNet (84x84, the 64 train classes for training, the 16 val classes
+  as test set), 5-way 1-shot and 5-shot, Conv-4; paired tests between every two methods.
+- ``speed``: training episodes/s of each method at 5-way 1-shot 15-query on 28x28 Omniglot, in
+  interleaved rounds in one run (median over rounds), so the ratios are fair on a busy machine.
+
+Full protocol (a GPU): ``python benchmarks/metric_learners.py --device cuda``.
+Reduced CPU run: ``python benchmarks/metric_learners.py --quick`` (fewer steps and episodes; the
+output says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from episodes import EpisodeSampler, FixedEpisodes, image_folder, omniglot
+from episodes.io import default_cache_dir
+from fewshot.evaluate import evaluate, paired_test
+from fewshot.learner import ModelSpec, build_learner
+from fewshot.train import TrainConfig, train
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+METHODS = {  # label -> (method, options)
+    "protonet": ("protonet", {}),
+    "matching_fce": ("matching", {"fce": True}),
+    "matching": ("matching", {"fce": False}),
+    "relation": ("relation", {}),
+}
+FULL = {"omni_steps": 10000, "omni_train_way": 20, "omni_train_query": 5,
+        "omni_test_episodes": 1000, "omni_query_20": 15, "mini_steps": 20000,
+        "mini_train_query": 15, "mini_test_query": 15, "mini_test_episodes": 1000,
+        "lr_decay_every": 2500, "speed_steps": 200, "speed_rounds": 5}
+QUICK = {"omni_steps": 150, "omni_train_way": 5, "omni_train_query": 5, "omni_test_episodes": 100,
+         "omni_query_20": 5, "mini_steps": 30, "mini_train_query": 5, "mini_test_query": 5,
+         "mini_test_episodes": 50, "lr_decay_every": 0, "speed_steps": 20, "speed_rounds": 3}
+
+
+def omniglot_root(root: Path | None) -> Path:
+    """The Omniglot PNG folder: ``root`` or the shared npz copy written out once into the cache."""
+    if root is not None:
+        return root
+    dest = default_cache_dir() / "omniglot-png"
+    if not (dest / "images_evaluation").is_dir():
+        script = SHARED / "omniglot" / "materialize.py"
+        if not script.is_file():
+            raise FileNotFoundError(f"no --omniglot-root given and {script} is missing")
+        subprocess.run([sys.executable, str(script), str(dest)], check=True)
+    return dest
+
+
+def spec_for(label: str, channels: int, size: int) -> ModelSpec:
+    method, options = METHODS[label]
+    return ModelSpec(method, "conv4", channels, size, dict(options))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_method(label: str, data, channels: int, size: int, way: int, shot: int, query: int,
+                 steps: int, args, seed: int):
+    """Train one fresh learner with :func:`fewshot.train.train`; returns (learner, record)."""
+    torch.manual_seed(seed)
+    spec = spec_for(label, channels, size)
+    learner = build_learner(spec)
+    sampler = EpisodeSampler(data, way, shot, query, episodes_per_batch=args.episodes_per_batch,
+                             seed=seed, device=args.device)
+    config = TrainConfig(steps=steps, lr=args.lr, lr_decay_every=args.lr_decay_every,
+                         progress=False, time_limit=args.time_limit, amp=args.amp)
+    result = train(learner, spec, sampler, config, device=args.device)
+    record = {"train_way": way, "train_shot": shot, "train_query": query, "steps": result.steps,
+              "train_seconds": round(result.seconds, 1),
+              "train_episodes_per_s": round(result.episodes_per_second, 2),
+              "final_train_loss": result.history[-1]["loss"] if result.history else None}
+    print(f"  trained {label:13s} {way}-way {shot}-shot: {result.steps} steps in "
+          f"{result.seconds:.0f} s ({result.episodes_per_second:.1f} episodes/s)", flush=True)
+    return learner, record
+
+
+def score(learners: dict, episodes: FixedEpisodes, data, args) -> dict:
+    """Evaluate every learner on the same episodes; paired tests between every two."""
+    results = {lab: evaluate(lrn, episodes, data, batch_size=args.eval_batch, device=args.device)
+               for lab, lrn in learners.items()}
+    out = {lab: {"mean": r.mean, "ci95": r.ci95} for lab, r in results.items()}
+    pairs = {f"{a} - {b}": paired_test(results[a], results[b])
+             for a, b in itertools.combinations(results, 2)}
+    for lab, r in results.items():
+        print(f"    {lab:13s} {r}", flush=True)
+    return {"accuracy": out, "paired": pairs}
+
+
+def run_omniglot(args, p: dict) -> dict:
+    root = omniglot_root(args.omniglot_root)
+    train_set, test_set = omniglot(root, "train").to(args.device), omniglot(root, "test")
+    test_set = test_set.to(args.device)
+    out: dict = {}
+    for shot in (1, 5):
+        learners, records = {}, {}
+        for label in args.methods:
+            learners[label], records[label] = train_method(
+                label, train_set, 1, 28, p["omni_train_way"], shot, p["omni_train_query"],
+                p["omni_steps"], args, seed=shot)
+        for way in (5, 20):
+            query = 15 if way == 5 else p["omni_query_20"]
+            episodes = FixedEpisodes.generate(test_set, way, shot, query, p["omni_test_episodes"],
+                                              seed=1000 + 10 * way + shot)
+            print(f"  Omniglot test {way}-way {shot}-shot {query}-query, {len(episodes)} "
+                  "fixed episodes:", flush=True)
+            out[f"{way}-way {shot}-shot"] = {"query": query, "train": records,
+                                             **score(learners, episodes, test_set, args)}
+    return out
+
+
+def run_mini(args, p: dict) -> dict:
+    root = args.mini_root
+    load = dict(split_dir=root / "splits" / "ravi", image_size=84)
+    train_set = image_folder(root / "images", "train", **load).to(args.device)
+    test_set = image_folder(root / "images", "val", **load).to(args.device)
+    out: dict = {}
+    for shot in (1, 5):
+        learners, records = {}, {}
+        for label in args.methods:
+            learners[label], records[label] = train_method(
+                label, train_set, 3, 84, 5, shot, p["mini_train_query"], p["mini_steps"], args,
+                seed=shot)
+        query = p["mini_test_query"]
+        episodes = FixedEpisodes.generate(test_set, 5, shot, query, p["mini_test_episodes"],
+                                          seed=2000 + shot)
+        print(f"  mini-ImageNet val classes 5-way {shot}-shot {query}-query, {len(episodes)} "
+              "fixed episodes:", flush=True)
+        out[f"5-way {shot}-shot"] = {"query": query, "train": records,
+                                     **score(learners, episodes, test_set, args)}
+    return out
+
+
+def run_speed(args, p: dict) -> dict:
+    """Training episodes/s at 5-way 1-shot 15-query, methods interleaved in rounds."""
+    root = omniglot_root(args.omniglot_root)
+    data = omniglot(root, "train").to(args.device)
+    device = torch.device(args.device)
+    learners = {lab: build_learner(spec_for(lab, 1, 28)) for lab in args.methods}
+    rates: dict[str, list[float]] = {lab: [] for lab in args.methods}
+    for r in range(p["speed_rounds"] + 1):  # round 0 is the warm-up
+        for lab, learner in learners.items():
+            sampler = EpisodeSampler(data, 5, 1, 15, episodes_per_batch=1, seed=r, device=device)
+            config = TrainConfig(steps=p["speed_steps"], lr=args.lr, progress=False, amp=args.amp)
+            sync(device)
+            start = time.perf_counter()
+            res = train(learner, spec_for(lab, 1, 28), sampler, config, device=device)
+            sync(device)
+            if r > 0:
+                rates[lab].append(res.episodes / (time.perf_counter() - start))
+    med = {lab: statistics.median(v) for lab, v in rates.items()}
+    out = {lab: {"episodes_per_s": round(med[lab], 2), "rounds": [round(v, 2) for v in rates[lab]]}
+           for lab in rates}
+    for lab in rates:
+        print(f"  {lab:13s} {med[lab]:8.2f} episodes/s (rounds {out[lab]['rounds']})", flush=True)
+    if "matching_fce" in med and "matching" in med:
+        out["fce_cost"] = {"slowdown": round(med["matching"] / med["matching_fce"], 3)}
+        print(f"  FCE: {out['fce_cost']['slowdown']:.2f}x the time per episode of Matching "
+              "without FCE", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--parts", default="omniglot,mini,speed")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"of {list(METHODS)}")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="reduced CPU run")
+    ap.add_argument("--omniglot-root", type=Path, default=None,
+                    help="Omniglot PNG layout (default: written from ../shared/data/omniglot)")
+    ap.add_argument("--mini-root", type=Path, default=SHARED / "miniimagenet")
+    for key in FULL:  # protocol settings: defaults from FULL, or QUICK with --quick
+        ap.add_argument("--" + key.replace("_", "-"), type=int, default=None,
+                        help=f"default {FULL[key]} ({QUICK[key]} with --quick)")
+    ap.add_argument("--episodes-per-batch", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--eval-batch", type=int, default=25)
+    ap.add_argument("--time-limit", type=float, default=None, help="seconds per training run")
+    ap.add_argument("--amp", action="store_true")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads (default: torch's; 1 with --quick, best on a busy machine)")
+    ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    p = dict(QUICK if args.quick else FULL)
+    for key in p:
+        if getattr(args, key, None) is not None:
+            p[key] = getattr(args, key)
+    args.lr_decay_every = p["lr_decay_every"]
+    args.methods = args.methods.split(",")
+    if args.threads or args.quick:
+        torch.set_num_threads(args.threads or 1)
+    dev = torch.device(args.device)
+    meta = {"mode": "reduced CPU run (--quick)" if args.quick else "full protocol",
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
+            f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+            "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
+            "command": " ".join(sys.argv), "settings": p}
+    print(json.dumps(meta), flush=True)
+    results: dict = {"meta": meta}
+    runners = {"omniglot": run_omniglot, "mini": run_mini, "speed": run_speed}
+    for part in args.parts.split(","):
+        print(f"== {part} ({meta['mode']})", flush=True)
+        start = time.perf_counter()
+        results[part] = runners[part](args, p)
+        results[part]["wall_seconds"] = round(time.perf_counter() - start, 1)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

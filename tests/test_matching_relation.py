@@ -193,3 +193,15 @@ def test_bad_options_are_named() -> None:
         build_learner(ModelSpec("matching", options={"steps": 3}))
     with pytest.raises(ValueError, match="feature maps"):
         build_learner(ModelSpec("relation", "resnet12", 3, 84))
+
+
+def test_relation_all_pairs_equals_explicit_concatenation() -> None:
+    """The factorized first convolution gives the scores of the concatenated pairs."""
+    from fewshot.methods.relation import relation_pairs
+
+    torch.manual_seed(0)
+    module = RelationModule(8, (4, 4), hidden=8).eval()
+    classes, query = torch.randn(2, 5, 8, 4, 4), torch.randn(2, 7, 8, 4, 4)
+    explicit = module(relation_pairs(classes, query).flatten(0, 2)).view(2, 7, 5)
+    torch.testing.assert_close(module.score_all_pairs(classes, query), explicit)
+    assert torch.equal(relation_pairs(classes, query)[1, 3, 2], torch.cat([classes[1, 2], query[1, 3]]))

@@ -38,8 +38,15 @@ def relation_pairs(classes: Tensor, query: Tensor) -> Tensor:
 def relation_scores(module: nn.Module, support: Tensor, support_y: Tensor, query: Tensor,
                     n_way: int) -> Tensor:
     """Relation scores of every query with every class: support ``[T, S, C, h, w]``, query
-    ``[T, M, C, h, w]`` -> ``[T, M, N]`` (``module`` maps ``[B, 2C, h, w]`` to ``[B, 1]``)."""
-    pairs = relation_pairs(class_feature_maps(support, support_y, n_way), query)
+    ``[T, M, C, h, w]`` -> ``[T, M, N]``.
+
+    ``module`` maps concatenated pairs ``[B, 2C, h, w]`` to ``[B, 1]``; a :class:`RelationModule`
+    scores all pairs without building them (:meth:`RelationModule.score_all_pairs`).
+    """
+    classes = class_feature_maps(support, support_y, n_way)
+    if isinstance(module, RelationModule):
+        return module.score_all_pairs(classes, query)
+    pairs = relation_pairs(classes, query)
     t, m, n = pairs.shape[:3]
     return module(pairs.flatten(0, 2)).view(t, m, n)
 
@@ -72,7 +79,24 @@ class RelationModule(nn.Module):
                                 nn.ReLU(inplace=True), nn.Linear(fc_hidden, 1), nn.Sigmoid())
 
     def forward(self, pairs: Tensor) -> Tensor:
+        """Scores of concatenated pairs ``[B, 2C, h, w]`` -> ``[B, 1]``."""
         return self.fc(self.convs(pairs))
+
+    def score_all_pairs(self, classes: Tensor, query: Tensor) -> Tensor:
+        """``forward`` on every (class, query) pair of :func:`relation_pairs`, without building
+        the ``[T, M, N, 2C, h, w]`` pairs: the first convolution is linear, so
+        ``conv([a; b]) = conv_a(a) + conv_b(b)`` is computed on the N class and M query maps
+        and broadcast over the pairs (about N*M/(N+M) times fewer first-layer FLOPs).
+
+        classes ``[T, N, C, h, w]``, query ``[T, M, C, h, w]`` -> ``[T, M, N]``.
+        """
+        (t, n, c), m = classes.shape[:3], query.shape[1]
+        conv = self.convs[0][0]
+        a = F.conv2d(classes.flatten(0, 1), conv.weight[:, :c], None, padding=conv.padding)
+        b = F.conv2d(query.flatten(0, 1), conv.weight[:, c:], conv.bias, padding=conv.padding)
+        z = a.view(t, 1, n, *a.shape[1:]) + b.view(t, m, 1, *b.shape[1:])
+        z = self.convs[1](self.convs[0][1:](z.flatten(0, 2)))
+        return self.fc(z).view(t, m, n)
 
 
 class RelationNet(EpisodicLearner):

@@ -179,6 +179,46 @@ def run_speed(args, p: dict) -> dict:
     return out
 
 
+def markdown(results: dict) -> str:
+    """The tables of a results JSON: accuracy +- 95% interval, training time, paired tests."""
+    lines = [f"{results['meta']['mode']}; {results['meta']['device']}; torch "
+             f"{results['meta']['torch']}; {results['meta']['date']}", ""]
+    for part in ("omniglot", "mini"):
+        if part not in results:
+            continue
+        cfgs = [k for k in results[part] if k != "wall_seconds"]
+        labels = list(results[part][cfgs[0]]["accuracy"])
+        lines += [f"**{part}** (test accuracy %, mean +- 95% interval; wall "
+                  f"{results[part]['wall_seconds']:.0f} s)", "",
+                  "| method | " + " | ".join(f"{c} ({results[part][c]['query']}q)" for c in cfgs)
+                  + " | training (steps, s, episodes/s) per shot |",
+                  "|---" * (len(cfgs) + 2) + "|"]
+        for lab in labels:
+            accs = [results[part][c]["accuracy"][lab] for c in cfgs]
+            trains = {r["train_shot"]: r for r in (results[part][c]["train"][lab] for c in cfgs)}
+            train_txt = "; ".join(f"{s}-shot {r['train_way']}w{r['train_query']}q: {r['steps']}, "
+                                  f"{r['train_seconds']:.0f}, {r['train_episodes_per_s']:.2f}"
+                                  for s, r in sorted(trains.items()))
+            lines.append(f"| {lab} | " + " | ".join(f"{100 * a['mean']:.2f} +- {100 * a['ci95']:.2f}"
+                                                  for a in accs) + f" | {train_txt} |")
+        lines += ["", "Paired tests (a - b in points, 95% interval, t-test p, Wilcoxon p):", "",
+                  "| config | a - b | diff | t p | Wilcoxon p |", "|---|---|---|---|---|"]
+        for c in cfgs:
+            for pair, t in results[part][c]["paired"].items():
+                lines.append(f"| {c} | {pair} | {100 * t['mean_diff']:+.2f} +- {100 * t['ci95']:.2f}"
+                             f" | {t['t_test_p']:.3g} | {t['wilcoxon_p']:.3g} |")
+        lines.append("")
+    if "speed" in results:
+        lines += ["**training speed**, 5-way 1-shot 15-query, 28x28 (median episodes/s over rounds)",
+                  "", "| method | episodes/s | rounds |", "|---|---|---|"]
+        lines += [f"| {lab} | {v['episodes_per_s']:.2f} | {v['rounds']} |"
+                  for lab, v in results["speed"].items() if isinstance(v, dict) and "rounds" in v]
+        if "fce_cost" in results["speed"]:
+            lines.append(f"\nFCE costs {results['speed']['fce_cost']['slowdown']:.2f}x the time "
+                         "per episode of Matching without FCE.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--parts", default="omniglot,mini,speed")
@@ -199,7 +239,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads (default: torch's; 1 with --quick, best on a busy machine)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    ap.add_argument("--render", type=Path, default=None,
+                    help="print the markdown tables of a results JSON and exit")
     args = ap.parse_args(argv)
+    if args.render:
+        print(markdown(json.loads(args.render.read_text())))
+        return
     p = dict(QUICK if args.quick else FULL)
     for key in p:
         if getattr(args, key, None) is not None:

@@ -106,11 +106,19 @@ def score(learners: dict, episodes: FixedEpisodes, data, args) -> dict:
     return {"accuracy": out, "paired": pairs}
 
 
-def run_omniglot(args, p: dict) -> dict:
+def save(args) -> None:
+    """Write the results gathered so far (after every configuration: a killed run keeps them)."""
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(args.results, indent=1))
+        tmp.replace(args.out)
+
+
+def run_omniglot(args, p: dict, out: dict) -> None:
     root = omniglot_root(args.omniglot_root)
     train_set, test_set = omniglot(root, "train").to(args.device), omniglot(root, "test")
     test_set = test_set.to(args.device)
-    out: dict = {}
     for shot in (1, 5):
         learners, records = {}, {}
         for label in args.methods:
@@ -125,15 +133,14 @@ def run_omniglot(args, p: dict) -> dict:
                   "fixed episodes:", flush=True)
             out[f"{way}-way {shot}-shot"] = {"query": query, "train": records,
                                              **score(learners, episodes, test_set, args)}
-    return out
+            save(args)
 
 
-def run_mini(args, p: dict) -> dict:
+def run_mini(args, p: dict, out: dict) -> None:
     root = args.mini_root
     load = dict(split_dir=root / "splits" / "ravi", image_size=84)
     train_set = image_folder(root / "images", "train", **load).to(args.device)
     test_set = image_folder(root / "images", "val", **load).to(args.device)
-    out: dict = {}
     for shot in (1, 5):
         learners, records = {}, {}
         for label in args.methods:
@@ -147,10 +154,10 @@ def run_mini(args, p: dict) -> dict:
               "fixed episodes:", flush=True)
         out[f"5-way {shot}-shot"] = {"query": query, "train": records,
                                      **score(learners, episodes, test_set, args)}
-    return out
+        save(args)
 
 
-def run_speed(args, p: dict) -> dict:
+def run_speed(args, p: dict, out: dict) -> None:
     """Training episodes/s at 5-way 1-shot 15-query, methods interleaved in rounds."""
     root = omniglot_root(args.omniglot_root)
     data = omniglot(root, "train").to(args.device)
@@ -168,15 +175,14 @@ def run_speed(args, p: dict) -> dict:
             if r > 0:
                 rates[lab].append(res.episodes / (time.perf_counter() - start))
     med = {lab: statistics.median(v) for lab, v in rates.items()}
-    out = {lab: {"episodes_per_s": round(med[lab], 2), "rounds": [round(v, 2) for v in rates[lab]]}
-           for lab in rates}
+    out.update({lab: {"episodes_per_s": round(med[lab], 2),
+                      "rounds": [round(v, 2) for v in rates[lab]]} for lab in rates})
     for lab in rates:
         print(f"  {lab:13s} {med[lab]:8.2f} episodes/s (rounds {out[lab]['rounds']})", flush=True)
     if "matching_fce" in med and "matching" in med:
         out["fce_cost"] = {"slowdown": round(med["matching"] / med["matching_fce"], 3)}
         print(f"  FCE: {out['fce_cost']['slowdown']:.2f}x the time per episode of Matching "
               "without FCE", flush=True)
-    return out
 
 
 def markdown(results: dict) -> str:
@@ -260,16 +266,15 @@ def main(argv: list[str] | None = None) -> None:
             "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
             "command": " ".join(sys.argv), "settings": p}
     print(json.dumps(meta), flush=True)
-    results: dict = {"meta": meta}
+    args.results = {"meta": meta}
     runners = {"omniglot": run_omniglot, "mini": run_mini, "speed": run_speed}
     for part in args.parts.split(","):
         print(f"== {part} ({meta['mode']})", flush=True)
         start = time.perf_counter()
-        results[part] = runners[part](args, p)
-        results[part]["wall_seconds"] = round(time.perf_counter() - start, 1)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=1))
+        args.results[part] = {}
+        runners[part](args, p, args.results[part])
+        args.results[part]["wall_seconds"] = round(time.perf_counter() - start, 1)
+        save(args)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def run_omniglot(args, p: dict, out: dict) -> None:
     root = omniglot_root(args.omniglot_root)
     train_set, test_set = omniglot(root, "train").to(args.device), omniglot(root, "test")
     test_set = test_set.to(args.device)
-    for shot in (1, 5):
+    for shot in args.shots:
         learners, records = {}, {}
         for label in args.methods:
             learners[label], records[label] = train_method(
@@ -141,7 +141,7 @@ def run_mini(args, p: dict, out: dict) -> None:
     load = dict(split_dir=root / "splits" / "ravi", image_size=84)
     train_set = image_folder(root / "images", "train", **load).to(args.device)
     test_set = image_folder(root / "images", "val", **load).to(args.device)
-    for shot in (1, 5):
+    for shot in args.shots:
         learners, records = {}, {}
         for label in args.methods:
             learners[label], records[label] = train_method(
@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.add_argument("--" + key.replace("_", "-"), type=int, default=None,
                         help=f"default {FULL[key]} ({QUICK[key]} with --quick)")
     ap.add_argument("--episodes-per-batch", type=int, default=1)
+    ap.add_argument("--shots", default="1,5", help="shots to train and test (default 1,5)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--eval-batch", type=int, default=25)
     ap.add_argument("--time-limit", type=float, default=None, help="seconds per training run")
@@ -257,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
             p[key] = getattr(args, key)
     args.lr_decay_every = p["lr_decay_every"]
     args.methods = args.methods.split(",")
+    args.shots = [int(k) for k in args.shots.split(",")]
     if args.threads or args.quick:
         torch.set_num_threads(args.threads or 1)
     dev = torch.device(args.device)

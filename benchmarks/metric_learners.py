@@ -190,12 +190,13 @@ def markdown(results: dict) -> str:
     lines = [f"{results['meta']['mode']}; {results['meta']['device']}; torch "
              f"{results['meta']['torch']}; {results['meta']['date']}", ""]
     for part in ("omniglot", "mini"):
-        if part not in results:
+        if not any(k != "wall_seconds" for k in results.get(part, {})):
             continue
         cfgs = [k for k in results[part] if k != "wall_seconds"]
         labels = list(results[part][cfgs[0]]["accuracy"])
-        lines += [f"**{part}** (test accuracy %, mean +- 95% interval; wall "
-                  f"{results[part]['wall_seconds']:.0f} s)", "",
+        wall = results[part].get("wall_seconds")
+        lines += [f"**{part}** (test accuracy %, mean +- 95% interval; "
+                  + (f"wall {wall:.0f} s)" if wall is not None else "run incomplete)"), "",
                   "| method | " + " | ".join(f"{c} ({results[part][c]['query']}q)" for c in cfgs)
                   + " | training (steps, s, episodes/s) per shot |",
                   "|---" * (len(cfgs) + 2) + "|"]

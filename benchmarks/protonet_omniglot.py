@@ -98,8 +98,7 @@ def train_and_score(splits, device, shot: int, args, budgets: list[float]) -> di
             acc = evaluate(learner, tests[5], splits["test"], device=device)
             curve.append({"seconds": res.seconds, "episodes": res.episodes, "test_5way": acc.mean,
                           "ci95": acc.ci95})
-            print(f"  {shot}-shot after {res.seconds:6.1f} s ({res.episodes} episodes): 5-way "
-                  f"{acc}")
+            print(f"  {shot}-shot model after {res.seconds:6.1f} s ({res.episodes} episodes): {acc}")
         best = torch.load(f"{ckdir}/best.pt", weights_only=False)
         learner.load_state_dict(best["model"])
     final = {}

@@ -1,15 +1,19 @@
 """episodes: the data side of fewshot. Class-split datasets, the N-way K-shot sampler, fixed
 evaluation episodes. Knows nothing of models."""
 
+from .augment import AugmentConfig, EpisodeAugment, augment_images
 from .dataset import ClassDataset, TensorClassDataset
 from .episode import Episode
 from .folder import image_folder, ratio_split, read_split_file, scan_class_folders
 from .images import ImageFileError, decode_image, decode_images
+from .natural import AnnotationError, cub, mini_imagenet, stanford_dogs
 from .omniglot import omniglot
 from .sampler import EpisodeSampler, FixedEpisodes, check_episode_shape
 from .synthetic import stroke_characters
 
 __all__ = [
+    "AnnotationError", "AugmentConfig", "EpisodeAugment", "augment_images", "cub",
+    "mini_imagenet", "stanford_dogs",
     "ClassDataset", "Episode", "EpisodeSampler", "FixedEpisodes", "ImageFileError",
     "TensorClassDataset", "check_episode_shape", "decode_image", "decode_images", "image_folder",
     "omniglot", "ratio_split", "read_split_file", "scan_class_folders", "stroke_characters",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
                     ".pgm")
 MODE_FOR_CHANNELS = {1: "L", 3: "RGB"}
 RESAMPLE = {"bilinear": Image.BILINEAR}
+Box = tuple[int, int, int, int]  # (left, top, right, bottom) in pixels, right/bottom exclusive
 
 
 def area_weights(n_in: int, n_out: int) -> np.ndarray:
@@ -33,18 +35,21 @@ def area_weights(n_in: int, n_out: int) -> np.ndarray:
 def area_resize(array: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Exact area-average resize of uint8 ``[H, W]`` or ``[H, W, C]`` to ``hw``, rounded."""
     a = array.astype(np.float64)
-    out = np.einsum("ih,hw...,jw->ij...", area_weights(a.shape[0], hw[0]), a,
-                    area_weights(a.shape[1], hw[1]))
+    wh, ww = area_weights(a.shape[0], hw[0]), area_weights(a.shape[1], hw[1])
+    if a.ndim == 2:
+        out = wh @ a @ ww.T
+    else:
+        out = np.stack([wh @ a[..., c] @ ww.T for c in range(a.shape[2])], axis=-1)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def mode_channels(mode: str) -> int:
+    """Channels of a PIL mode, alpha counted: 1 grayscale, 2 LA, 4 RGBA/CMYK, else 3."""
+    return {"1": 1, "L": 1, "I;16": 1, "I": 1, "F": 1, "LA": 2, "RGBA": 4, "CMYK": 4}.get(mode, 3)
 
 
 class ImageFileError(ValueError):
     """An image file that cannot be used, with the file named in the message."""
-
-
-def mode_channels(mode: str) -> int:
-    """Colour channels of a PIL mode (alpha not counted): 1 for grayscale modes, else 3."""
-    return 1 if mode in ("1", "L", "LA", "I", "I;16", "F") else 3
 
 
 def is_image_file(path: Path) -> bool:
@@ -52,7 +57,8 @@ def is_image_file(path: Path) -> bool:
 
 
 def decode_image(path: str | os.PathLike, channels: int, size: int | tuple[int, int] | None,
-                 convert: bool = True, resample: str = "bilinear") -> tuple[Tensor, str]:
+                 convert: bool = True, resample: str = "bilinear", box: Box | None = None
+                 ) -> tuple[Tensor, str]:
     """Decode one image file into uint8 ``[channels, H, W]``.
 
     Args:
@@ -60,6 +66,7 @@ def decode_image(path: str | os.PathLike, channels: int, size: int | tuple[int, 
         channels: 1 (grayscale) or 3 (RGB).
         size: resize to ``size x size`` (or ``(H, W)``); None keeps the file's size.
         resample: "bilinear" (antialiased, PIL) or "area" (exact area averaging).
+        box: crop to ``(left, top, right, bottom)`` before resizing (None: the whole image).
         convert: convert other modes (grayscale, CMYK, alpha, palette) to ``channels``; if False, a
             mode of another channel count raises :class:`ImageFileError`.
     Returns:
@@ -85,6 +92,8 @@ def decode_image(path: str | os.PathLike, channels: int, size: int | tuple[int, 
                 if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
                     img = _flatten_alpha(img)
                 img = img.convert(want)
+            if box is not None:
+                img = img.crop(box)
             array = np.asarray(img, dtype=np.uint8)
             hw = array.shape[:2] if size is None else (
                 (size, size) if isinstance(size, int) else tuple(size))
@@ -111,11 +120,30 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
+def _decode_or_report(path: Path, box: Box | None, *, channels: int, hw: tuple[int, int],
+                      convert: bool, resample: str, skip_bad: bool
+                      ) -> tuple[Tensor | None, str | None, str | None]:
+    """(image, mode, None), or (None, None, error message) for a bad file when ``skip_bad``."""
+    try:
+        img, mode = decode_image(path, channels, hw, convert, resample, box)
+        return img, mode, None
+    except ImageFileError as e:
+        if not skip_bad:
+            raise
+        return None, None, str(e)
+
+
 def decode_images(paths: Sequence[Path], channels: int, size: int | tuple[int, int],
                   convert: bool = True, skip_bad: bool = False, workers: int | None = None,
-                  desc: str = "decoding images", resample: str = "bilinear") -> tuple[Tensor, list[int]]:
-    """Decode many files into one uint8 tensor ``[M, channels, H, W]`` (threads, progress bar).
+                  desc: str = "decoding images", resample: str = "bilinear",
+                  boxes: Sequence[Box | None] | None = None, processes: bool = False
+                  ) -> tuple[Tensor, list[int]]:
+    """Decode many files on the CPU into one uint8 tensor ``[M, channels, H, W]`` (progress bar).
 
+    Args:
+        boxes: a crop box (or None) for each path, applied before resizing.
+        workers: threads (or processes) decoding in parallel; default ``cpu_count + 2`` up to 8.
+        processes: decode in worker processes instead of threads.
     Returns:
         The images of the files that decoded, and the positions (in ``paths``) of those files.
         Unreadable files raise :class:`ImageFileError` unless ``skip_bad``, which skips them with
@@ -123,33 +151,46 @@ def decode_images(paths: Sequence[Path], channels: int, size: int | tuple[int, i
     """
     hw = (size, size) if isinstance(size, int) else tuple(size)
     out = torch.empty((len(paths), channels, *hw), dtype=torch.uint8)
-    kept, bad, converted = [], [], {}
-
-    def work(i: int) -> tuple[int, Tensor | None, str | None, str | None]:
-        try:
-            img, mode = decode_image(paths[i], channels, hw, convert, resample)
-            return i, img, mode, None
-        except ImageFileError as e:
-            if not skip_bad:
-                raise
-            return i, None, None, str(e)
-
+    boxes = list(boxes) if boxes is not None else [None] * len(paths)
+    work = partial(_decode_or_report, channels=channels, hw=hw, convert=convert,
+                   resample=resample, skip_bad=skip_bad)
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
-    with ThreadPoolExecutor(workers) as pool:
-        for i, img, mode, err in tqdm(pool.map(work, range(len(paths))), total=len(paths),
-                                      desc=desc, leave=False, disable=len(paths) < 500):
-            if img is None:
-                bad.append(err)
-                continue
-            out[len(kept)] = img
-            kept.append(i)
-            if mode_channels(mode) != channels or mode in ("RGBA", "LA", "PA", "CMYK"):
-                converted[mode] = converted.get(mode, 0) + 1
-    if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable image(s): " + "; ".join(bad[:5]),
-                      stacklevel=2)
-    if converted:
-        what = ", ".join(f"{n} {m}" for m, n in sorted(converted.items()))
-        warnings.warn(f"converted images of other modes to {MODE_FOR_CHANNELS[channels]}: {what}",
-                      stacklevel=2)
-    return out[:len(kept)], kept
+    pool: Executor = ProcessPoolExecutor(workers) if processes else ThreadPoolExecutor(workers)
+    results = DecodeReport(channels)
+    with pool:
+        stream = pool.map(work, paths, boxes, chunksize=32 if processes else 1)
+        for i, (img, mode, err) in enumerate(tqdm(stream, total=len(paths), desc=desc,
+                                                  leave=False, disable=len(paths) < 500)):
+            if results.add(i, mode, err):
+                out[len(results.kept) - 1] = img
+    results.warn()
+    return out[:len(results.kept)], results.kept
+
+
+class DecodeReport:
+    """Collects which files decoded, which were skipped and which modes were converted, and
+    reports the skipped files and the converted modes once each."""
+
+    def __init__(self, channels: int) -> None:
+        self.channels, self.want = channels, MODE_FOR_CHANNELS[channels]
+        self.kept: list[int] = []
+        self.bad: list[str] = []
+        self.converted: dict[str, int] = {}
+
+    def add(self, i: int, mode: str | None, err: str | None) -> bool:
+        """Record file ``i``; True when it decoded (``err`` is None)."""
+        if err is not None:
+            self.bad.append(err)
+            return False
+        self.kept.append(i)
+        if mode is not None and mode_channels(mode) != self.channels:  # not "1" -> "L"
+            self.converted[str(mode)] = self.converted.get(str(mode), 0) + 1
+        return True
+
+    def warn(self) -> None:
+        if self.bad:
+            warnings.warn(f"skipped {len(self.bad)} unreadable image(s): "
+                          + "; ".join(self.bad[:5]), stacklevel=3)
+        if self.converted:
+            what = ", ".join(f"{n} {m}" for m, n in sorted(self.converted.items()))
+            warnings.warn(f"converted images of other modes to {self.want}: {what}", stacklevel=3)

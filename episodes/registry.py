@@ -12,6 +12,7 @@ from typing import Any
 
 from .dataset import TensorClassDataset
 from .folder import image_folder
+from .natural import cub, mini_imagenet, stanford_dogs
 from .omniglot import omniglot
 from .synthetic import stroke_characters
 
@@ -38,10 +39,29 @@ def _folder(root: str | os.PathLike | None, split: str, image_size: int | None, 
     return image_folder(root, split, split_dir=kw.get("split_dir"), ratios=kw.get("ratios"),
                         seed=kw.get("split_seed", 0), image_size=image_size or 84,
                         channels=kw.get("channels", 3), cache_dir=kw.get("cache_dir"),
-                        convert=kw.get("convert", True), skip_bad=kw.get("skip_bad", False))
+                        convert=kw.get("convert", True), skip_bad=kw.get("skip_bad", False),
+                        decoder=kw.get("decoder", "auto"))
 
 
-DATASETS: dict[str, Loader] = {"embedded": _embedded, "omniglot": _omniglot, "folder": _folder}
+def _natural(loader: Loader, name: str, options: tuple[str, ...] = ()) -> Loader:
+    """A registry loader for a natural-image dataset (default 84x84) that needs ``root`` and
+    passes on the common options plus its own ``options``."""
+    def load(root: str | os.PathLike | None, split: str, image_size: int | None, **kw: Any
+             ) -> TensorClassDataset:
+        if root is None:
+            raise ValueError(f"the {name} dataset needs its folder (--root)")
+        common = {k: kw[k] for k in ("cache_dir", "convert", "skip_bad", "decoder") if k in kw}
+        extra = {k: kw[k] for k in options if k in kw}
+        return loader(root, split, image_size=image_size or 84, **common, **extra)
+    return load
+
+
+DATASETS: dict[str, Loader] = {
+    "embedded": _embedded, "omniglot": _omniglot, "folder": _folder,
+    "dogs": _natural(stanford_dogs, "Stanford Dogs", ("crop", "split_dir")),
+    "cub": _natural(cub, "CUB-200-2011"),
+    "miniimagenet": _natural(mini_imagenet, "mini-ImageNet", ("csv_dir", "split_dir")),
+}
 
 
 def load_dataset(name: str, split: str, root: str | os.PathLike | None = None,
@@ -50,7 +70,9 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None,
 
     ``image_size`` None means the dataset's usual size (28 for the character datasets, 84 for
     natural images). Options: ``cache_dir``, ``download``, ``split_dir``, ``ratios``,
-    ``split_seed``, ``channels``, ``convert``, ``skip_bad``; each loader reads those it uses.
+    ``split_seed``, ``channels``, ``convert``, ``skip_bad``, ``decoder`` ("auto", "cuda",
+    "threads", "processes"), ``crop`` (dogs: bounding-box crops), ``csv_dir`` (miniimagenet);
+    each loader reads those it uses.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}: choose one of {sorted(DATASETS)}")

@@ -8,7 +8,7 @@ dataset was moved there), with no Python loop per image or per episode.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -92,11 +92,15 @@ class EpisodeSampler:
         num_batches: length of one iteration.
         seed: seed of the CPU generator that draws the indices.
         device: where episodes go (default: the dataset's device).
+        augment: applied to every drawn batch, on ``device`` (e.g. an
+            :class:`~episodes.augment.EpisodeAugment`); its ``state_dict`` is saved with the
+            sampler's, so resumed runs augment identically.
     """
 
     def __init__(self, dataset: ClassDataset, n_way: int, k_shot: int, q_query: int,
                  episodes_per_batch: int = 1, num_batches: int = 1000, seed: int = 0,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None,
+                 augment: Callable[[Episode], Episode] | None = None) -> None:
         check_episode_shape(dataset, n_way, k_shot, q_query)
         if episodes_per_batch < 1 or num_batches < 0:
             raise ValueError("episodes_per_batch must be >= 1 and num_batches >= 0")
@@ -105,6 +109,7 @@ class EpisodeSampler:
         self.table, self.sizes = dataset.index_table()
         self.generator = torch.Generator().manual_seed(seed)
         self.batches_drawn = 0
+        self.augment = augment
 
     def sample(self) -> Episode:
         """Draw one batch of T episodes."""
@@ -112,7 +117,8 @@ class EpisodeSampler:
                                         self.k_shot + self.q_query, self.episodes_per_batch,
                                         self.generator)
         self.batches_drawn += 1
-        return gather_episode(self.dataset, classes, items, self.k_shot, self.device)
+        episode = gather_episode(self.dataset, classes, items, self.k_shot, self.device)
+        return self.augment(episode) if self.augment is not None else episode
 
     def __iter__(self) -> Iterator[Episode]:
         for _ in range(self.num_batches):
@@ -122,11 +128,16 @@ class EpisodeSampler:
         return self.num_batches
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "batches_drawn": self.batches_drawn}
+        state = {"generator": self.generator.get_state(), "batches_drawn": self.batches_drawn}
+        if hasattr(self.augment, "state_dict"):
+            state["augment"] = self.augment.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         self.batches_drawn = state["batches_drawn"]
+        if "augment" in state and hasattr(self.augment, "load_state_dict"):
+            self.augment.load_state_dict(state["augment"])
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from episodes import EpisodeSampler, FixedEpisodes
+from episodes import AugmentConfig, EpisodeAugment, EpisodeSampler, FixedEpisodes
 from episodes.registry import DATASETS, load_dataset
 
 from .checkpoint import load_learner
@@ -55,6 +55,12 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--skip-bad-images", action="store_true",
                    help="skip unreadable or non-image files (with a warning) instead of failing")
     g.add_argument("--download", action="store_true", help="download the dataset if missing")
+    g.add_argument("--crop-boxes", action="store_true",
+                   help="dogs: crop each image to its bounding box from Annotation/")
+    g.add_argument("--csv-dir", help="miniimagenet: folder with Ravi's train.csv/val.csv/test.csv")
+    g.add_argument("--decoder", default="auto", choices=("auto", "cuda", "threads", "processes"),
+                   help="how images are decoded into the cache (auto: GPU JPEG decoding when CUDA "
+                   "is present, else CPU threads)")
     g.add_argument("--cache-dir", help="where decoded datasets are cached "
                    "(default: $FEWSHOT_CACHE or ~/.cache/fewshot)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
@@ -64,7 +70,8 @@ def dataset_from_args(args: argparse.Namespace, split: str):
     ds = load_dataset(args.dataset, split, args.root, args.image_size, cache_dir=args.cache_dir,
                       download=args.download, split_dir=args.split_dir, ratios=args.split_ratios,
                       split_seed=args.split_seed, channels=args.channels,
-                      convert=not args.no_convert, skip_bad=args.skip_bad_images)
+                      convert=not args.no_convert, skip_bad=args.skip_bad_images,
+                      crop=args.crop_boxes, csv_dir=args.csv_dir, decoder=args.decoder)
     return ds.to(pick_device(args.device))
 
 
@@ -92,6 +99,18 @@ def fixed_episodes(dataset, args, way: int, shot: int, query: int, count: int, s
     return episodes
 
 
+def make_augment(args: argparse.Namespace) -> EpisodeAugment | None:
+    """The training episodes' augmentation from ``--augment``/``--augment-option``/``--augment-sets``."""
+    if args.augment == "none":
+        if args.augment_option:
+            raise ValueError("--augment-option needs --augment standard")
+        return None
+    config = AugmentConfig.standard(**dict(args.augment_option))
+    return EpisodeAugment(config if args.augment_sets in ("both", "support") else None,
+                          config if args.augment_sets in ("both", "query") else None,
+                          seed=args.seed)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
@@ -100,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                      dict(args.option))
     learner = build_learner(spec)
     sampler = EpisodeSampler(train_ds, args.way, args.shot, args.query, args.episodes_per_step,
-                             num_batches=args.steps, seed=args.seed)
+                             num_batches=args.steps, seed=args.seed, augment=make_augment(args))
     val = None
     if args.val_episodes > 0:
         val_ds = dataset_from_args(args, "val")
@@ -180,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-query", type=int, default=15, help="query of validation episodes")
     g.add_argument("--val-episodes", type=int, default=200,
                    help="fixed validation episodes (0: no validation; default 200)")
+    g.add_argument("--augment", choices=("none", "standard"), default="none",
+                   help="augment training episodes on the device (standard: horizontal flip, "
+                   "random crop of side >= 0.75, colour jitter 0.4, reflect fill)")
+    g.add_argument("--augment-option", type=parse_option, action="append", default=[],
+                   metavar="KEY=VALUE", help="change one augmentation setting, repeatable (e.g. "
+                   "rotate=15, fill=wrap, noise_std=0.05; see episodes.AugmentConfig)")
+    g.add_argument("--augment-sets", choices=("both", "support", "query"), default="both",
+                   help="which part of each episode is augmented (default both)")
     g = p.add_argument_group("optimization")
     g.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")

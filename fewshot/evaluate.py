@@ -58,11 +58,6 @@ class EvalResult:
         os.replace(tmp, path)
 
 
-@torch.no_grad()
-def _no_grad_forward(learner: EpisodicLearner, *args) -> Tensor:
-    return learner(*args)
-
-
 def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
              batch_size: int = 50, device: torch.device | str | None = None,
              amp: bool = False) -> EvalResult:
@@ -82,9 +77,8 @@ def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDa
     try:
         for ep in episodes.batches(dataset, batch_size, device):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                args = (ep.support_x, ep.support_y, ep.query_x, ep.n_way)
-                logits = learner(*args) if learner.grad_at_eval else _no_grad_forward(learner, *args)
-            accs.append((logits.argmax(-1) == ep.query_y).float().mean(1).detach().cpu())
+                logits = learner.infer(ep.support_x, ep.support_y, ep.query_x, ep.n_way)
+            accs.append((logits.argmax(-1) == ep.query_y).float().mean(1).cpu())
     finally:
         learner.train(was_training)
     return EvalResult(torch.cat(accs), episodes.n_way, episodes.k_shot, episodes.q_query)

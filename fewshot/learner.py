@@ -52,6 +52,12 @@ class EpisodicLearner(nn.Module, ABC):
         """Args: support_x ``[T, N*K, C, H, W]``, support_y ``[T, N*K]`` in 0..N-1, query_x
         ``[T, M, C, H, W]``. Returns: logits ``[T, M, N]`` (higher = more likely)."""
 
+    def infer(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int) -> Tensor:
+        """``forward`` for evaluation and prediction: without autograd unless ``grad_at_eval``,
+        and with the result detached."""
+        with torch.set_grad_enabled(self.grad_at_eval):
+            return self(support_x, support_y, query_x, n_way).detach()
+
     def loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
         """Training loss of logits ``[T, M, N]`` against labels ``[T, M]``: cross-entropy."""
         return F.cross_entropy(logits.flatten(0, 1), query_y.flatten())

@@ -35,11 +35,6 @@ def list_query_images(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-@torch.no_grad()
-def _logits(learner: EpisodicLearner, sx, sy, qx, n_way: int):
-    return learner(sx, sy, qx, n_way)
-
-
 def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.PathLike,
             query_dir: str | os.PathLike, device: torch.device | str = "cpu",
             convert: bool = True, batch_size: int = 256) -> list[Prediction]:
@@ -70,10 +65,7 @@ def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.Pat
         chunk = queries[s:s + batch_size]
         qx, _ = decode_images(chunk, spec.in_channels, spec.image_size, convert=convert)
         qx = qx.to(device).float().div_(255).unsqueeze(0)
-        if learner.grad_at_eval:
-            logits = learner(sx, sy, qx, len(names))
-        else:
-            logits = _logits(learner, sx, sy, qx, len(names))
+        logits = learner.infer(sx, sy, qx, len(names))
         probs = logits[0].float().softmax(-1)
         p, label = probs.max(-1)
         out += [Prediction(f, names[int(c)], float(q)) for f, c, q in zip(chunk, label, p, strict=True)]

@@ -166,6 +166,9 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
             checkpoint("last.pt")
             tick = time.perf_counter()
     bar.close()
+    if device.type == "cuda":  # count the work still queued on the device
+        torch.cuda.synchronize(device)
+        seconds += time.perf_counter() - tick
     if val is not None and (not config.val_every or step % config.val_every) and step > start_step:
         validate()
     checkpoint("last.pt")

@@ -69,7 +69,10 @@ def test_train_eval_predict(tree: Path, capsys):
 def test_cli_errors(tree: Path):
     run = tree / "run"
     main(["train", *data_args(tree), "--way", "2", "--query", "2", "--steps", "2",
-          "--val-episodes", "0", "--out", str(run), "--quiet"])
+          "--val-episodes", "0", "--out", str(run), "--quiet", "--augment", "standard",
+          "--augment-option", "fill=wrap", "--augment-option", "rotate=15"])
+    with pytest.raises(SystemExit, match="fill must be one of"):
+        main(["train", *data_args(tree), "--augment", "standard", "--augment-option", "fill=x"])
     with pytest.raises(SystemExit, match="way=9 is larger than the 4 classes"):
         main(["train", *data_args(tree), "--way", "9", "--steps", "1", "--out", str(tree / "r2")])
     with pytest.raises(SystemExit, match="takes 1-channel images but the dataset has 3"):

@@ -165,3 +165,14 @@ def test_embedded_dataset():
     c, _ = generate(seed=4, num_classes=30)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.shape == (600, 1, 28, 28) and torch.equal(ta, torch.arange(30).repeat_interleave(20))
+
+
+def test_area_resize_is_exact_area_averaging():
+    from episodes.images import area_resize, area_weights
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (12, 9, 3)).astype(np.uint8)
+    # integer factors: plain block means
+    assert np.abs(area_resize(a, (4, 3)).astype(float) - a.reshape(4, 3, 3, 3, 3).mean((1, 3))).max() <= 0.5
+    # 3 -> 2: output pixel 0 covers input [0, 1.5): weights 2/3, 1/3
+    assert np.allclose(area_weights(3, 2), [[2 / 3, 1 / 3, 0], [0, 1 / 3, 2 / 3]])

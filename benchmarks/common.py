@@ -1,0 +1,83 @@
+"""Helpers shared by the benchmark scripts: real data from ../shared, fixed test episodes, timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from episodes import ClassDataset, FixedEpisodes, omniglot
+from episodes.io import default_cache_dir
+from episodes.omniglot import find_omniglot_root
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def omniglot_root(shared: Path = SHARED / "omniglot") -> Path:
+    """The official Omniglot layout: written once from ../shared's npz files by its
+    ``materialize.py`` into the cache folder (or ``$OMNIGLOT_ROOT`` if set)."""
+    if os.environ.get("OMNIGLOT_ROOT"):
+        return Path(os.environ["OMNIGLOT_ROOT"])
+    dest = default_cache_dir() / "omniglot-official"
+    if find_omniglot_root(dest) is None:
+        if not (shared / "materialize.py").is_file():
+            sys.exit(f"Omniglot not found: expected {shared} (or set OMNIGLOT_ROOT)")
+        subprocess.run([sys.executable, str(shared / "materialize.py"), str(dest)], check=True)
+    return dest
+
+
+def omniglot_splits(device: torch.device) -> dict[str, ClassDataset]:
+    root = omniglot_root()
+    return {s: omniglot(root, s).to(device) for s in ("train", "val", "test")}
+
+
+def test_episodes(dataset: ClassDataset, n_way: int, k_shot: int, q_query: int, count: int,
+                  name: str, seed: int = 2017) -> FixedEpisodes:
+    """Fixed test episodes, saved under ``benchmarks/episodes/`` so every script and method is
+    scored on the same ones (regenerated identically from the seed when the file is missing)."""
+    path = Path(__file__).parent / "episodes" / f"{name}-{n_way}w{k_shot}s{q_query}q-{count}.pt"
+    if path.is_file():
+        eps = FixedEpisodes.load(path)
+        eps.check(dataset)
+        return eps
+    eps = FixedEpisodes.generate(dataset, n_way, k_shot, q_query, count, seed)
+    eps.save(path)
+    return eps
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_step_time(step, device: torch.device, warmup: int = 3, iters: int = 20) -> float:
+    """Median seconds of ``step()`` after ``warmup`` calls, synchronising the device."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(iters):
+        sync(device)
+        t = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def environment(device: torch.device) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
+        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+    return {"device": name, "torch": torch.__version__, "date": str(date.today()),
+            "command": " ".join(sys.argv)}
+
+
+def write_json(obj: dict, path: str | os.PathLike) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=1))

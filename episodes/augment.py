@@ -1,0 +1,183 @@
+"""Episode augmentation, batched on the episodes' device, reproducible from a seed.
+
+Every image of a batch gets its own random parameters, drawn from an explicit ``torch.Generator``;
+all geometric transforms of an image (flips, quarter turns, random crop, zoom in/out, free
+rotation, translation) are composed into one affine map and applied in a single sampling pass
+that fills area outside the image by ``numpy.pad``'s modes (:mod:`episodes.fill`); colour jitter is
+one per-image linear map. No Python loop runs per image. Support and query images are configured separately
+(:class:`EpisodeAugment`), and an :class:`~episodes.sampler.EpisodeSampler` applies it to every
+episode batch it draws (``augment=``), so the training loop needs nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from .episode import Episode
+from .fill import FILL_MODES, affine_sample
+
+
+@dataclass
+class AugmentConfig:
+    """Random transforms of one image set (support or query); every image draws its own.
+
+    Attributes:
+        hflip, vflip: probability of a horizontal / vertical flip.
+        rot90: probability of a random quarter turn (90, 180 or 270 degrees; square images).
+        rotate: free rotation, uniform in ``[-rotate, rotate]`` degrees.
+        zoom: scale range ``(low, high)``; below 1 zooms out (exposes fill), above 1 zooms in.
+        crop: random crop of side fraction uniform in ``[crop, 1]``, anywhere inside the image,
+            resized back to full size (1: no crop).
+        translate: shift uniform in ``[-translate, translate]`` of the size, each axis.
+        noise_std: Gaussian noise standard deviation (pixels in [0, 1]).
+        salt_pepper: fraction of pixels set to 0 or 1 (half each on average).
+        brightness, contrast, saturation: colour jitter factors uniform in ``[1-v, 1+v]``.
+        fill: how area outside the image is filled: one of :data:`FILL_MODES`.
+        fill_value: the constant of ``fill="constant"``.
+        interpolation: "bilinear" or "nearest".
+    """
+
+    hflip: float = 0.0
+    vflip: float = 0.0
+    rot90: float = 0.0
+    rotate: float = 0.0
+    zoom: tuple[float, float] = (1.0, 1.0)
+    crop: float = 1.0
+    translate: float = 0.0
+    noise_std: float = 0.0
+    salt_pepper: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    fill: str = "reflect"
+    fill_value: float = 0.0
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.fill not in FILL_MODES:
+            raise ValueError(f"fill must be one of {FILL_MODES}, got {self.fill!r}")
+        if not 0 < self.crop <= 1 or min(self.zoom) <= 0 or self.zoom[0] > self.zoom[1]:
+            raise ValueError("need 0 < crop <= 1 and 0 < zoom[0] <= zoom[1]")
+
+    @property
+    def geometric(self) -> bool:
+        return bool(self.hflip or self.vflip or self.rot90 or self.rotate or self.translate
+                    or self.zoom != (1.0, 1.0) or self.crop < 1)
+
+    @classmethod
+    def standard(cls, **changes: object) -> AugmentConfig:
+        """Flip, random crop (side >= 0.75), colour jitter 0.4, reflect fill: a usual choice."""
+        return replace(cls(hflip=0.5, crop=0.75, brightness=0.4, contrast=0.4, saturation=0.4),
+                       **changes)
+
+
+def _uniform(n: int, low: float, high: float, g: torch.Generator) -> Tensor:
+    return low + (high - low) * torch.rand(n, generator=g, dtype=torch.float64)
+
+
+def random_affine(n: int, cfg: AugmentConfig, size: tuple[int, int], g: torch.Generator
+                  ) -> tuple[Tensor, Tensor]:
+    """Per-image inverse affine maps (output -> source, centred pixels) of the geometric
+    transforms of ``cfg``: float64 matrix ``[n, 2, 2]`` and offset ``[n, 2]`` (x, y)."""
+    h, w = size
+    flip = torch.ones(n, 2, dtype=torch.float64)
+    flip[:, 0] -= 2 * (torch.rand(n, generator=g) < cfg.hflip).double()
+    flip[:, 1] -= 2 * (torch.rand(n, generator=g) < cfg.vflip).double()
+    k = torch.randint(1, 4, (n,), generator=g) * (torch.rand(n, generator=g) < cfg.rot90)
+    cos90 = torch.tensor([1.0, 0.0, -1.0, 0.0], dtype=torch.float64)[k]
+    sin90 = torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=torch.float64)[k]
+    theta = torch.deg2rad(_uniform(n, -cfg.rotate, cfg.rotate, g))
+    crop_side = _uniform(n, cfg.crop, 1.0, g)  # the crop is a window of this side fraction
+    zoom = _uniform(n, *cfg.zoom, g)
+    slack = (1 - crop_side) / 2  # the window stays inside the image
+    crop_off = torch.stack([_uniform(n, -1, 1, g) * slack * w, _uniform(n, -1, 1, g) * slack * h],
+                           1)
+    shift = torch.stack([_uniform(n, -cfg.translate, cfg.translate, g) * w,
+                         _uniform(n, -cfg.translate, cfg.translate, g) * h], 1)
+
+    def rot(c: Tensor, s: Tensor) -> Tensor:  # [n, 2, 2] rotation by angle with cos c, sin s
+        return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+
+    # forward: flip, quarter turn, crop/zoom, rotate, translate; invert in reverse order
+    pre = torch.diag_embed(flip) @ rot(cos90, -sin90)
+    matrix = pre @ ((crop_side / zoom)[:, None, None] * rot(torch.cos(theta), -torch.sin(theta)))
+    offset = (pre @ crop_off.unsqueeze(-1) - matrix @ shift.unsqueeze(-1)).squeeze(-1)
+    return matrix, offset
+
+
+def colour_and_noise(x: Tensor, cfg: AugmentConfig, g: torch.Generator) -> Tensor:
+    """Colour jitter, Gaussian and salt-and-pepper noise on float ``[B, C, H, W]`` in [0, 1].
+
+    Brightness ``b``, contrast ``c`` (about the image's mean gray ``m``) and saturation ``s``
+    (about each pixel's gray) compose into one per-image linear map
+    ``x -> c*b*(s*I + (1-s)*1 w^T) x + (1-c)*b*m`` (``w`` the luma weights), applied as one bmm.
+    """
+    n, c = x.shape[:2]
+    per_image = {"device": x.device, "dtype": x.dtype}
+    if cfg.brightness or cfg.contrast or cfg.saturation:
+        bright = _uniform(n, 1 - cfg.brightness, 1 + cfg.brightness, g)
+        contrast = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, g)
+        sat = _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation, g)
+        w = (torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64) if c == 3
+             else torch.full((c,), 1 / c, dtype=torch.float64))
+        eye = torch.eye(c, dtype=torch.float64)
+        mix = (sat[:, None, None] * eye + (1 - sat)[:, None, None] * w[None, None, :]
+               if c == 3 else eye.expand(n, c, c))
+        matrix = ((contrast * bright)[:, None, None] * mix).to(**per_image)
+        mean_gray = x.mean((2, 3)) @ w.to(**per_image)  # [B]
+        shift = ((1 - contrast) * bright).to(**per_image) * mean_gray
+        x = (matrix @ x.flatten(2)).view_as(x) + shift[:, None, None, None]
+    if cfg.noise_std or cfg.salt_pepper:  # per-pixel draws on the device, seeded from g
+        dev = torch.Generator(x.device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+        if cfg.noise_std:
+            x = x + cfg.noise_std * torch.randn(x.shape, generator=dev, **per_image)
+        if cfg.salt_pepper:
+            u = torch.rand((n, 1, *x.shape[2:]), generator=dev, **per_image)
+            x = torch.where(u < cfg.salt_pepper / 2, 0.0, x)
+            x = torch.where(u > 1 - cfg.salt_pepper / 2, 1.0, x)
+    return x.clamp(0, 1)
+
+
+def augment_images(x: Tensor, cfg: AugmentConfig, generator: torch.Generator) -> Tensor:
+    """Augment float images ``[..., C, H, W]`` in [0, 1] (any leading dims, e.g. ``[T, S]``),
+    each with its own random parameters from ``generator`` (a CPU generator). Same shape out."""
+    shape = x.shape
+    flat = x.reshape(-1, *shape[-3:])
+    if cfg.geometric:
+        matrix, offset = random_affine(flat.shape[0], cfg, tuple(shape[-2:]), generator)
+        flat = affine_sample(flat, matrix.to(flat.device), offset.to(flat.device), cfg.fill,
+                             cfg.fill_value, cfg.interpolation)
+    flat = colour_and_noise(flat, cfg, generator)
+    return flat.reshape(shape)
+
+
+class EpisodeAugment:
+    """Augments the support and/or query images of episode batches; labels are unchanged.
+
+    Args:
+        support, query: the transforms of each set (None: left as is).
+        seed: seed of the CPU generator every random parameter is drawn from.
+    """
+
+    def __init__(self, support: AugmentConfig | None = None, query: AugmentConfig | None = None,
+                 seed: int = 0) -> None:
+        self.support, self.query = support, query
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, episode: Episode) -> Episode:
+        """Episode batch ``[T, ...]`` in, the same with augmented images out."""
+        sx, qx = episode.support_x, episode.query_x
+        if self.support is not None:
+            sx = augment_images(sx, self.support, self.generator)
+        if self.query is not None:
+            qx = augment_images(qx, self.query, self.generator)
+        return replace(episode, support_x=sx, query_x=qx)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

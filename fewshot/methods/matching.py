@@ -1,0 +1,180 @@
+"""Matching Networks (Vinyals et al. 2016): attention over the support set, with full-context
+embeddings (FCE, the paper's appendix).
+
+A query's label distribution is ``P(y | x, S) = sum_i a(x, x_i) y_i`` where ``a`` is the softmax
+over the cosine similarities between the query embedding ``f(x)`` and every support embedding
+``g(x_i)``. With FCE, ``g`` is a bidirectional LSTM over the backbone features of the support set
+(``g(x_i) = h_fwd_i + h_bwd_i + g'(x_i)``) and ``f`` an attention LSTM that runs ``K`` processing
+steps reading attention over ``g(S)``. The learner returns log-probabilities ``log P(y | x, S)``,
+so its loss is the negative log-likelihood.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..backbones import make_backbone
+from ..learner import EpisodicLearner, ModelSpec, embed_episode, register
+
+
+def cosine_attention(query: Tensor, support: Tensor, scale: float = 1.0) -> Tensor:
+    """Log of the attention ``a(x, x_i)``: log-softmax over the support of the (scaled) cosine
+    similarities. query ``[T, M, D]``, support ``[T, S, D]`` -> ``[T, M, S]``."""
+    cos = F.normalize(query, dim=-1) @ F.normalize(support, dim=-1).transpose(1, 2)
+    return torch.log_softmax(scale * cos, dim=-1)
+
+
+def attention_to_class_log_probs(log_attention: Tensor, support_y: Tensor, n_way: int) -> Tensor:
+    """Sum the attention per class, in log space: ``log sum_{i: y_i = c} a_i``.
+
+    log_attention ``[T, M, S]``, support_y ``[T, S]`` in 0..N-1 -> log-probabilities ``[T, M, N]``
+    (each row sums to 1 in probability space; a class without support gets ``-inf``).
+    """
+    member = F.one_hot(support_y, n_way).transpose(1, 2).bool()  # [T, N, S]
+    masked = log_attention.unsqueeze(2).masked_fill(~member.unsqueeze(1), float("-inf"))
+    return torch.logsumexp(masked, dim=-1)
+
+
+def matching_log_probs(support: Tensor, support_y: Tensor, query: Tensor, n_way: int,
+                       scale: float = 1.0) -> Tensor:
+    """Matching Networks' ``log P(y | x, S)`` from embeddings: support ``[T, S, D]``, labels
+    ``[T, S]``, query ``[T, M, D]`` -> ``[T, M, N]``."""
+    return attention_to_class_log_probs(cosine_attention(query, support, scale), support_y, n_way)
+
+
+def permute_support(x: Tensor, perm: Tensor) -> Tensor:
+    """Reorder each episode's support: x ``[T, S, D]``, perm long ``[T, S]`` -> ``x[t, perm[t]]``."""
+    return x.gather(1, perm.unsqueeze(-1).expand_as(x))
+
+
+def support_context(lstm: nn.LSTM, support: Tensor, shuffle: bool) -> Tensor:
+    """Full-context support embeddings ``g(x_i) = h_fwd_i + h_bwd_i + g'(x_i)``.
+
+    Args:
+        lstm: bidirectional, ``batch_first``, hidden size D.
+        support: backbone features ``g'`` ``[T, S, D]``.
+        shuffle: feed each episode's support to the biLSTM in a random order (training); the
+            outputs are put back in the original order, so row i still belongs to support item i.
+    Returns: ``[T, S, D]``.
+    """
+    t, s, d = support.shape
+    if shuffle:
+        perm = torch.rand(t, s, device=support.device).argsort(dim=1)
+        out, _ = lstm(permute_support(support, perm))
+        out = permute_support(out, perm.argsort(dim=1))  # inverse permutation
+    else:
+        out, _ = lstm(support)
+    return out[..., :d] + out[..., d:] + support
+
+
+def query_context(cell: nn.LSTMCell, query: Tensor, support: Tensor, steps: int) -> Tensor:
+    """Attention-LSTM query embeddings ``f(x, S)`` (the paper's appendix), for all T*M queries.
+
+    With ``h_0 = f'(x)``, ``c_0 = 0``, for ``k = 1..K``:
+    ``r_{k-1} = sum_i softmax_i(h_{k-1} . g(x_i)) g(x_i)``,
+    ``h_hat_k, c_k = LSTM([f'(x), r_{k-1}], h_{k-1}, c_{k-1})``, ``h_k = h_hat_k + f'(x)``.
+    (Feeding ``r`` with the input rather than the hidden state gives the same gate equations.)
+
+    Args:
+        cell: ``LSTMCell(2D, D)``; query: ``f'`` ``[T, M, D]``; support: ``g(S)`` ``[T, S, D]``.
+    Returns: ``h_K`` ``[T, M, D]`` (``f'`` itself when ``steps`` is 0).
+    """
+    t, m, d = query.shape
+    h, c = query, torch.zeros_like(query)
+    for _ in range(steps):
+        read = torch.softmax(h @ support.transpose(1, 2), dim=-1) @ support  # [T, M, D]
+        h, c = cell(torch.cat([query, read], -1).flatten(0, 1), (h.flatten(0, 1), c.flatten(0, 1)))
+        h, c = h.view(t, m, d) + query, c.view(t, m, d)
+    return h
+
+
+class FullContextEmbedding(nn.Module):
+    """The biLSTM over the support set and the attention LSTM for queries, for features of size D.
+
+    ``forward(support [T, S, D], query [T, M, D]) -> (g(S) [T, S, D], f(x, S) [T, M, D])``; the
+    support order is shuffled before the biLSTM while training.
+    """
+
+    def __init__(self, dim: int, steps: int = 5) -> None:
+        super().__init__()
+        if steps < 0:
+            raise ValueError(f"fce_steps must be >= 0, got {steps}")
+        self.steps = steps
+        self.support_lstm = nn.LSTM(dim, dim, batch_first=True, bidirectional=True)
+        self.query_cell = nn.LSTMCell(2 * dim, dim)
+
+    def forward(self, support: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
+        g = support_context(self.support_lstm, support, shuffle=self.training)
+        return g, query_context(self.query_cell, query, g, self.steps)
+
+
+class MatchingNet(EpisodicLearner):
+    """A backbone, optional full-context embeddings, cosine attention; returns log-probabilities.
+
+    Args:
+        backbone: maps images ``[B, C, H, W]`` to features (flattened to ``[B, D]``).
+        feature_dim: D, needed when ``fce`` is on.
+        fce: use full-context embeddings; fce_steps: K, processing steps of the attention LSTM.
+        scale: multiplies the cosine similarities before the softmax (1 in the paper).
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int | None = None, fce: bool = True,
+                 fce_steps: int = 5, scale: float = 1.0) -> None:
+        super().__init__()
+        if fce and feature_dim is None:
+            raise ValueError("full-context embeddings need feature_dim (the backbone's output size)")
+        self.backbone, self.scale = backbone, scale
+        self.fce = FullContextEmbedding(feature_dim, fce_steps) if fce else None
+
+    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
+                ) -> Tensor:
+        """Returns ``log P(y | x, S)`` ``[T, M, N]`` (log-probabilities, usable as logits)."""
+        s, q = embed_episode(self.backbone, support_x, query_x)
+        s, q = s.flatten(2), q.flatten(2)
+        if self.fce is not None:
+            s, q = self.fce(s, q)
+        return matching_log_probs(s, support_y, q, n_way, self.scale)
+
+    def loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
+        """Negative log-likelihood of log-probabilities ``[T, M, N]`` against labels ``[T, M]``."""
+        return F.nll_loss(logits.flatten(0, 1), query_y.flatten())
+
+
+def as_bool(value: Any, name: str) -> bool:
+    """Read a boolean option given as a bool, a number or a string ("true", "off", "0", ...)."""
+    if isinstance(value, bool | int):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"option {name} must be true or false, got {value!r}")
+
+
+def feature_shape(backbone: nn.Module, in_channels: int, image_size: int) -> torch.Size:
+    """Output shape (without the batch) of ``backbone`` on ``[2, C, S, S]`` zeros."""
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        shape = backbone(torch.zeros(2, in_channels, image_size, image_size)).shape[1:]
+    backbone.train(was_training)
+    return shape
+
+
+@register("matching")
+def build_matching(spec: ModelSpec) -> MatchingNet:
+    """Options: ``fce`` (default true), ``fce_steps`` (default 5), ``scale`` (default 1)."""
+    options = dict(spec.options)
+    fce = as_bool(options.pop("fce", True), "fce")
+    steps = int(options.pop("fce_steps", 5))
+    scale = float(options.pop("scale", 1.0))
+    if options:
+        raise ValueError(f"unknown matching option(s) {sorted(options)}: use fce, fce_steps, scale")
+    backbone = make_backbone(spec.backbone, spec.in_channels)
+    dim = feature_shape(backbone, spec.in_channels, spec.image_size).numel()
+    return MatchingNet(backbone, dim, fce=fce, fce_steps=steps, scale=scale)

@@ -132,7 +132,7 @@ def worker(cfg: dict) -> dict:
 
 def speed(args: argparse.Namespace, result: dict) -> None:
     """Each variant in a fresh subprocess; rows printed and saved as soon as they finish."""
-    variants = [("loop", None), ("vmap", None), *[("vmap", c) for c in args.chunks]]
+    variants = [("loop", None), ("vmap", None), *[("chunked", c) for c in args.chunks]]
     try:
         import higher  # noqa: F401
         variants.append(("higher", None))
@@ -157,7 +157,8 @@ def speed(args: argparse.Namespace, result: dict) -> None:
             row = {**cfg, **json.loads(proc.stdout.strip().splitlines()[-1])}
             grads = torch.load(cfg["grad_file"])
             ref = grads if variant == "loop" else ref
-            row["grad_rel_diff_vs_loop"] = float((grads - ref).norm() / ref.norm())
+            row["grad_rel_diff_vs_loop"] = (float((grads - ref).norm() / ref.norm())
+                                            if ref is not None else float("nan"))
             rows.append(row)
             mem = row.get("peak_gib", row.get("peak_rss_gib"))
             print(f"{steps} step(s) {variant:6s} chunk={chunk} width={args.hidden}: "
@@ -217,8 +218,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="reduced CPU run (fewer iterations)")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 5], help="speed: inner steps")
     p.add_argument("--chunks", type=int, nargs="*", default=[8], help="speed: chunk sizes")
-    p.add_argument("--variants", nargs="+", default=["loop", "vmap", "higher"],
-                   help="speed: which of loop, vmap (with --chunks), higher to run")
+    p.add_argument("--variants", nargs="+", default=["loop", "vmap", "chunked", "higher"],
+                   help="speed: which of loop, vmap, chunked (vmap with --chunks), higher to run")
     p.add_argument("--batch", type=int, help="meta-batch (speed: 32; omniglot: the paper's)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20, help="speed: timed meta-iterations")

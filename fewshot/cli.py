@@ -115,8 +115,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
     train_ds = dataset_from_args(args, "train")
+    options = dict(args.option)
+    if args.method == "maml":  # MAML's classifier head has one output per class of an episode
+        options.setdefault("n_way", args.way)
     spec = ModelSpec(args.method, args.backbone, train_ds.image_shape[0], train_ds.image_shape[1],
-                     dict(args.option))
+                     options)
     learner = build_learner(spec)
     sampler = EpisodeSampler(train_ds, args.way, args.shot, args.query, args.episodes_per_step,
                              num_batches=args.steps, seed=args.seed, augment=make_augment(args))

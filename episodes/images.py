@@ -88,7 +88,7 @@ def decode_image(path: str | os.PathLike, channels: int, size: int | tuple[int, 
                     raise ImageFileError(
                         f"{path}: image has mode {mode} ({native} channel(s)) but the dataset "
                         f"expects {channels}: convert the image, or allow conversion "
-                        f"(convert=True / --convert-images)")
+                        f"(convert=True; on the command line, leave out --no-convert)")
                 if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
                     img = _flatten_alpha(img)
                 img = img.convert(want)

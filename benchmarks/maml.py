@@ -37,12 +37,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import omniglot_root  # noqa: E402
+
 from episodes import EpisodeSampler, FixedEpisodes, omniglot  # noqa: E402
 from episodes.io import default_cache_dir  # noqa: E402
-from episodes.omniglot import find_omniglot_root  # noqa: E402
 from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, train  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data" / "omniglot"
 SETTINGS = {  # name: n, k, meta-batch, inner steps, inner lr, test steps, train queries
     "5w1s": (5, 1, 32, 1, 0.4, 3, 15), "5w5s": (5, 5, 32, 1, 0.4, 3, 15),
     "20w1s": (20, 1, 16, 5, 0.1, 5, 5), "20w5s": (20, 5, 16, 5, 0.1, 5, 5)}
@@ -168,17 +168,6 @@ def speed(args: argparse.Namespace, result: dict) -> None:
 
 
 # ---------------------------------------------------------------- Omniglot accuracy
-def omniglot_root() -> Path:
-    if os.environ.get("OMNIGLOT_ROOT"):
-        return Path(os.environ["OMNIGLOT_ROOT"])
-    dest = default_cache_dir() / "omniglot-official"
-    if find_omniglot_root(dest) is None:
-        if not (SHARED / "materialize.py").is_file():
-            sys.exit(f"Omniglot not found: expected {SHARED} (or set OMNIGLOT_ROOT)")
-        subprocess.run([sys.executable, str(SHARED / "materialize.py"), str(dest)], check=True)
-    return dest
-
-
 def accuracy(args: argparse.Namespace, result: dict) -> None:
     device = torch.device(args.device)
     root = omniglot_root()

@@ -18,7 +18,7 @@ class Conv4(nn.Module):
     """The Conv-4 backbone of the few-shot papers: four conv blocks of ``hidden`` filters.
 
     ``[B, C, H, W] -> [B, hidden * (H/16) * (W/16)]`` (64 for 28x28, 1600 for 84x84). With
-    ``flatten=False`` the feature map ``[B, hidden, h, w]`` is returned; ``pool_last`` blocks
+    ``flatten=False`` the feature map ``[B, hidden, h, w]`` is returned; ``unpooled_last`` blocks
     (counted from the end) can keep their spatial size (Relation Networks on 84x84 use 2).
     """
 
@@ -58,18 +58,20 @@ class ResidualBlock(nn.Module):
 
 class ResNet12(nn.Module):
     """ResNet-12 (four residual blocks, widths 64-160-320-640 as in MetaOptNet/TADAM), global
-    average pooling: ``[B, C, H, W] -> [B, channels[-1]]``."""
+    average pooling: ``[B, C, H, W] -> [B, channels[-1]]``. With ``flatten=False`` the feature map
+    ``[B, channels[-1], H/16, W/16]`` is returned instead (5x5 for 84x84)."""
 
-    def __init__(self, in_channels: int = 3, channels: tuple[int, ...] = (64, 160, 320, 640)
-                 ) -> None:
+    def __init__(self, in_channels: int = 3, channels: tuple[int, ...] = (64, 160, 320, 640),
+                 flatten: bool = True) -> None:
         super().__init__()
         widths = (in_channels, *channels)
         self.blocks = nn.Sequential(*(ResidualBlock(widths[i], widths[i + 1])
                                       for i in range(len(channels))))
-        self.out_channels = channels[-1]
+        self.out_channels, self.flatten = channels[-1], flatten
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(x).mean(dim=(2, 3))
+        x = self.blocks(x)
+        return x.mean(dim=(2, 3)) if self.flatten else x
 
 
 BACKBONES = {"conv4": Conv4, "resnet12": ResNet12}

@@ -126,7 +126,9 @@ class RelationNet(EpisodicLearner):
 @register("relation")
 def build_relation(spec: ModelSpec) -> RelationNet:
     """Options: ``hidden`` (embedding and relation filters, 64), ``fc_hidden`` (8),
-    ``unpooled_last`` (embedding blocks without pooling, 2), ``padding`` (relation convs; auto)."""
+    ``unpooled_last`` (Conv-4 blocks without pooling, 2), ``padding`` (relation convs; auto).
+    Backbones: ``conv4``, or any whose constructor takes ``flatten=False`` to return feature maps
+    (``resnet12``: 640 x 5 x 5 at 84x84)."""
     options = dict(spec.options)
     hidden = int(options.pop("hidden", 64))
     fc_hidden = int(options.pop("fc_hidden", 8))
@@ -137,8 +139,8 @@ def build_relation(spec: ModelSpec) -> RelationNet:
                          "unpooled_last, padding")
     if spec.backbone == "conv4":
         embedding: nn.Module = Conv4(spec.in_channels, hidden, flatten=False, unpooled_last=unpooled)
-    else:  # any backbone that returns feature maps
-        embedding = make_backbone(spec.backbone, spec.in_channels)
+    else:  # the backbone's feature maps (before any global pooling)
+        embedding = make_backbone(spec.backbone, spec.in_channels, flatten=False)
     shape = feature_shape(embedding, spec.in_channels, spec.image_size)
     if len(shape) != 3:
         raise ValueError(f"backbone {spec.backbone!r} returns flat features {tuple(shape)}; the "

@@ -191,8 +191,15 @@ def test_bad_options_are_named() -> None:
         build_learner(ModelSpec("matching", options={"fce": "maybe"}))
     with pytest.raises(ValueError, match="unknown matching option"):
         build_learner(ModelSpec("matching", options={"steps": 3}))
-    with pytest.raises(ValueError, match="feature maps"):
-        build_learner(ModelSpec("relation", "resnet12", 3, 84))
+    # ResNet-12 serves through its feature maps; an embedding of flat features is refused
+    relation = build_learner(ModelSpec("relation", "resnet12", 3, 84))
+    assert relation.embedding.flatten is False
+    from fewshot.backbones import Conv4
+    from fewshot.methods.relation import RelationNet
+
+    flat = RelationNet(Conv4(1, hidden=8), relation.relation)
+    with pytest.raises(ValueError, match="must return feature maps"):
+        flat(torch.rand(1, 2, 1, 28, 28), torch.tensor([[0, 1]]), torch.rand(1, 2, 1, 28, 28), 2)
 
 
 def test_relation_all_pairs_equals_explicit_concatenation() -> None:

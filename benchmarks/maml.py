@@ -37,7 +37,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import omniglot_root  # noqa: E402
+from common import omniglot_root, sync  # noqa: E402
 
 from episodes import EpisodeSampler, FixedEpisodes, omniglot  # noqa: E402
 from episodes.io import default_cache_dir  # noqa: E402
@@ -54,11 +54,6 @@ def environment(device: torch.device, quick: bool) -> dict:
     return {"device": name, "torch": torch.__version__, "date": str(date.today()),
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "mode": "reduced CPU run" if quick else "full protocol"}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------- speed and memory

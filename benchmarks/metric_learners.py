@@ -21,16 +21,16 @@ import itertools
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import common
 import torch
+from common import sync
 
 from episodes import EpisodeSampler, FixedEpisodes, image_folder, omniglot
-from episodes.io import default_cache_dir
 from fewshot.evaluate import evaluate, paired_test
 from fewshot.learner import ModelSpec, build_learner
 from fewshot.train import TrainConfig, train
@@ -52,26 +52,13 @@ QUICK = {"omni_steps": 150, "omni_train_way": 5, "omni_train_query": 5, "omni_te
 
 
 def omniglot_root(root: Path | None) -> Path:
-    """The Omniglot PNG folder: ``root`` or the shared npz copy written out once into the cache."""
-    if root is not None:
-        return root
-    dest = default_cache_dir() / "omniglot-png"
-    if not (dest / "images_evaluation").is_dir():
-        script = SHARED / "omniglot" / "materialize.py"
-        if not script.is_file():
-            raise FileNotFoundError(f"no --omniglot-root given and {script} is missing")
-        subprocess.run([sys.executable, str(script), str(dest)], check=True)
-    return dest
+    """The Omniglot PNG folder: ``root``, or the shared copy written out once (see common.py)."""
+    return root if root is not None else common.omniglot_root()
 
 
 def spec_for(label: str, channels: int, size: int) -> ModelSpec:
     method, options = METHODS[label]
     return ModelSpec(method, "conv4", channels, size, dict(options))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def train_method(label: str, data, channels: int, size: int, way: int, shot: int, query: int,

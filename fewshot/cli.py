@@ -86,7 +86,7 @@ def check_channels(spec: ModelSpec, dataset) -> None:
                          f"dataset has {h}px: use --image-size {spec.image_size}")
 
 
-def fixed_episodes(dataset, args, way: int, shot: int, query: int, count: int, seed: int,
+def fixed_episodes(dataset, way: int, shot: int, query: int, count: int, seed: int,
                    path: str | None = None) -> FixedEpisodes:
     """Load fixed episodes from ``path`` when it exists, else draw them (and save them there)."""
     if path and Path(path).is_file():
@@ -126,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     val = None
     if args.val_episodes > 0:
         val_ds = dataset_from_args(args, "val")
-        val = (val_ds, fixed_episodes(val_ds, args, args.val_way or args.way, args.val_shot or
+        val = (val_ds, fixed_episodes(val_ds, args.val_way or args.way, args.val_shot or
                                       args.shot, args.val_query, args.val_episodes, args.seed + 1))
     config = TrainConfig(steps=args.steps, lr=args.lr, lr_decay_every=args.lr_decay_every,
                          val_every=args.val_every, checkpoint_dir=args.out,
@@ -143,7 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     learner, spec, _ = load_learner(args.checkpoint, device)
     ds = dataset_from_args(args, args.split)
     check_channels(spec, ds)
-    episodes = fixed_episodes(ds, args, args.way, args.shot, args.query, args.episodes, args.seed,
+    episodes = fixed_episodes(ds, args.way, args.shot, args.query, args.episodes, args.seed,
                               args.episodes_file)
     result = evaluate(learner, episodes, ds, batch_size=args.batch_size, device=device)
     print(f"{args.dataset} {args.split}: {result}")

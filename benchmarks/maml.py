@@ -211,7 +211,7 @@ def main() -> None:
     p.add_argument("--orders", nargs="+", default=["second", "first"])
     p.add_argument("--iterations", type=int, default=60000, help="omniglot: meta-iterations")
     p.add_argument("--time-limit", type=float, help="omniglot: seconds of training per run")
-    p.add_argument("--test-episodes", type=int, default=1000)
+    p.add_argument("--test-episodes", type=int, help="omniglot: fixed test episodes (1000; 100 --quick)")
     p.add_argument("--eval-batch", type=int, default=50)
     p.add_argument("--chunk", type=int, help="omniglot: chunk size of the task batch")
     p.add_argument("--hidden", type=int, default=64, help="Conv-4 width (64 in the papers)")
@@ -219,8 +219,9 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:  # reduced CPU run: few timed iterations, short training, fewer test episodes
         args.warmup, args.iters = 0, min(args.iters, 2)  # the gradient-check iteration warms up
-        args.test_episodes = min(args.test_episodes, 100)
+        args.test_episodes = args.test_episodes or 100
         args.time_limit = args.time_limit or 180.0
+    args.test_episodes = args.test_episodes or 1000
     if args.part == "speed":
         args.batch = args.batch or 32
     result = environment(torch.device(args.device), args.quick)

@@ -55,7 +55,7 @@ def layer_norm(x: Tensor, normalized_shape: Sequence[int], weight: Tensor | None
     return _affine(_normalise(x, list(range(x.dim() - n, x.dim())), eps), weight, bias, shape)
 
 
-def _bound(signature: tuple[str, ...], args: tuple, kwargs: dict) -> dict:
+def bind_args(signature: tuple[str, ...], args: tuple, kwargs: dict) -> dict:
     values = dict(zip(signature, args, strict=False))
     values.update(kwargs or {})
     return values
@@ -73,16 +73,16 @@ class DecomposedNorms(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.batch_norm:
-            a = _bound(BN_ARGS, args, kwargs)
+            a = bind_args(BN_ARGS, args, kwargs)
             if a.get("running_mean") is None and a.get("running_var") is None:
                 return batch_norm(a["input"], a.get("weight"), a.get("bias"), a.get("eps", 1e-5))
         elif func is F.instance_norm:
-            a = _bound(IN_ARGS, args, kwargs)
+            a = bind_args(IN_ARGS, args, kwargs)
             if a.get("use_input_stats", True) and a.get("running_mean") is None:
                 return instance_norm(a["input"], a.get("weight"), a.get("bias"),
                                      a.get("eps", 1e-5))
         elif func is F.layer_norm:
-            a = _bound(LN_ARGS, args, kwargs)
+            a = bind_args(LN_ARGS, args, kwargs)
             return layer_norm(a["input"], a["normalized_shape"], a.get("weight"), a.get("bias"),
                               a.get("eps", 1e-5))
         return func(*args, **kwargs)

@@ -17,12 +17,14 @@ makes PyTorch's BatchNorm normalise with the statistics of the batch it sees (th
 adaptation, the query set at the end) in train *and* eval mode, and update no buffer: the
 transductive batch statistics of the original MAML. ``model.eval()`` therefore changes nothing for
 BatchNorm here (the module's running buffers are never read nor written); dropout still follows
-the module's mode.
+the module's mode. Per-step running statistics (MAML++), inductive at evaluation, are the
+alternative: pass a :class:`~fewshot.step_norms.StepStatistics` as ``stats`` (see that module).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -32,10 +34,12 @@ from torch.func import functional_call, grad, vmap
 from torch.utils.checkpoint import checkpoint
 
 from .functional_norms import DecomposedNorms
+from .step_norms import BatchStatRecorder, StepStatistics
 
 Params = dict[str, Tensor]
 BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 LRs = Mapping[str, Tensor | float]
+Buffers = Mapping[str, Tensor | None] | Callable[[int], Mapping[str, Tensor | None]]
 
 
 def bn_free_buffers(module: nn.Module) -> dict[str, Tensor | None]:
@@ -60,32 +64,48 @@ def step_lr(lrs: LRs | float, name: str, step: int) -> Tensor | float:
     return lr
 
 
-def inner_loop(model: nn.Module, params: Params, buffers: Mapping[str, Tensor | None] | None,
-               x: Tensor, y: Tensor, lrs: LRs | float, steps: int, first_order: bool = False,
+def inner_loop(model: nn.Module, params: Params, buffers: Buffers | None, x: Tensor, y: Tensor,
+               lrs: LRs | float, steps: int, first_order: bool = False,
                adapt: Sequence[str] | None = None,
-               loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy) -> list[Params]:
+               loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+               recorder: BatchStatRecorder | None = None) -> list[Params]:
     """Adapt ``params`` to one task with ``steps`` steps of plain SGD on ``loss_fn(model(x), y)``.
 
     Args:
         params: the model's parameters by name (the ones not given are the module's own);
-        buffers: buffers by name for ``functional_call``; None: :func:`bn_free_buffers`
-            (transductive BatchNorm; buffers that BatchNorm would update in place cannot be
-            passed as they are, since ``torch.func.grad`` forbids mutating them).
+        buffers: buffers by name for ``functional_call``, or a function of the step index k
+            giving them for the forward with the parameters after k updates (per-step
+            statistics); None: :func:`bn_free_buffers` (transductive BatchNorm; buffers that
+            BatchNorm would update in place cannot be passed as they are, since
+            ``torch.func.grad`` forbids mutating them).
         x: support inputs ``[S, ...]``; y: support labels ``[S]``.
         lrs: inner learning rate(s), see :func:`step_lr`.
         first_order: detach the inner gradients (first-order MAML).
         adapt: names of the adapted parameters (default: all of ``params``).
+        recorder: a :class:`~fewshot.step_norms.BatchStatRecorder` (active around the call);
+            the batch statistics recorded inside each ``grad`` are handed out through it.
     Returns:
         the full parameter dicts after step 1, ..., ``steps`` (``[]`` for 0 steps).
     """
     names = list(params) if adapt is None else list(adapt)
-    buffers = bn_free_buffers(model) if buffers is None else buffers
+    if not callable(buffers):
+        fixed = bn_free_buffers(model) if buffers is None else buffers
+        buffers = lambda k: fixed  # noqa: E731
     fast, history = dict(params), []
     for step in range(steps):
-        def support_loss(sub: Params, fast: Params = fast) -> Tensor:
-            return loss_fn(functional_call(model, ({**fast, **sub}, buffers), (x,)), y)
+        def support_loss(sub: Params, fast: Params = fast, bufs: Mapping = buffers(step)
+                         ) -> tuple[Tensor, list[Tensor]]:
+            start = len(recorder.values) if recorder is not None else 0
+            loss = loss_fn(functional_call(model, ({**fast, **sub}, bufs), (x,)), y)
+            if recorder is None:
+                return loss, []
+            records = recorder.values[start:]  # handed out of grad as outputs, not leaked
+            del recorder.values[start:]
+            return loss, records
 
-        grads = grad(support_loss)({k: fast[k] for k in names})
+        grads, records = grad(support_loss, has_aux=True)({k: fast[k] for k in names})
+        if recorder is not None:
+            recorder.values.extend(records)
         if first_order:
             grads = {k: g.detach() for k, g in grads.items()}
         fast = {**fast, **{k: fast[k] - step_lr(lrs, k, step) * grads[k] for k in names}}
@@ -106,7 +126,9 @@ class TaskConfig:
 
 
 def task_logits(model: nn.Module, state: Mapping[str, Params], sx: Tensor, sy: Tensor,
-                qx: Tensor, config: TaskConfig, encoder: nn.Module | None = None) -> Tensor:
+                qx: Tensor, config: TaskConfig, encoder: nn.Module | None = None,
+                stats: StepStatistics | None = None, tags_out: list | None = None
+                ) -> Tensor | tuple[Tensor, ...]:
     """Adapt on one task's support set and return its query logits.
 
     Args:
@@ -115,29 +137,53 @@ def task_logits(model: nn.Module, state: Mapping[str, Params], sx: Tensor, sy: T
         sx: support ``[S, C, H, W]``; sy: ``[S]`` in 0..N-1; qx: queries ``[M, C, H, W]``.
         encoder: optional frozen feature extractor run once on sx and qx before the adapted
             ``model`` (ANIL: the encoder is meta-learned but not adapted in the inner loop).
+        stats: per-step BatchNorm statistics (:mod:`fewshot.step_norms`) whose root contains
+            ``model`` (and ``encoder``); None: transductive batch statistics.
+        tags_out: with ``stats`` in training mode, receives the tags of the recorded statistics.
     Returns:
         ``[M, N]``, or ``[steps, M, N]`` with ``config.all_steps`` (logits after each step; the
-        unadapted model's logits when ``steps`` is 0).
+        unadapted model's logits when ``steps`` is 0). With ``stats`` in training mode, a tuple:
+        the logits, then one ``[2, C]`` tensor of batch statistics per tag in ``tags_out``.
     """
-    if encoder is not None:
-        enc_buffers = bn_free_buffers(encoder)
-        sx = functional_call(encoder, (state["encoder"], enc_buffers), (sx,))
-        qx = functional_call(encoder, (state["encoder"], enc_buffers), (qx,))
-    buffers = bn_free_buffers(model)
-    fast = inner_loop(model, state["params"], buffers, sx, sy, state["lrs"], config.steps,
-                      config.first_order, config.adapt) or [state["params"]]
-    if not config.all_steps:
-        fast = fast[-1:]
-    logits = [functional_call(model, (p, buffers), (qx,)) for p in fast]
-    return torch.stack(logits) if config.all_steps else logits[0]
+    recorder = BatchStatRecorder() if stats is not None and stats.training else None
+
+    def buffers_of(module: nn.Module) -> Buffers:
+        if stats is None:
+            return bn_free_buffers(module)
+        stats.check_modes(module)
+        return lambda k: stats.buffers(module, k, recorder)
+
+    with recorder if recorder is not None else nullcontext():
+        if encoder is not None:
+            enc = buffers_of(encoder)
+            enc = enc(0) if callable(enc) else enc
+            sx = functional_call(encoder, (state["encoder"], enc), (sx,))
+            qx = functional_call(encoder, (state["encoder"], enc), (qx,))
+        bufs = buffers_of(model)
+        at = bufs if callable(bufs) else (lambda k: bufs)
+        fast = inner_loop(model, state["params"], at, sx, sy, state["lrs"], config.steps,
+                          config.first_order, config.adapt, recorder=recorder) or [state["params"]]
+        ks = list(range(1, config.steps + 1)) or [0]  # updates behind each entry of fast
+        if not config.all_steps:
+            fast, ks = fast[-1:], ks[-1:]
+        logits = [functional_call(model, (p, at(k)), (qx,)) for p, k in zip(fast, ks, strict=True)]
+    out = torch.stack(logits) if config.all_steps else logits[0]
+    if recorder is None:
+        return out
+    tags, values = recorder.collect(stats.sets, stats.layers)
+    if tags_out is not None:
+        tags_out[:] = tags
+    return (out, *values)
 
 
-def batched_logits(task_fn: Callable[[dict, Tensor, Tensor, Tensor], Tensor],
+def batched_logits(task_fn: Callable[..., Tensor | tuple[Tensor, ...]],
                    state: Mapping[str, Params], sx: Tensor, sy: Tensor, qx: Tensor,
-                   use_vmap: bool = True, chunk_size: int | None = None) -> Tensor:
+                   use_vmap: bool = True, chunk_size: int | None = None
+                   ) -> Tensor | tuple[Tensor, ...]:
     """Run ``task_fn(state, sx[t], sy[t], qx[t])`` for the T tasks and stack the results.
 
     Args:
+        task_fn: returns a tensor or a tuple of tensors for one task.
         sx ``[T, S, ...]``, sy ``[T, S]``, qx ``[T, M, ...]``.
         use_vmap: ``torch.func.vmap`` over tasks (one batched computation; norm layers run as
             primitive ops, see :mod:`fewshot.functional_norms`); False: a Python loop (for models
@@ -148,14 +194,15 @@ def batched_logits(task_fn: Callable[[dict, Tensor, Tensor, Tensor], Tensor],
             cost of a second forward. Chunked results support ``.backward()``, not
             ``torch.autograd.grad``.
     Returns:
-        ``[T, *task_fn output shape]``.
+        ``[T, *task_fn output shape]`` (a tuple of them when ``task_fn`` returns a tuple).
     """
-    def run(st: Mapping[str, Params], sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
+    def run(st: Mapping[str, Params], sx: Tensor, sy: Tensor, qx: Tensor
+            ) -> Tensor | tuple[Tensor, ...]:
         if use_vmap:
             with DecomposedNorms():  # exact second-order norm gradients under vmap
                 return vmap(task_fn, in_dims=(None, 0, 0, 0), randomness="different")(st, sx, sy,
                                                                                       qx)
-        return torch.stack([task_fn(st, *task) for task in zip(sx, sy, qx, strict=True)])
+        return _join([task_fn(st, *task) for task in zip(sx, sy, qx, strict=True)], torch.stack)
 
     t = sx.shape[0]
     if chunk_size is None or chunk_size >= t:
@@ -166,7 +213,7 @@ def batched_logits(task_fn: Callable[[dict, Tensor, Tensor, Tensor], Tensor],
     values = [state[g][n] for g, n in keys]
     needs_grad = torch.is_grad_enabled() and any(v.requires_grad for v in values)
 
-    def chunk(sx: Tensor, sy: Tensor, qx: Tensor, *flat: Tensor) -> Tensor:
+    def chunk(sx: Tensor, sy: Tensor, qx: Tensor, *flat: Tensor) -> Tensor | tuple[Tensor, ...]:
         st: dict[str, Params] = {g: {} for g in state}
         for (g, n), v in zip(keys, flat, strict=True):
             st[g][n] = v
@@ -176,19 +223,29 @@ def batched_logits(task_fn: Callable[[dict, Tensor, Tensor, Tensor], Tensor],
     for i in range(0, t, chunk_size):
         args = (sx[i:i + chunk_size], sy[i:i + chunk_size], qx[i:i + chunk_size], *values)
         outs.append(checkpoint(chunk, *args, use_reentrant=True) if needs_grad else chunk(*args))
-    return torch.cat(outs)
+    return _join(outs, torch.cat)
+
+
+def _join(outs: list, how: Callable[[list[Tensor]], Tensor]) -> Tensor | tuple[Tensor, ...]:
+    """Stack or concatenate per-task (per-chunk) results, tensors or tuples of tensors."""
+    if isinstance(outs[0], tuple):
+        return tuple(how(list(parts)) for parts in zip(*outs, strict=True))
+    return how(outs)
 
 
 def maml_logits(model: nn.Module, params: Params, lrs: LRs | float, sx: Tensor, sy: Tensor, qx: Tensor,
                 config: TaskConfig, encoder: nn.Module | None = None,
                 encoder_params: Params | None = None, use_vmap: bool = True,
-                chunk_size: int | None = None) -> Tensor:
+                chunk_size: int | None = None, stats: StepStatistics | None = None) -> Tensor:
     """MAML query logits of T tasks: :func:`task_logits` batched by :func:`batched_logits`.
 
     Args:
         params: the model's (meta-)parameters; lrs: one float, or per adapted parameter a float
             or a tensor ``[S]`` (see :func:`step_lr`); encoder, encoder_params: ANIL's frozen encoder.
         sx ``[T, S, C, H, W]``, sy ``[T, S]``, qx ``[T, M, C, H, W]``.
+        stats: per-step BatchNorm statistics (see :mod:`fewshot.step_norms`; in training mode
+            they are updated here, once, from the batch statistics of all T tasks); None:
+            transductive batch statistics.
     Returns:
         ``[T, M, N]`` (``[T, steps, M, N]`` with ``config.all_steps``). Backpropagating a loss of
         them gives the second-order (or first-order) meta-gradient of ``params``, learned rates and
@@ -202,8 +259,13 @@ def maml_logits(model: nn.Module, params: Params, lrs: LRs | float, sx: Tensor, 
     if encoder is not None:
         state["encoder"] = dict(encoder_params if encoder_params is not None
                                 else encoder.named_parameters())
+    tags: list = []
 
-    def one_task(st: dict, sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
-        return task_logits(model, st, sx, sy, qx, config, encoder)
+    def one_task(st: dict, sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor | tuple[Tensor, ...]:
+        return task_logits(model, st, sx, sy, qx, config, encoder, stats, tags)
 
-    return batched_logits(one_task, state, sx, sy, qx, use_vmap, chunk_size)
+    out = batched_logits(one_task, state, sx, sy, qx, use_vmap, chunk_size)
+    if not isinstance(out, tuple):
+        return out
+    stats.update(tags, out[1:])
+    return out[0]

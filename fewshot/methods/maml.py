@@ -7,9 +7,13 @@ The model is ``backbone -> nn.Linear(feat_dim, n_way)``. Head choice (``head`` o
 from a zero head of the episode's N (not meta-learned; the inner loop fits it), so one model serves
 any N.
 
-BatchNorm uses transductive batch statistics in training and evaluation alike (see
-:mod:`fewshot.maml`): ``eval()`` only switches to ``eval_inner_steps`` and detaches the
-meta-parameters (no meta-gradient graph is built); running statistics are never read or updated.
+BatchNorm (``bn`` option). ``"transductive"`` (default, the original MAML): batch statistics in
+training and evaluation alike (see :mod:`fewshot.maml`); ``eval()`` only switches to
+``eval_inner_steps`` and detaches the meta-parameters (no meta-gradient graph is built); running
+statistics are never read or updated. ``"per_step"`` (MAML++ BNRS, :mod:`fewshot.step_norms`):
+one set of running statistics per inner step, updated from batch statistics in training (the
+meta-gradients are the transductive ones); in evaluation every forward normalises with its
+step's running statistics, so a query's prediction does not depend on the other queries.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import Tensor, nn
 from ..backbones import make_backbone
 from ..learner import EpisodicLearner, ModelSpec, register
 from ..maml import TaskConfig, maml_logits
+from ..step_norms import StepStatistics
 
 
 def _key(name: str) -> str:
@@ -41,6 +46,7 @@ class MAML(EpisodicLearner):
             last). multi_step_loss: MAML++ loss over the query logits after every step, weights
             annealed linearly from uniform to the last step over ``msl_anneal`` iterations.
         anil: adapt only the head (the backbone runs once per task, unadapted).
+        bn: ``"transductive"`` or ``"per_step"`` BatchNorm statistics (module docstring).
         use_vmap: tasks in parallel with vmap (False: loop); chunk_size: tasks per chunk.
     """
 
@@ -50,10 +56,12 @@ class MAML(EpisodicLearner):
                  eval_inner_steps: int | None = None, inner_lr: float = 0.4,
                  first_order: bool = False, learn_lr: bool = False, multi_step_loss: bool = False,
                  msl_anneal: int = 5000, anil: bool = False, head: str = "linear",
-                 use_vmap: bool = True, chunk_size: int | None = None) -> None:
+                 bn: str = "transductive", use_vmap: bool = True, chunk_size: int | None = None) -> None:
         super().__init__()
         if head not in ("linear", "zero"):
             raise ValueError(f"head must be 'linear' or 'zero', got {head!r}")
+        if bn not in ("transductive", "per_step"):
+            raise ValueError(f"bn must be 'transductive' or 'per_step', got {bn!r}")
         if inner_steps < 1 and (multi_step_loss or learn_lr):
             raise ValueError("multi_step_loss and learn_lr need inner_steps >= 1")
         self.net = nn.Sequential(OrderedDict(backbone=backbone, head=nn.Linear(feat_dim, n_way)))
@@ -69,6 +77,8 @@ class MAML(EpisodicLearner):
         adapted = self.adapted_module()
         self.lrs = nn.ParameterDict({_key(n): nn.Parameter(torch.full((inner_steps,), inner_lr))
                                      for n, _ in adapted.named_parameters()} if learn_lr else {})
+        # sets 0..inner_steps: the forwards with the parameters after 0..inner_steps updates
+        self.bn_stats = StepStatistics(self.net, inner_steps + 1) if bn == "per_step" else None
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self._step_logits: Tensor | None = None
 
@@ -101,7 +111,7 @@ class MAML(EpisodicLearner):
         logits = maml_logits(model, params, lrs, support_x, support_y, query_x,
                              TaskConfig(steps, self.first_order, all_steps=msl),
                              self.net.backbone if self.anil else None, enc, self.use_vmap,
-                             self.chunk_size)
+                             self.chunk_size, self.bn_stats)
         if msl:
             self._step_logits, logits = logits, logits[:, -1]
         return logits
@@ -144,7 +154,7 @@ def feature_dim(backbone: nn.Module, in_channels: int, image_size: int) -> int:
 
 OPTIONS = {"n_way": int, "inner_steps": int, "eval_inner_steps": int, "inner_lr": float,
            "first_order": bool, "learn_lr": bool, "multi_step_loss": bool, "msl_anneal": int,
-           "anil": bool, "head": str, "chunk_size": int, "vmap": bool, "hidden": int}
+           "anil": bool, "head": str, "bn": str, "chunk_size": int, "vmap": bool, "hidden": int}
 
 
 def _coerce(name: str, value: object) -> object:

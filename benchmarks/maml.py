@@ -7,15 +7,17 @@
 
 speed: meta-batch 32 of 5-way 1-shot 15-query tasks, Conv-4 (64 filters), 28x28, 1 and 5 inner
 steps, second order: seconds per meta-iteration (forward, backward, Adam; median after warm-up) and
-peak memory of the library's vmapped MAML, vmap in chunks, the per-task loop and ``higher`` (when
-installed). Each variant runs in a fresh subprocess so that its peak memory is its own: on CUDA
-``torch.cuda.max_memory_allocated``; on CPU the process's peak resident set (``ru_maxrss``), with
-the resident set after setup (before the first meta-iteration) alongside. Meta-gradients of every
+peak memory of the library's vmapped MAML (transductive and per-step BatchNorm statistics), vmap in
+chunks, the per-task loop and ``higher`` (when installed). Each variant runs in a fresh subprocess
+so that its peak memory is its own: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the
+process's peak resident set (``ru_maxrss``), with the resident set after setup (before the first
+meta-iteration) alongside. Meta-gradients of every
 variant are compared with the loop's on the same first batch (float32; TF32 off on GPU).
 
 omniglot: Vinyals split, 28x28, Conv-4 (64 filters, max-pool), Adam 1e-3; 5-way: meta-batch 32, 1
 inner step of 0.4 (3 at test); 20-way: meta-batch 16, 5 inner steps of 0.1 (5 at test); 60,000
 meta-iterations; scored on fixed test episodes (15 queries per class) with 95% intervals.
+``--bn transductive per_step`` trains and scores both BatchNorm modes side by side.
 Published (second / first order): 98.7 / 98.3, 99.9 / 99.2, 95.8 / 89.4, 98.9 / 97.9.
 """
 
@@ -65,6 +67,8 @@ def worker(cfg: dict) -> dict:
     t, n, q = cfg["batch"], 5, 15
     spec = ModelSpec("maml", "conv4", 1, 28, {"inner_steps": cfg["steps"], "n_way": n,
                                               "vmap": cfg["variant"] != "loop",
+                                              "bn": "per_step" if cfg["variant"] == "per_step"
+                                              else "transductive",
                                               "chunk_size": cfg.get("chunk"),
                                               "hidden": cfg.get("hidden", 64)})
     learner = build_learner(spec).to(device)
@@ -127,7 +131,8 @@ def worker(cfg: dict) -> dict:
 
 def speed(args: argparse.Namespace, result: dict) -> None:
     """Each variant in a fresh subprocess; rows printed and saved as soon as they finish."""
-    variants = [("loop", None), ("vmap", None), *[("chunked", c) for c in args.chunks]]
+    variants = [("loop", None), ("vmap", None), ("per_step", None),
+                *[("chunked", c) for c in args.chunks]]
     try:
         import higher  # noqa: F401
         variants.append(("higher", None))
@@ -172,22 +177,22 @@ def accuracy(args: argparse.Namespace, result: dict) -> None:
         n, k, batch, steps, lr, test_steps, q = SETTINGS[name]
         batch = args.batch or batch
         episodes = FixedEpisodes.generate(test_ds, n, k, 15, args.test_episodes, seed=2017)
-        for order in args.orders:
+        for order, bn in [(o, b) for o in args.orders for b in args.bn]:
             torch.manual_seed(0)
             spec = ModelSpec("maml", "conv4", 1, 28, {
                 "hidden": args.hidden, "n_way": n, "inner_steps": steps, "eval_inner_steps": test_steps,
-                "inner_lr": lr, "first_order": order == "first", "chunk_size": args.chunk})
+                "inner_lr": lr, "first_order": order == "first", "chunk_size": args.chunk, "bn": bn})
             learner = build_learner(spec)
             sampler = EpisodeSampler(train_ds, n, k, q, episodes_per_batch=batch, seed=0)
             run = train(learner, spec, sampler, TrainConfig(
                 steps=args.iterations, lr=1e-3, time_limit=args.time_limit, progress=False),
                 device=device)
             res = evaluate(learner, episodes, test_ds, batch_size=args.eval_batch, device=device)
-            row = {"setting": name, "order": order, "meta_batch": batch, "iterations": run.steps,
+            row = {"setting": name, "order": order, "bn": bn, "meta_batch": batch, "iterations": run.steps,
                    "train_seconds": run.seconds, "s_per_iter": run.seconds / max(run.steps, 1),
                    "acc": res.mean, "ci95": res.ci95, "test_episodes": len(res.accuracies)}
-            print(f"{name} {order} order: {100 * res.mean:.2f} +- {100 * res.ci95:.2f} % after "
-                  f"{run.steps} iterations ({run.seconds:.0f} s)", flush=True)
+            print(f"{name} {order} order, {bn} BatchNorm: {100 * res.mean:.2f} +- "
+                  f"{100 * res.ci95:.2f} % after {run.steps} iterations ({run.seconds:.0f} s)", flush=True)
             results.append(row)
             save(result, args.out)
 
@@ -202,13 +207,16 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="reduced CPU run (fewer iterations)")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 5], help="speed: inner steps")
     p.add_argument("--chunks", type=int, nargs="*", default=[8], help="speed: chunk sizes")
-    p.add_argument("--variants", nargs="+", default=["loop", "vmap", "chunked", "higher"],
-                   help="speed: which of loop, vmap, chunked (vmap with --chunks), higher to run")
+    p.add_argument("--variants", nargs="+", default=["loop", "vmap", "per_step", "chunked", "higher"],
+                   help="speed: which of loop, vmap, per_step (vmap, per-step BatchNorm statistics), "
+                        "chunked (vmap with --chunks), higher to run")
     p.add_argument("--batch", type=int, help="meta-batch (speed: 32; omniglot: the paper's)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20, help="speed: timed meta-iterations")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--orders", nargs="+", default=["second", "first"])
+    p.add_argument("--bn", nargs="+", default=["transductive"], choices=["transductive", "per_step"],
+                   help="omniglot: BatchNorm statistics (both: side by side)")
     p.add_argument("--iterations", type=int, default=60000, help="omniglot: meta-iterations")
     p.add_argument("--time-limit", type=float, help="omniglot: seconds of training per run")
     p.add_argument("--test-episodes", type=int, help="omniglot: fixed test episodes (1000; 100 --quick)")

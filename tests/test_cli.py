@@ -93,3 +93,19 @@ def test_help_explains_every_option():
                          capture_output=True, text=True, check=True).stdout
     for flag in ("--way", "--shot", "--resume", "--amp", "--episodes-per-step", "--split-dir"):
         assert flag in out
+
+
+def test_maml_with_per_step_batchnorm_trains_and_evaluates(tree: Path, capsys):
+    run = tree / "maml"
+    main(["train", *data_args(tree), "--method", "maml", "--option", "bn=per_step", "--option",
+          "hidden=4", "--option", "eval_inner_steps=2", "--way", "2", "--shot", "1", "--query", "2",
+          "--steps", "2", "--val-episodes", "3", "--val-query", "2", "--out", str(run), "--quiet"])
+    assert "trained 2 steps" in capsys.readouterr().out
+    out_json = tree / "maml.json"
+    main(["eval", *data_args(tree), "--checkpoint", str(run / "last.pt"), "--way", "2", "--shot",
+          "1", "--query", "2", "--episodes", "4", "--json", str(out_json)])
+    assert len(json.loads(out_json.read_text())["accuracies"]) == 4
+    from fewshot.checkpoint import load_learner
+
+    learner = load_learner(run / "last.pt")[0]
+    assert learner.bn_stats is not None and learner.bn_stats.sets == 2  # inner_steps=1: sets 0, 1

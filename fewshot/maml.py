@@ -147,20 +147,20 @@ def task_logits(model: nn.Module, state: Mapping[str, Params], sx: Tensor, sy: T
     """
     recorder = BatchStatRecorder() if stats is not None and stats.training else None
 
-    def buffers_of(module: nn.Module) -> Buffers:
+    def buffers_of(module: nn.Module) -> Callable[[int], Mapping[str, Tensor | None]]:
+        """Buffers of ``module`` for the forward with the parameters after k updates."""
         if stats is None:
-            return bn_free_buffers(module)
+            fixed = bn_free_buffers(module)
+            return lambda k: fixed
         stats.check_modes(module)
         return lambda k: stats.buffers(module, k, recorder)
 
     with recorder if recorder is not None else nullcontext():
-        if encoder is not None:
-            enc = buffers_of(encoder)
-            enc = enc(0) if callable(enc) else enc
+        if encoder is not None:  # the encoder is never adapted: index 0
+            enc = buffers_of(encoder)(0)
             sx = functional_call(encoder, (state["encoder"], enc), (sx,))
             qx = functional_call(encoder, (state["encoder"], enc), (qx,))
-        bufs = buffers_of(model)
-        at = bufs if callable(bufs) else (lambda k: bufs)
+        at = buffers_of(model)
         fast = inner_loop(model, state["params"], at, sx, sy, state["lrs"], config.steps,
                           config.first_order, config.adapt, recorder=recorder) or [state["params"]]
         ks = list(range(1, config.steps + 1)) or [0]  # updates behind each entry of fast

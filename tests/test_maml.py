@@ -77,14 +77,6 @@ def rel_diff(a, b) -> float:
     return float((a - b).norm() / b.norm())
 
 
-@pytest.fixture
-def f64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 @pytest.mark.parametrize("steps", [1, 5])
 @pytest.mark.parametrize("bn", [False, True])
 def test_meta_gradients_equal_plain_autograd(f64, steps, bn):

@@ -50,14 +50,6 @@ def episode(t: int = T):
     return sx, sy, qx, torch.arange(N).repeat_interleave(Q).repeat(t, 1)
 
 
-@pytest.fixture
-def f64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 @pytest.mark.parametrize("how", [{"use_vmap": True}, {"use_vmap": False}, {"chunk_size": 2}])
 def test_training_records_each_steps_batch_statistics_and_keeps_meta_gradients(f64, how):
     torch.manual_seed(0)

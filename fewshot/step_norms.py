@@ -111,12 +111,14 @@ class StepStatistics(nn.Module):
         return out
 
     def check_modes(self, module: nn.Module) -> None:
-        """In evaluation, the model's BatchNorm layers must be in eval mode (else BatchNorm would
-        update the sets in place)."""
-        if not self.training and any(m.training for m in module.modules()
-                                     if "running_mean" in dict(m.named_buffers(recurse=False))):
-            raise ValueError("the per-step statistics are in eval mode but the model's "
-                             "BatchNorm layers are in train mode: call eval() on both")
+        """The BatchNorm layers of ``module`` must be in the statistics' mode: train (batch
+        statistics, recorded) or eval (the sets; in train mode BatchNorm would update them in
+        place)."""
+        if any(m.training != self.training for m in module.modules()
+               if "running_mean" in dict(m.named_buffers(recurse=False))):
+            raise ValueError(f"the per-step statistics are in {'train' if self.training else 'eval'}"
+                             " mode but the model's BatchNorm layers are not: call train() or "
+                             "eval() on both")
 
     @torch.no_grad()
     def update(self, tags: list[Tag], stats: tuple[Tensor, ...]) -> None:

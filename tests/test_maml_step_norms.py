@@ -162,5 +162,5 @@ def test_bad_configurations_are_refused_with_the_fix():
     net = tiny_net()
     stats = StepStatistics(net, 2).eval()  # the model left in train mode
     sx, sy, qx, _ = (x[:1].float() if x.is_floating_point() else x[:1] for x in episode())
-    with pytest.raises(ValueError, match="call eval"):
+    with pytest.raises(ValueError, match="call train\\(\\) or eval\\(\\) on both"):
         maml_logits(net, dict(net.named_parameters()), LR, sx, sy, qx, TaskConfig(1), stats=stats)

@@ -21,30 +21,32 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 
-def _affine(y: Tensor, weight: Tensor | None, bias: Tensor | None, shape: Sequence[int]) -> Tensor:
+def _normalise(x: Tensor, dims: list[int], eps: float, weight: Tensor | None,
+               bias: Tensor | None, shape: Sequence[int]) -> Tensor:
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` with statistics over ``dims``, as
+    ``x * scale + shift`` (the per-channel factors first, then one fused pass over ``x``, as
+    PyTorch's CPU kernel computes it): fewer full-size intermediates for autograd to store and
+    differentiate than the textbook order."""
+    var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
+    scale = torch.rsqrt(var + eps)
     if weight is not None:
-        y = y * weight.reshape(shape)
+        scale = scale * weight.reshape(shape)
+    shift = -mean * scale
     if bias is not None:
-        y = y + bias.reshape(shape)
-    return y
-
-
-def _normalise(x: Tensor, dims: list[int], eps: float) -> Tensor:
-    mean = x.mean(dims, keepdim=True)
-    var = (x - mean).pow(2).mean(dims, keepdim=True)
-    return (x - mean) * torch.rsqrt(var + eps)
+        shift = shift + bias.reshape(shape)
+    return torch.addcmul(shift, x, scale)
 
 
 def batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
     """Batch statistics over all dims but 1 (``[B, C, *]``), biased variance, as BatchNorm."""
     shape = [1, -1] + [1] * (x.dim() - 2)
-    return _affine(_normalise(x, [0, *range(2, x.dim())], eps), weight, bias, shape)
+    return _normalise(x, [0, *range(2, x.dim())], eps, weight, bias, shape)
 
 
 def instance_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
     """Statistics of each sample and channel over the spatial dims (``[B, C, *]``)."""
     shape = [1, -1] + [1] * (x.dim() - 2)
-    return _affine(_normalise(x, list(range(2, x.dim())), eps), weight, bias, shape)
+    return _normalise(x, list(range(2, x.dim())), eps, weight, bias, shape)
 
 
 def layer_norm(x: Tensor, normalized_shape: Sequence[int], weight: Tensor | None,
@@ -52,7 +54,7 @@ def layer_norm(x: Tensor, normalized_shape: Sequence[int], weight: Tensor | None
     """Statistics over the last ``len(normalized_shape)`` dims."""
     n = len(normalized_shape)
     shape = [1] * (x.dim() - n) + list(normalized_shape)
-    return _affine(_normalise(x, list(range(x.dim() - n, x.dim())), eps), weight, bias, shape)
+    return _normalise(x, list(range(x.dim() - n, x.dim())), eps, weight, bias, shape)
 
 
 def bind_args(signature: tuple[str, ...], args: tuple, kwargs: dict) -> dict:

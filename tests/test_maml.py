@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot.learner import ModelSpec, build_learner
-from fewshot.maml import TaskConfig, bn_free_buffers, inner_loop, maml_logits
+from fewshot.maml import TaskConfig, batched_logits, bn_free_buffers, inner_loop, maml_logits
 from fewshot.methods.maml import MAML
 
 T, N, K, Q, LR = 3, 5, 2, 3, 0.4
@@ -83,15 +83,15 @@ def test_meta_gradients_equal_plain_autograd(f64, steps, bn):
     torch.manual_seed(0)
     net, episode = tiny_net(bn), make_episode()
     ref = reference_meta_grads(net, episode, steps, bn, first_order=False)
-    vmapped = meta_grads(net, episode, steps)
+    vmapped = meta_grads(net, episode, steps, use_vmap=True)
     looped = meta_grads(net, episode, steps, use_vmap=False)
-    chunked = meta_grads(net, episode, steps, chunk_size=2)
+    chunked = meta_grads(net, episode, steps, chunk_size=2, use_vmap=True)
     assert rel_diff(vmapped, ref) < 1e-10
     assert rel_diff(looped, ref) < 1e-10
     assert rel_diff(chunked, ref) < 1e-10
     assert rel_diff(vmapped, looped) < 1e-10
 
-    first = meta_grads(net, episode, steps, first_order=True)
+    first = meta_grads(net, episode, steps, first_order=True, use_vmap=True)
     assert rel_diff(first, reference_meta_grads(net, episode, steps, bn, first_order=True)) < 1e-10
     assert rel_diff(first, meta_grads(net, episode, steps, True, use_vmap=False)) < 1e-10
     assert rel_diff(first, ref) > 1e-3  # first order is a different gradient
@@ -120,7 +120,22 @@ def test_meta_gradients_equal_higher(f64, steps, bn, first_order):
             else:
                 (F.cross_entropy(fnet(qx[t]), qy[t]) / T).backward()
     ref = [p.grad.clone() for p in net.parameters()]
-    assert rel_diff(meta_grads(net, episode, steps, first_order), ref) < 1e-10
+    assert rel_diff(meta_grads(net, episode, steps, first_order, use_vmap=True), ref) < 1e-10
+
+
+def test_tasks_are_vmapped_except_on_the_cpu_by_default():
+    calls = []
+
+    def task_fn(state, sx, sy, qx):
+        calls.append(1)
+        return qx.sum(0)
+
+    sx, sy, qx, _ = make_episode(torch.float32)
+    for use_vmap, expected in ((None, T), (False, T), (True, 1)):  # the test runs on the CPU
+        calls.clear()
+        out = batched_logits(task_fn, {}, sx, sy, qx, use_vmap=use_vmap)
+        assert len(calls) == expected and torch.allclose(out, qx.sum(1))
+    assert build_learner(spec()).use_vmap is None  # the learner's default is the automatic choice
 
 
 def test_inner_loop_is_pure_and_reduces_support_loss(f64):
@@ -139,10 +154,10 @@ def test_anil_adapts_only_head_and_matches_full_model_with_frozen_body(f64):
     net, (sx, sy, qx, _) = tiny_net(True), make_episode()
     body, head = net[:-1], net[-1]
     anil = maml_logits(head, dict(head.named_parameters()), LR, sx, sy, qx, TaskConfig(3),
-                       encoder=body)
+                       encoder=body, use_vmap=True)
     names = tuple(f"{len(net) - 1}.{n}" for n, _ in head.named_parameters())
     full = maml_logits(net, dict(net.named_parameters()), LR, sx, sy, qx,
-                       TaskConfig(3, adapt=names))
+                       TaskConfig(3, adapt=names), use_vmap=False)
     assert torch.allclose(anil, full, rtol=0, atol=1e-12)
 
 

@@ -91,7 +91,8 @@ def test_training_records_each_steps_batch_statistics_and_keeps_meta_gradients(f
                if n.endswith("running_mean"))  # the model's own buffers are untouched
 
 
-def test_evaluation_normalises_with_each_steps_running_statistics_and_is_inductive(f64):
+@pytest.mark.parametrize("use_vmap", [True, False])
+def test_evaluation_normalises_with_each_steps_running_statistics_and_is_inductive(f64, use_vmap):
     torch.manual_seed(0)
     net, train_steps, eval_steps = tiny_net(), 2, 4
     stats = StepStatistics(net, train_steps + 1)
@@ -102,7 +103,8 @@ def test_evaluation_normalises_with_each_steps_running_statistics_and_is_inducti
     net.eval(), stats.eval()
     sx, sy, qx, _ = episode()
     params = {n: p.detach() for n, p in net.named_parameters()}
-    logits = maml_logits(net, params, LR, sx, sy, qx, TaskConfig(eval_steps), stats=stats)
+    logits = maml_logits(net, params, LR, sx, sy, qx, TaskConfig(eval_steps), stats=stats,
+                         use_vmap=use_vmap)
 
     def running_norm(k):  # evaluation steps beyond the trained ones reuse the last set
         def norm(i, h):
@@ -119,7 +121,8 @@ def test_evaluation_normalises_with_each_steps_running_statistics_and_is_inducti
         ref = reference_forward(fast, qx[t], running_norm(eval_steps))
         assert torch.allclose(logits[t], ref, rtol=0, atol=1e-12)
     # inductive: a query's logits do not depend on the other queries ...
-    few = maml_logits(net, params, LR, sx, sy, qx[:, :4], TaskConfig(eval_steps), stats=stats)
+    few = maml_logits(net, params, LR, sx, sy, qx[:, :4], TaskConfig(eval_steps), stats=stats,
+                      use_vmap=use_vmap)
     assert torch.allclose(few, logits[:, :4], rtol=0, atol=1e-12)
     # ... whereas with transductive batch statistics they do
     trans = maml_logits(net, params, LR, sx, sy, qx, TaskConfig(eval_steps))

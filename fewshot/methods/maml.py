@@ -47,7 +47,9 @@ class MAML(EpisodicLearner):
             annealed linearly from uniform to the last step over ``msl_anneal`` iterations.
         anil: adapt only the head (the backbone runs once per task, unadapted).
         bn: ``"transductive"`` or ``"per_step"`` BatchNorm statistics (module docstring).
-        use_vmap: tasks in parallel with vmap (False: loop); chunk_size: tasks per chunk.
+        use_vmap: tasks in parallel with vmap (True), a loop (False), or None: vmap except on
+            the CPU, where the loop is faster (:func:`fewshot.maml.batched_logits`);
+            chunk_size: tasks per chunk.
     """
 
     grad_at_eval = True
@@ -56,7 +58,8 @@ class MAML(EpisodicLearner):
                  eval_inner_steps: int | None = None, inner_lr: float = 0.4,
                  first_order: bool = False, learn_lr: bool = False, multi_step_loss: bool = False,
                  msl_anneal: int = 5000, anil: bool = False, head: str = "linear",
-                 bn: str = "transductive", use_vmap: bool = True, chunk_size: int | None = None) -> None:
+                 bn: str = "transductive", use_vmap: bool | None = None,
+                 chunk_size: int | None = None) -> None:
         super().__init__()
         if head not in ("linear", "zero"):
             raise ValueError(f"head must be 'linear' or 'zero', got {head!r}")
@@ -180,4 +183,4 @@ def build_maml(spec: ModelSpec) -> MAML:
     kw = {"hidden": options.pop("hidden")} if "hidden" in options else {}
     backbone = make_backbone(spec.backbone, spec.in_channels, **kw)
     dim = feature_dim(backbone, spec.in_channels, spec.image_size)
-    return MAML(backbone, dim, use_vmap=options.pop("vmap", True), **options)
+    return MAML(backbone, dim, use_vmap=options.pop("vmap", None), **options)

@@ -188,9 +188,10 @@ def batched_logits(task_fn: Callable[..., Tensor | tuple[Tensor, ...]],
         use_vmap: ``torch.func.vmap`` over tasks (one batched computation; norm layers run as
             primitive ops, see :mod:`fewshot.functional_norms`); False: a Python loop (for models
             that cannot be vmapped); None (default): vmap on accelerators, the loop on the CPU,
-            where it measured faster (BENCHMARKS.md: 2.4x at 1 inner step, 2.0x at 5, for a
-            meta-batch of 32 with Conv-4; the batched convolutions vmap makes of per-task weights
-            run slowly there), whereas on a GPU vmap turns T small launches into one.
+            where it measured as fast or faster with less memory (BENCHMARKS.md, Conv-4, meta-batch
+            32: 1.6x faster at 1 inner step, equal at 5; the batched convolutions vmap makes of
+            per-task weights run slowly there), whereas on a GPU vmap turns T small launches
+            into one.
         chunk_size: process at most this many tasks at a time. When gradients flow to ``state``,
             each chunk is checkpointed: its graph is freed after the forward and rebuilt (one
             chunk at a time) during ``backward()``, so memory holds one chunk's graph, at the

@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "relation, maml, ...")
     g.add_argument("--backbone", default="conv4", help="conv4 (default) or resnet12")
     g.add_argument("--option", type=parse_option, action="append", default=[], metavar="KEY=VALUE",
-                   help="method option, repeatable (e.g. distance=cosine)")
+                   help="method option, repeatable (e.g. distance=cosine; MAML: inner_steps=5, "
+                   "first_order=true, bn=per_step; the README lists each method's options)")
     g = p.add_argument_group("episodes")
     g.add_argument("--way", type=int, default=5, help="classes per training episode (default 5)")
     g.add_argument("--shot", type=int, default=1, help="support images per class (default 1)")

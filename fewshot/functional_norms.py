@@ -22,11 +22,12 @@ from torch.overrides import TorchFunctionMode
 
 
 def _normalise(x: Tensor, dims: list[int], eps: float, weight: Tensor | None,
-               bias: Tensor | None, shape: Sequence[int]) -> Tensor:
+               bias: Tensor | None, shape: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
     """``(x - mean) / sqrt(var + eps) * weight + bias`` with statistics over ``dims``, as
     ``x * scale + shift`` (the per-channel factors first, then one fused pass over ``x``, as
     PyTorch's CPU kernel computes it): fewer full-size intermediates for autograd to store and
-    differentiate than the textbook order."""
+    differentiate than the textbook order. Returns the output and the statistics it used, the
+    mean and the biased variance (``keepdim`` shapes)."""
     var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
     scale = torch.rsqrt(var + eps)
     if weight is not None:
@@ -34,19 +35,26 @@ def _normalise(x: Tensor, dims: list[int], eps: float, weight: Tensor | None,
     shift = -mean * scale
     if bias is not None:
         shift = shift + bias.reshape(shape)
-    return torch.addcmul(shift, x, scale)
+    return torch.addcmul(shift, x, scale), mean, var
+
+
+def batch_norm_with_stats(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+                          ) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`batch_norm`, and the batch mean and biased variance it normalised with (``[C]``)."""
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    y, mean, var = _normalise(x, [0, *range(2, x.dim())], eps, weight, bias, shape)
+    return y, mean.flatten(), var.flatten()
 
 
 def batch_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
     """Batch statistics over all dims but 1 (``[B, C, *]``), biased variance, as BatchNorm."""
-    shape = [1, -1] + [1] * (x.dim() - 2)
-    return _normalise(x, [0, *range(2, x.dim())], eps, weight, bias, shape)
+    return batch_norm_with_stats(x, weight, bias, eps)[0]
 
 
 def instance_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
     """Statistics of each sample and channel over the spatial dims (``[B, C, *]``)."""
     shape = [1, -1] + [1] * (x.dim() - 2)
-    return _normalise(x, list(range(2, x.dim())), eps, weight, bias, shape)
+    return _normalise(x, list(range(2, x.dim())), eps, weight, bias, shape)[0]
 
 
 def layer_norm(x: Tensor, normalized_shape: Sequence[int], weight: Tensor | None,
@@ -54,7 +62,7 @@ def layer_norm(x: Tensor, normalized_shape: Sequence[int], weight: Tensor | None
     """Statistics over the last ``len(normalized_shape)`` dims."""
     n = len(normalized_shape)
     shape = [1] * (x.dim() - n) + list(normalized_shape)
-    return _normalise(x, list(range(x.dim() - n, x.dim())), eps, weight, bias, shape)
+    return _normalise(x, list(range(x.dim() - n, x.dim())), eps, weight, bias, shape)[0]
 
 
 def bind_args(signature: tuple[str, ...], args: tuple, kwargs: dict) -> dict:

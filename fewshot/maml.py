@@ -34,10 +34,9 @@ from torch.func import functional_call, grad, vmap
 from torch.utils.checkpoint import checkpoint
 
 from .functional_norms import DecomposedNorms
-from .step_norms import BatchStatRecorder, StepStatistics
+from .step_norms import BN_STATS, BatchStatRecorder, StepStatistics
 
 Params = dict[str, Tensor]
-BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 LRs = Mapping[str, Tensor | float]
 Buffers = Mapping[str, Tensor | None] | Callable[[int], Mapping[str, Tensor | None]]
 

@@ -44,14 +44,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from .functional_norms import BN_ARGS, IN_ARGS, batch_norm, bind_args
+from .functional_norms import BN_ARGS, IN_ARGS, batch_norm_with_stats, bind_args
 
-STATS = ("running_mean", "running_var", "num_batches_tracked")
+BN_STATS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm's statistic buffers
 INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 Tag = tuple[str, int]  # (layer name in the root module, set index k)
 
 
-def _key(name: str) -> str:
+def dotted_key(name: str) -> str:
+    """A dotted module path as an attribute or ``ParameterDict`` key (``a.b`` -> ``a__b``)."""
     return name.replace(".", "__")
 
 
@@ -81,8 +82,8 @@ class StepStatistics(nn.Module):
                                  "False, or use bn='transductive'")
             self.layers.append(name)
             self.momentum[name] = 0.1 if getattr(m, "momentum", None) is None else m.momentum
-            self.register_buffer(f"mean__{_key(name)}", mean.new_zeros(sets, mean.shape[0]))
-            self.register_buffer(f"var__{_key(name)}", mean.new_ones(sets, mean.shape[0]))
+            self.register_buffer(f"mean__{dotted_key(name)}", mean.new_zeros(sets, mean.shape[0]))
+            self.register_buffer(f"var__{dotted_key(name)}", mean.new_ones(sets, mean.shape[0]))
         if not self.layers:
             raise ValueError("per-step BatchNorm statistics need BatchNorm layers with "
                              "track_running_stats=True, and this model has none: use "
@@ -90,7 +91,7 @@ class StepStatistics(nn.Module):
 
     def stat(self, kind: str, layer: str) -> Tensor:
         """``[sets, C]`` running ``kind`` ("mean" or "var") of ``layer``."""
-        return getattr(self, f"{kind}__{_key(layer)}")
+        return getattr(self, f"{kind}__{dotted_key(layer)}")
 
     def buffers(self, module: nn.Module, k: int, recorder: BatchStatRecorder | None = None
                 ) -> dict[str, Tensor | None]:
@@ -108,7 +109,7 @@ class StepStatistics(nn.Module):
         out: dict[str, Tensor | None] = {}
         for name, b in module.named_buffers():
             layer, _, leaf = (prefix + name).rpartition(".")
-            if leaf not in STATS:
+            if leaf not in BN_STATS:
                 out[name] = b
             elif leaf == "num_batches_tracked" or layer not in self.momentum:
                 out[name] = None
@@ -164,11 +165,12 @@ class BatchStatRecorder(TorchFunctionMode):
             hit = self._tags.get(id(a.get("running_mean")))
             if hit is not None and a.get("training", False):
                 x = a["input"]
-                dims = [0, *range(2, x.dim())]
-                xd = x.detach()
+                y, mean, var = batch_norm_with_stats(x, a.get("weight"), a.get("bias"),
+                                                     a.get("eps", 1e-5))
+                n = x.numel() // x.shape[1]  # values per channel: unbiased = biased * n / (n - 1)
                 self.tags.append(hit[0])
-                self.values.append(torch.stack([xd.mean(dims), xd.var(dims, correction=1)]))
-                return batch_norm(x, a.get("weight"), a.get("bias"), a.get("eps", 1e-5))
+                self.values.append(torch.stack([mean, var * (n / (n - 1))]).detach())
+                return y
         elif func is F.instance_norm:
             a = bind_args(IN_ARGS, args, kwargs)
             if id(a.get("running_mean")) in self._tags:

@@ -29,11 +29,7 @@ from torch import Tensor, nn
 from ..backbones import make_backbone
 from ..learner import EpisodicLearner, ModelSpec, register
 from ..maml import TaskConfig, maml_logits
-from ..step_norms import StepStatistics
-
-
-def _key(name: str) -> str:
-    return name.replace(".", "__")
+from ..step_norms import StepStatistics, dotted_key
 
 
 class MAML(EpisodicLearner):
@@ -80,7 +76,7 @@ class MAML(EpisodicLearner):
         self.multi_step_loss, self.msl_anneal, self.anil = multi_step_loss, msl_anneal, anil
         self.use_vmap, self.chunk_size = use_vmap, chunk_size
         adapted = self.adapted_module()
-        self.lrs = nn.ParameterDict({_key(n): nn.Parameter(torch.full((inner_steps,), inner_lr))
+        self.lrs = nn.ParameterDict({dotted_key(n): nn.Parameter(torch.full((inner_steps,), inner_lr))
                                      for n, _ in adapted.named_parameters()} if learn_lr else {})
         # sets 0..inner_steps: the forwards with the parameters after 0..inner_steps updates
         self.bn_stats = StepStatistics(self.net, inner_steps + 1) if bn == "per_step" else None
@@ -105,7 +101,7 @@ class MAML(EpisodicLearner):
             prefix = "" if self.anil else "head."
             w = head.weight.new_zeros(n_way, head.in_features)
             params.update({prefix + "weight": w, prefix + "bias": w.new_zeros(n_way)})
-        lrs = ({n: self.lrs[_key(n)] for n in params} if self.learn_lr
+        lrs = ({n: self.lrs[dotted_key(n)] for n in params} if self.learn_lr
                else dict.fromkeys(params, self.inner_lr))
         enc = dict(self.net.backbone.named_parameters()) if self.anil else None
         steps = self.inner_steps if self.training else self.eval_inner_steps

@@ -1,4 +1,7 @@
-"""Helpers shared by the benchmark scripts: real data from ../shared, fixed test episodes, timing."""
+"""Helpers shared by the benchmark scripts: real data from ../shared, fixed test episodes, timing.
+
+Importing it puts this checkout on ``sys.path``, so the scripts run from a checkout that is not
+pip-installed."""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ from pathlib import Path
 
 import torch
 
-from episodes import ClassDataset, FixedEpisodes, omniglot
-from episodes.io import default_cache_dir
-from episodes.omniglot import find_omniglot_root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, when not pip-installed
+
+from episodes import ClassDataset, FixedEpisodes, omniglot  # noqa: E402
+from episodes.io import default_cache_dir  # noqa: E402
+from episodes.omniglot import find_omniglot_root  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -57,8 +62,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_step_time(step, device: torch.device, warmup: int = 3, iters: int = 20) -> float:
-    """Median seconds of ``step()`` after ``warmup`` calls, synchronising the device."""
+def step_times(step, device: torch.device, warmup: int = 3, iters: int = 20) -> list[float]:
+    """Seconds of each of ``iters`` calls of ``step()`` after ``warmup`` calls, synchronising the
+    device around each."""
     for _ in range(warmup):
         step()
     times = []
@@ -68,16 +74,33 @@ def median_step_time(step, device: torch.device, warmup: int = 3, iters: int = 2
         step()
         sync(device)
         times.append(time.perf_counter() - t)
+    return times
+
+
+def median(times: list[float]) -> float:
+    """The middle value (the upper one of the two middle values for an even count)."""
     return sorted(times)[len(times) // 2]
 
 
+def median_step_time(step, device: torch.device, warmup: int = 3, iters: int = 20) -> float:
+    """Median seconds of ``step()`` after ``warmup`` calls, synchronising the device."""
+    return median(step_times(step, device, warmup, iters))
+
+
 def environment(device: torch.device) -> dict:
+    """Where and when a benchmark ran: device name (CPU: model, cores, threads), torch, date,
+    command line."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+        f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} threads)")
     return {"device": name, "torch": torch.__version__, "date": str(date.today()),
             "command": " ".join(sys.argv)}
 
 
 def write_json(obj: dict, path: str | os.PathLike) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=1))
+    """Write ``obj`` as JSON atomically (a run killed mid-write keeps the previous file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)

@@ -25,37 +25,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
-import time
-from datetime import date
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import environment, median, omniglot_root, step_times, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from common import omniglot_root, sync  # noqa: E402
-
-from episodes import EpisodeSampler, FixedEpisodes, omniglot  # noqa: E402
-from episodes.io import default_cache_dir  # noqa: E402
-from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, train  # noqa: E402
+from episodes import EpisodeSampler, FixedEpisodes, omniglot
+from episodes.io import default_cache_dir
+from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, train
 
 SETTINGS = {  # name: n, k, meta-batch, inner steps, inner lr, test steps, train queries
     "5w1s": (5, 1, 32, 1, 0.4, 3, 15), "5w5s": (5, 5, 32, 1, 0.4, 3, 15),
     "20w1s": (20, 1, 16, 5, 0.1, 5, 5), "20w5s": (20, 5, 16, 5, 0.1, 5, 5)}
-
-
-def environment(device: torch.device, quick: bool) -> dict:
-    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else f"CPU, {os.cpu_count()} cores (shared), {torch.get_num_threads()} threads")
-    return {"device": name, "torch": torch.__version__, "date": str(date.today()),
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "mode": "reduced CPU run" if quick else "full protocol"}
 
 
 # ---------------------------------------------------------------- speed and memory
@@ -94,33 +79,22 @@ def worker(cfg: dict) -> dict:
                 total += loss.detach()
         return total
 
-    def step() -> None:
+    def step(update: bool = True) -> None:
         opt.zero_grad(set_to_none=True)
         loss = meta_loss()
         if loss.requires_grad:
             loss.backward()
-        opt.step()
+        if update:
+            opt.step()
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (ru_maxrss in KiB)
-    opt.zero_grad(set_to_none=True)
-    loss = meta_loss()
-    if loss.requires_grad:
-        loss.backward()
+    step(update=False)  # the gradient check, on the untrained weights
     grads = torch.cat([p.grad.flatten() for p in learner.net.parameters()]).cpu()
     torch.save(grads, cfg["grad_file"])
-    opt.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(cfg["warmup"]):
-        step()
-    times = []
-    for _ in range(cfg["iters"]):
-        sync(device)
-        start = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    out = {"s_per_iter": sorted(times)[len(times) // 2], "times": times}
+    times = step_times(step, device, cfg["warmup"], cfg["iters"])
+    out = {"s_per_iter": median(times), "times": times}
     if device.type == "cuda":
         out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     else:
@@ -232,15 +206,16 @@ def main() -> None:
     args.test_episodes = args.test_episodes or 1000
     if args.part == "speed":
         args.batch = args.batch or 32
-    result = environment(torch.device(args.device), args.quick)
+    result = {**environment(torch.device(args.device)),
+              "mode": "reduced CPU run" if args.quick else "full protocol"}
     (speed if args.part == "speed" else accuracy)(args, result)
     save(result, args.out)
 
 
 def save(result: dict, path: str | None) -> None:
+    """Write the results gathered so far (after every row: a killed run keeps them)."""
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(result, indent=1))
+        write_json(result, path)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 import statistics
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import common
@@ -96,10 +93,7 @@ def score(learners: dict, episodes: FixedEpisodes, data, args) -> dict:
 def save(args) -> None:
     """Write the results gathered so far (after every configuration: a killed run keeps them)."""
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(args.results, indent=1))
-        tmp.replace(args.out)
+        common.write_json(args.results, args.out)
 
 
 def run_omniglot(args, p: dict, out: dict) -> None:
@@ -249,12 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     args.shots = [int(k) for k in args.shots.split(",")]
     if args.threads or args.quick:
         torch.set_num_threads(args.threads or 1)
-    dev = torch.device(args.device)
     meta = {"mode": "reduced CPU run (--quick)" if args.quick else "full protocol",
-            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
-            f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-            "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
-            "command": " ".join(sys.argv), "settings": p}
+            **common.environment(torch.device(args.device)), "settings": p}
     print(json.dumps(meta), flush=True)
     args.results = {"meta": meta}
     runners = {"omniglot": run_omniglot, "mini": run_mini, "speed": run_speed}

@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: F401  (puts this checkout on sys.path)
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 

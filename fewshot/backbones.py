@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -72,6 +73,16 @@ class ResNet12(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.blocks(x)
         return x.mean(dim=(2, 3)) if self.flatten else x
+
+
+def feature_shape(backbone: nn.Module, in_channels: int, image_size: int) -> torch.Size:
+    """Output shape (without the batch) of ``backbone`` on ``[2, C, S, S]`` zeros."""
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        shape = backbone(torch.zeros(2, in_channels, image_size, image_size)).shape[1:]
+    backbone.train(was_training)
+    return shape
 
 
 BACKBONES = {"conv4": Conv4, "resnet12": ResNet12}

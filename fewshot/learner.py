@@ -74,6 +74,18 @@ def embed_episode(backbone: nn.Module, support_x: Tensor, query_x: Tensor) -> tu
     return feats[:, :s], feats[:, s:]
 
 
+def as_bool(value: Any, name: str) -> bool:
+    """Read a boolean option given as a bool, a number or a string ("true", "off", "0", ...)."""
+    if isinstance(value, bool | int):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"option {name} must be true or false, got {value!r}")
+
+
 METHODS: dict[str, Callable[[ModelSpec], EpisodicLearner]] = {}
 
 

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backbones import make_backbone
-from ..learner import EpisodicLearner, ModelSpec, register
+from ..backbones import feature_shape, make_backbone
+from ..learner import EpisodicLearner, ModelSpec, as_bool, register
 from ..maml import TaskConfig, maml_logits
 from ..step_norms import StepStatistics, dotted_key
 
@@ -143,16 +143,6 @@ def _detached(params: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
     return None if params is None else {k: v.detach() for k, v in params.items()}
 
 
-def feature_dim(backbone: nn.Module, in_channels: int, image_size: int) -> int:
-    """Flattened output size of ``backbone`` on ``[2, C, H, W]`` images."""
-    was_training = backbone.training
-    backbone.eval()
-    with torch.no_grad():
-        out = backbone(torch.zeros(2, in_channels, image_size, image_size))
-    backbone.train(was_training)
-    return out.flatten(1).shape[1]
-
-
 OPTIONS = {"n_way": int, "inner_steps": int, "eval_inner_steps": int, "inner_lr": float,
            "first_order": bool, "learn_lr": bool, "multi_step_loss": bool, "msl_anneal": int,
            "anil": bool, "head": str, "bn": str, "chunk_size": int, "vmap": bool, "hidden": int}
@@ -163,11 +153,7 @@ def _coerce(name: str, value: object) -> object:
     kind = OPTIONS[name]
     if value is None or not isinstance(value, str) or kind is str:
         return value
-    if kind is bool:
-        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"option {name} must be true or false, got {value!r}")
-        return value.lower() in ("true", "1", "yes")
-    return kind(value)
+    return as_bool(value, name) if kind is bool else kind(value)
 
 
 @register("maml")
@@ -180,5 +166,5 @@ def build_maml(spec: ModelSpec) -> MAML:
     options = {k: _coerce(k, v) for k, v in spec.options.items()}
     kw = {"hidden": options.pop("hidden")} if "hidden" in options else {}
     backbone = make_backbone(spec.backbone, spec.in_channels, **kw)
-    dim = feature_dim(backbone, spec.in_channels, spec.image_size)
+    dim = feature_shape(backbone, spec.in_channels, spec.image_size).numel()
     return MAML(backbone, dim, use_vmap=options.pop("vmap", None), **options)

@@ -11,14 +11,12 @@ so its loss is the negative log-likelihood.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backbones import make_backbone
-from ..learner import EpisodicLearner, ModelSpec, embed_episode, register
+from ..backbones import feature_shape, make_backbone
+from ..learner import EpisodicLearner, ModelSpec, as_bool, embed_episode, register
 
 
 def cosine_attention(query: Tensor, support: Tensor, scale: float = 1.0) -> Tensor:
@@ -142,28 +140,6 @@ class MatchingNet(EpisodicLearner):
     def loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
         """Negative log-likelihood of log-probabilities ``[T, M, N]`` against labels ``[T, M]``."""
         return F.nll_loss(logits.flatten(0, 1), query_y.flatten())
-
-
-def as_bool(value: Any, name: str) -> bool:
-    """Read a boolean option given as a bool, a number or a string ("true", "off", "0", ...)."""
-    if isinstance(value, bool | int):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"option {name} must be true or false, got {value!r}")
-
-
-def feature_shape(backbone: nn.Module, in_channels: int, image_size: int) -> torch.Size:
-    """Output shape (without the batch) of ``backbone`` on ``[2, C, S, S]`` zeros."""
-    was_training = backbone.training
-    backbone.eval()
-    with torch.no_grad():
-        shape = backbone(torch.zeros(2, in_channels, image_size, image_size)).shape[1:]
-    backbone.train(was_training)
-    return shape
 
 
 @register("matching")

@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backbones import Conv4, conv_block, make_backbone
+from ..backbones import Conv4, conv_block, feature_shape, make_backbone
 from ..learner import EpisodicLearner, ModelSpec, embed_episode, register
-from .matching import feature_shape
 
 
 def class_feature_maps(support: Tensor, support_y: Tensor, n_way: int) -> Tensor:

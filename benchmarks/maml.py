@@ -129,7 +129,7 @@ def speed(args: argparse.Namespace, result: dict) -> None:
                 rows.append({**cfg, "error": proc.stderr.strip().splitlines()[-1]})
                 continue
             row = {**cfg, **json.loads(proc.stdout.strip().splitlines()[-1])}
-            grads = torch.load(cfg["grad_file"])
+            grads = torch.load(cfg["grad_file"], weights_only=True)
             ref = grads if variant == "loop" else ref
             row["grad_rel_diff_vs_loop"] = (float((grads - ref).norm() / ref.norm())
                                             if ref is not None else float("nan"))

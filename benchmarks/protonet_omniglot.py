@@ -99,7 +99,7 @@ def train_and_score(splits, device, shot: int, args, budgets: list[float]) -> di
             curve.append({"seconds": res.seconds, "episodes": res.episodes, "test_5way": acc.mean,
                           "ci95": acc.ci95})
             print(f"  {shot}-shot model after {res.seconds:6.1f} s ({res.episodes} episodes): {acc}")
-        best = torch.load(f"{ckdir}/best.pt", weights_only=False)
+        best = torch.load(f"{ckdir}/best.pt", weights_only=True)
         learner.load_state_dict(best["model"])
     final = {}
     for n, eps in tests.items():

@@ -28,8 +28,8 @@ import torch
 from common import sync
 
 from episodes import EpisodeSampler, FixedEpisodes, image_folder, omniglot
+from fewshot import ModelSpec, build_learner
 from fewshot.evaluate import evaluate, paired_test
-from fewshot.learner import ModelSpec, build_learner
 from fewshot.train import TrainConfig, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

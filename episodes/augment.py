@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .episode import Episode
 from .fill import FILL_MODES, affine_sample
+from .options import check
 
 
 @dataclass
@@ -57,10 +58,17 @@ class AugmentConfig:
     interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
-        if self.fill not in FILL_MODES:
-            raise ValueError(f"fill must be one of {FILL_MODES}, got {self.fill!r}")
-        if not 0 < self.crop <= 1 or min(self.zoom) <= 0 or self.zoom[0] > self.zoom[1]:
-            raise ValueError("need 0 < crop <= 1 and 0 < zoom[0] <= zoom[1]")
+        check(self.fill in FILL_MODES, "fill", f"one of {', '.join(FILL_MODES)}", self.fill)
+        check(self.interpolation in ("bilinear", "nearest"), "interpolation",
+              "bilinear or nearest", self.interpolation)
+        check(0 < self.crop <= 1, "crop", "in (0, 1]", self.crop)
+        check(0 < self.zoom[0] <= self.zoom[1], "zoom", "two numbers 0 < low <= high",
+              self.zoom)
+        for name in ("hflip", "vflip", "rot90", "salt_pepper"):
+            check(0 <= getattr(self, name) <= 1, name, "a probability in [0, 1]",
+                  getattr(self, name))
+        for name in ("rotate", "translate", "noise_std", "brightness", "contrast", "saturation"):
+            check(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
 
     @property
     def geometric(self) -> bool:

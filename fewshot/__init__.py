@@ -4,13 +4,14 @@ and the command line. Data comes from the ``episodes`` package."""
 from .backbones import Conv4, ResNet12, make_backbone
 from .checkpoint import load_learner, save_checkpoint
 from .evaluate import EvalResult, confidence_interval, evaluate, paired_test
-from .learner import EpisodicLearner, ModelSpec, build_learner, register
+from .learner import EpisodicLearner, ModelSpec
 from .methods.protonet import ProtoNet, protonet_logits, prototypes
+from .registry import build_learner, make_spec, method_config, register
 from .train import TrainConfig, TrainResult, train
 
 __all__ = [
     "Conv4", "EpisodicLearner", "EvalResult", "ModelSpec", "ProtoNet", "ResNet12", "TrainConfig",
     "TrainResult", "build_learner", "confidence_interval", "evaluate", "load_learner",
-    "make_backbone", "paired_test", "protonet_logits", "prototypes", "register",
+    "make_backbone", "make_spec", "method_config", "paired_test", "protonet_logits", "prototypes", "register",
     "save_checkpoint", "train",
 ]

@@ -11,7 +11,8 @@ import torch
 
 from episodes.io import atomic_torch_save
 
-from .learner import EpisodicLearner, ModelSpec, build_learner
+from .learner import EpisodicLearner, ModelSpec
+from .registry import build_learner, canonical
 
 FORMAT = "fewshot-checkpoint-v1"
 
@@ -68,10 +69,13 @@ def _first_line(e: Exception) -> str:
 def restore_model(learner: EpisodicLearner, ckpt: dict[str, Any], spec: ModelSpec | None = None,
                   source: str = "checkpoint") -> None:
     """Load a checkpoint's weights into ``learner``, refusing a checkpoint of another model."""
-    if spec is not None and ckpt["spec"] != spec.to_dict():
-        raise ValueError(f"{source} is from another model ({ckpt['spec']}) than this run "
-                         f"({spec.to_dict()}): use the same method/backbone/options, or a new "
-                         f"checkpoint directory")
+    if spec is not None:
+        saved, wanted = canonical(ckpt["spec"]).to_dict(), canonical(spec).to_dict()
+        if saved != wanted:
+            changed = ", ".join(f"{k}: {saved[k]!r} -> {wanted[k]!r}" for k in saved
+                                if saved[k] != wanted[k])
+            raise ValueError(f"{source} is from another model than this run ({changed}): use the "
+                             f"same method/backbone/options, or a new checkpoint directory")
     try:
         learner.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -82,7 +86,7 @@ def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu"
                  ) -> tuple[EpisodicLearner, ModelSpec, dict[str, Any]]:
     """Rebuild a trained learner from a checkpoint. Returns ``(learner, spec, checkpoint)``."""
     ckpt = load_checkpoint(path)
-    spec = ModelSpec(**ckpt["spec"])
+    spec = canonical(ckpt["spec"])
     learner = build_learner(spec)
     restore_model(learner, ckpt, source=str(path))
     return learner.to(device), spec, ckpt

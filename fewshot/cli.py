@@ -4,19 +4,20 @@ training loop (:func:`fewshot.train.train`) and one evaluation (:func:`fewshot.e
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from pathlib import Path
 
 import torch
 
 from episodes import AugmentConfig, EpisodeAugment, EpisodeSampler, FixedEpisodes
+from episodes.options import parse_values
 from episodes.registry import DATASETS, load_dataset
 
 from .checkpoint import load_learner
 from .evaluate import evaluate
-from .learner import ModelSpec, build_learner
+from .learner import ModelSpec
 from .predict import predict
+from .registry import build_learner, make_spec, method_config
 from .train import TrainConfig, train
 
 
@@ -26,15 +27,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def parse_option(text: str) -> tuple[str, object]:
-    """``key=value`` with value read as a Python literal when it is one (``3``, ``0.1``, ``True``)."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--option takes key=value, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
+def parse_option(text: str) -> tuple[str, str]:
+    """``key=value`` as a pair of strings; the method's config class converts and checks the
+    value (:func:`fewshot.registry.method_config`)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"takes KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -105,7 +104,8 @@ def make_augment(args: argparse.Namespace) -> EpisodeAugment | None:
         if args.augment_option:
             raise ValueError("--augment-option needs --augment standard")
         return None
-    config = AugmentConfig.standard(**dict(args.augment_option))
+    config = AugmentConfig.standard(**parse_values(AugmentConfig, dict(args.augment_option),
+                                                   "augmentation"))
     return EpisodeAugment(config if args.augment_sets in ("both", "support") else None,
                           config if args.augment_sets in ("both", "query") else None,
                           seed=args.seed)
@@ -113,12 +113,13 @@ def make_augment(args: argparse.Namespace) -> EpisodeAugment | None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
-    torch.manual_seed(args.seed)
-    train_ds = dataset_from_args(args, "train")
     options = dict(args.option)
     if args.method == "maml":  # MAML's classifier head has one output per class of an episode
         options.setdefault("n_way", args.way)
-    spec = ModelSpec(args.method, args.backbone, train_ds.image_shape[0], train_ds.image_shape[1],
+    method_config(args.method, options)  # bad options fail before any data is read
+    torch.manual_seed(args.seed)
+    train_ds = dataset_from_args(args, "train")
+    spec = make_spec(args.method, args.backbone, train_ds.image_shape[0], train_ds.image_shape[1],
                      options)
     learner = build_learner(spec)
     sampler = EpisodeSampler(train_ds, args.way, args.shot, args.query, args.episodes_per_step,

@@ -10,7 +10,8 @@ import torch
 from episodes import EpisodeSampler, FixedEpisodes, stroke_characters
 
 from .evaluate import evaluate
-from .learner import ModelSpec, build_learner
+from .learner import ModelSpec
+from .registry import build_learner
 from .train import TrainConfig, train
 
 

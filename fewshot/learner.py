@@ -1,4 +1,5 @@
-"""The interface every few-shot learner implements, and the registry that builds them by name.
+"""The interface every few-shot learner implements (the registry that builds them by name is
+:mod:`fewshot.registry`).
 
 A learner maps an episode batch's support set and queries to query logits ``[T, N*Q, N]``; the one
 training loop (:mod:`fewshot.train`) and evaluation (:mod:`fewshot.evaluate`) work with any of them.
@@ -7,7 +8,6 @@ training loop (:mod:`fewshot.train`) and evaluation (:mod:`fewshot.evaluate`) wo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -72,35 +72,3 @@ def embed_episode(backbone: nn.Module, support_x: Tensor, query_x: Tensor) -> tu
     feats = backbone(torch.cat([support_x, query_x], dim=1).flatten(0, 1))
     feats = feats.view(t, -1, *feats.shape[1:])
     return feats[:, :s], feats[:, s:]
-
-
-def as_bool(value: Any, name: str) -> bool:
-    """Read a boolean option given as a bool, a number or a string ("true", "off", "0", ...)."""
-    if isinstance(value, bool | int):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"option {name} must be true or false, got {value!r}")
-
-
-METHODS: dict[str, Callable[[ModelSpec], EpisodicLearner]] = {}
-
-
-def register(name: str) -> Callable:
-    """Decorator registering ``builder(spec) -> EpisodicLearner`` under ``name``."""
-    def wrap(builder: Callable[[ModelSpec], EpisodicLearner]) -> Callable:
-        METHODS[name] = builder
-        return builder
-    return wrap
-
-
-def build_learner(spec: ModelSpec) -> EpisodicLearner:
-    """Build the learner a spec describes (untrained)."""
-    from . import methods  # noqa: F401  (registers the built-in methods)
-
-    if spec.method not in METHODS:
-        raise ValueError(f"unknown method {spec.method!r}: choose one of {sorted(METHODS)}")
-    return METHODS[spec.method](spec)

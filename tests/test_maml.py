@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot.learner import ModelSpec, build_learner
+from fewshot import ModelSpec, build_learner
 from fewshot.maml import TaskConfig, batched_logits, bn_free_buffers, inner_loop, maml_logits
 from fewshot.methods.maml import MAML
 
@@ -198,7 +198,7 @@ def test_learner_options_eval_steps_learned_lr_multistep_and_head_size():
         learner(sx[:, :6], sy[:, :6] % 3, qx, 3)
     zero = build_learner(spec(head="zero", anil=True))
     assert zero(sx[:, :6], sy[:, :6] % 3, qx, 3).shape == (2, N * Q, 3)
-    with pytest.raises(ValueError, match="unknown MAML option"):
+    with pytest.raises(ValueError, match="unknown maml option"):
         build_learner(spec(inner_step=3))
 
 

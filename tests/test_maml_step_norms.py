@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot.learner import ModelSpec, build_learner
+from fewshot import ModelSpec, build_learner
 from fewshot.maml import TaskConfig, maml_logits
 from fewshot.methods.maml import MAML
 from fewshot.step_norms import StepStatistics

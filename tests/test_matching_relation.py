@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from episodes import EpisodeSampler, TensorClassDataset
+from fewshot import ModelSpec, build_learner
 from fewshot.backbones import Conv4
-from fewshot.learner import ModelSpec, build_learner
 from fewshot.methods.matching import MatchingNet, matching_log_probs
 from fewshot.methods.protonet import ProtoNet
 from fewshot.methods.relation import RelationModule, RelationNet

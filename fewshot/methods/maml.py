@@ -21,14 +21,19 @@ Omniglot this inductive evaluation fell to chance where transductive statistics 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from episodes.options import check
+
 from ..backbones import feature_shape, make_backbone
-from ..learner import EpisodicLearner, ModelSpec, as_bool, register
+from ..learner import EpisodicLearner, ModelSpec
 from ..maml import TaskConfig, maml_logits
+from ..registry import register
 from ..step_norms import StepStatistics, dotted_key
 
 
@@ -143,28 +148,44 @@ def _detached(params: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
     return None if params is None else {k: v.detach() for k, v in params.items()}
 
 
-OPTIONS = {"n_way": int, "inner_steps": int, "eval_inner_steps": int, "inner_lr": float,
-           "first_order": bool, "learn_lr": bool, "multi_step_loss": bool, "msl_anneal": int,
-           "anil": bool, "head": str, "bn": str, "chunk_size": int, "vmap": bool, "hidden": int}
+@dataclass
+class MAMLConfig:
+    """Options of ``--method maml``: the arguments of :class:`MAML` (``vmap`` for ``use_vmap``)
+    and ``hidden`` (Conv-4 width; None: the backbone's default)."""
+
+    n_way: int = 5
+    inner_steps: int = 1
+    eval_inner_steps: int | None = None
+    inner_lr: float = 0.4
+    first_order: bool = False
+    learn_lr: bool = False
+    multi_step_loss: bool = False
+    msl_anneal: int = 5000
+    anil: bool = False
+    head: Literal["linear", "zero"] = "linear"
+    bn: Literal["transductive", "per_step"] = "transductive"
+    chunk_size: int | None = None
+    vmap: bool | None = None
+    hidden: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self.n_way >= 2, "n_way", ">= 2", self.n_way)
+        check(self.inner_steps >= 0, "inner_steps", ">= 0", self.inner_steps)
+        check(self.eval_inner_steps is None or self.eval_inner_steps >= 0, "eval_inner_steps",
+              ">= 0", self.eval_inner_steps)
+        check(self.inner_lr >= 0, "inner_lr", ">= 0", self.inner_lr)
+        check(self.msl_anneal >= 0, "msl_anneal", ">= 0", self.msl_anneal)
+        check(self.chunk_size is None or self.chunk_size >= 1, "chunk_size", ">= 1",
+              self.chunk_size)
+        check(self.hidden is None or self.hidden >= 1, "hidden", ">= 1 (conv4 width)",
+              self.hidden)
 
 
-def _coerce(name: str, value: object) -> object:
-    """Option values may come as strings from the command line ("5", "0.4", "true")."""
-    kind = OPTIONS[name]
-    if value is None or not isinstance(value, str) or kind is str:
-        return value
-    return as_bool(value, name) if kind is bool else kind(value)
-
-
-@register("maml")
-def build_maml(spec: ModelSpec) -> MAML:
-    """Options: the arguments of :class:`MAML` (``vmap`` for ``use_vmap``) and ``hidden``
-    (backbone width)."""
-    unknown = set(spec.options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown MAML option(s) {sorted(unknown)}: choose from {sorted(OPTIONS)}")
-    options = {k: _coerce(k, v) for k, v in spec.options.items()}
-    kw = {"hidden": options.pop("hidden")} if "hidden" in options else {}
+@register("maml", MAMLConfig)
+def build_maml(spec: ModelSpec, config: MAMLConfig) -> MAML:
+    options = asdict(config)
+    hidden, use_vmap = options.pop("hidden"), options.pop("vmap")
+    kw = {} if hidden is None else {"hidden": hidden}
     backbone = make_backbone(spec.backbone, spec.in_channels, **kw)
     dim = feature_shape(backbone, spec.in_channels, spec.image_size).numel()
-    return MAML(backbone, dim, use_vmap=options.pop("vmap", None), **options)
+    return MAML(backbone, dim, use_vmap=use_vmap, **options)

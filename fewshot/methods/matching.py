@@ -11,12 +11,17 @@ so its loss is the negative log-likelihood.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from episodes.options import check
+
 from ..backbones import feature_shape, make_backbone
-from ..learner import EpisodicLearner, ModelSpec, as_bool, embed_episode, register
+from ..learner import EpisodicLearner, ModelSpec, embed_episode
+from ..registry import register
 
 
 def cosine_attention(query: Tensor, support: Tensor, scale: float = 1.0) -> Tensor:
@@ -142,15 +147,23 @@ class MatchingNet(EpisodicLearner):
         return F.nll_loss(logits.flatten(0, 1), query_y.flatten())
 
 
-@register("matching")
-def build_matching(spec: ModelSpec) -> MatchingNet:
-    """Options: ``fce`` (default true), ``fce_steps`` (default 5), ``scale`` (default 1)."""
-    options = dict(spec.options)
-    fce = as_bool(options.pop("fce", True), "fce")
-    steps = int(options.pop("fce_steps", 5))
-    scale = float(options.pop("scale", 1.0))
-    if options:
-        raise ValueError(f"unknown matching option(s) {sorted(options)}: use fce, fce_steps, scale")
+@dataclass
+class MatchingConfig:
+    """Options of ``--method matching``: full-context embeddings (``fce``) with ``fce_steps``
+    processing steps, and ``scale`` of the cosine similarities."""
+
+    fce: bool = True
+    fce_steps: int = 5
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        check(self.fce_steps >= 0, "fce_steps", ">= 0", self.fce_steps)
+        check(self.scale > 0, "scale", "> 0", self.scale)
+
+
+@register("matching", MatchingConfig)
+def build_matching(spec: ModelSpec, config: MatchingConfig) -> MatchingNet:
     backbone = make_backbone(spec.backbone, spec.in_channels)
     dim = feature_shape(backbone, spec.in_channels, spec.image_size).numel()
-    return MatchingNet(backbone, dim, fce=fce, fce_steps=steps, scale=scale)
+    return MatchingNet(backbone, dim, fce=config.fce, fce_steps=config.fce_steps,
+                       scale=config.scale)

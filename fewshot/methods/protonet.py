@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbones import make_backbone
-from ..learner import EpisodicLearner, ModelSpec, embed_episode, register
+from ..learner import EpisodicLearner, ModelSpec, embed_episode
+from ..registry import register
 
 
 def prototypes(support: Tensor, support_y: Tensor, n_way: int) -> Tensor:
@@ -53,9 +57,14 @@ class ProtoNet(EpisodicLearner):
         return protonet_logits(s.flatten(2), support_y, q.flatten(2), n_way, self.distance)
 
 
-@register("protonet")
-def build_protonet(spec: ModelSpec) -> ProtoNet:
-    options = dict(spec.options)
-    return ProtoNet(make_backbone(spec.backbone, spec.in_channels),
-                    distance=options.pop("distance", "euclidean"), **options)
+@dataclass
+class ProtoNetConfig:
+    """Options of ``--method protonet``: ``distance`` between queries and prototypes."""
+
+    distance: Literal["euclidean", "cosine"] = "euclidean"
+
+
+@register("protonet", ProtoNetConfig)
+def build_protonet(spec: ModelSpec, config: ProtoNetConfig) -> ProtoNet:
+    return ProtoNet(make_backbone(spec.backbone, spec.in_channels), distance=config.distance)
 

@@ -9,12 +9,17 @@ one-hot labels with mean squared error.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from episodes.options import check
+
 from ..backbones import Conv4, conv_block, feature_shape, make_backbone
-from ..learner import EpisodicLearner, ModelSpec, embed_episode, register
+from ..learner import EpisodicLearner, ModelSpec, embed_episode
+from ..registry import register
 
 
 def class_feature_maps(support: Tensor, support_y: Tensor, n_way: int) -> Tensor:
@@ -122,20 +127,31 @@ class RelationNet(EpisodicLearner):
         return F.mse_loss(logits, F.one_hot(query_y, logits.shape[-1]).to(logits.dtype))
 
 
-@register("relation")
-def build_relation(spec: ModelSpec) -> RelationNet:
-    """Options: ``hidden`` (embedding and relation filters, 64), ``fc_hidden`` (8),
-    ``unpooled_last`` (Conv-4 blocks without pooling, 2), ``padding`` (relation convs; auto).
-    Backbones: ``conv4``, or any whose constructor takes ``flatten=False`` to return feature maps
-    (``resnet12``: 640 x 5 x 5 at 84x84)."""
-    options = dict(spec.options)
-    hidden = int(options.pop("hidden", 64))
-    fc_hidden = int(options.pop("fc_hidden", 8))
-    unpooled = int(options.pop("unpooled_last", 2))
-    padding = options.pop("padding", None)
-    if options:
-        raise ValueError(f"unknown relation option(s) {sorted(options)}: use hidden, fc_hidden, "
-                         "unpooled_last, padding")
+@dataclass
+class RelationConfig:
+    """Options of ``--method relation``: ``hidden`` (embedding and relation filters),
+    ``fc_hidden`` (relation module's hidden units), ``unpooled_last`` (Conv-4 blocks without
+    pooling), ``padding`` (of the relation convs; None: 1 for maps under 10x10, else 0)."""
+
+    hidden: int = 64
+    fc_hidden: int = 8
+    unpooled_last: int = 2
+    padding: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self.hidden >= 1, "hidden", ">= 1", self.hidden)
+        check(self.fc_hidden >= 1, "fc_hidden", ">= 1", self.fc_hidden)
+        check(0 <= self.unpooled_last <= 4, "unpooled_last", "between 0 and 4",
+              self.unpooled_last)
+        check(self.padding is None or self.padding >= 0, "padding", ">= 0 or none", self.padding)
+
+
+@register("relation", RelationConfig)
+def build_relation(spec: ModelSpec, config: RelationConfig) -> RelationNet:
+    """Backbones: ``conv4``, or any whose constructor takes ``flatten=False`` to return feature
+    maps (``resnet12``: 640 x 5 x 5 at 84x84)."""
+    hidden, fc_hidden, unpooled, padding = (config.hidden, config.fc_hidden,
+                                            config.unpooled_last, config.padding)
     if spec.backbone == "conv4":
         embedding: nn.Module = Conv4(spec.in_channels, hidden, flatten=False, unpooled_last=unpooled)
     else:  # the backbone's feature maps (before any global pooling)
@@ -145,4 +161,4 @@ def build_relation(spec: ModelSpec) -> RelationNet:
         raise ValueError(f"backbone {spec.backbone!r} returns flat features {tuple(shape)}; the "
                          "relation network needs feature maps: use --backbone conv4")
     return RelationNet(embedding, RelationModule(shape[0], tuple(shape[1:]), hidden, fc_hidden,
-                                                 None if padding is None else int(padding)))
+                                                 padding))

@@ -1,0 +1,71 @@
+"""Learners by name: each method registers a builder and its typed config class.
+
+``fewshot train --method NAME --option KEY=VALUE`` and :func:`build_learner` go through here, so
+options are checked against the method's config class (:mod:`episodes.options`) before anything is
+built, and a spec's options are stored converted and complete (:func:`make_spec`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from episodes.options import config_dict, parse_config
+
+from .learner import EpisodicLearner, ModelSpec
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered learner: its name, its config dataclass and ``build(spec, config)``."""
+
+    name: str
+    config: type
+    build: Callable[[ModelSpec, Any], EpisodicLearner]
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, config: type) -> Callable:
+    """Decorator registering ``builder(spec, config) -> EpisodicLearner`` under ``name``, with
+    ``config`` the dataclass of its options."""
+    def wrap(builder: Callable[[ModelSpec, Any], EpisodicLearner]) -> Callable:
+        METHODS[name] = Method(name, config, builder)
+        return builder
+    return wrap
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``, or a ValueError listing the methods."""
+    from . import methods  # noqa: F401  (registers the built-in methods)
+
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}: choose one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def method_config(name: str, options: Mapping[str, Any]) -> Any:
+    """The typed config of method ``name`` from ``options`` (text values are converted)."""
+    return parse_config(get_method(name).config, options, name)
+
+
+def make_spec(method: str, backbone: str, in_channels: int, image_size: int,
+              options: Mapping[str, Any] | None = None) -> ModelSpec:
+    """A spec whose options are checked, converted and complete (every field of the config), so
+    that two specs of the same model compare equal however their options were written."""
+    return ModelSpec(method, backbone, in_channels, image_size,
+                     config_dict(method_config(method, options or {})))
+
+
+def canonical(spec: ModelSpec | Mapping[str, Any]) -> ModelSpec:
+    """``spec`` (or its dict) with its options checked, converted and complete."""
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec(**spec)
+    return make_spec(spec.method, spec.backbone, spec.in_channels, spec.image_size, spec.options)
+
+
+def build_learner(spec: ModelSpec) -> EpisodicLearner:
+    """Build the learner a spec describes (untrained)."""
+    method = get_method(spec.method)
+    return method.build(spec, parse_config(method.config, spec.options, spec.method))

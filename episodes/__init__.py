@@ -8,6 +8,7 @@ from .folder import image_folder, ratio_split, read_split_file, scan_class_folde
 from .images import ImageFileError, decode_image, decode_images
 from .natural import AnnotationError, cub, mini_imagenet, stanford_dogs
 from .omniglot import omniglot
+from .pipeline import ImagePipeline, read_image, read_images, to_unit_float
 from .sampler import EpisodeSampler, FixedEpisodes, check_episode_shape
 from .synthetic import stroke_characters
 
@@ -15,6 +16,7 @@ __all__ = [
     "AnnotationError", "AugmentConfig", "EpisodeAugment", "augment_images", "cub",
     "mini_imagenet", "stanford_dogs",
     "ClassDataset", "Episode", "EpisodeSampler", "FixedEpisodes", "ImageFileError",
+    "ImagePipeline", "read_image", "read_images", "to_unit_float",
     "TensorClassDataset", "check_episode_shape", "decode_image", "decode_images", "image_folder",
     "omniglot", "ratio_split", "read_split_file", "scan_class_folders", "stroke_characters",
 ]

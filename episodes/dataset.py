@@ -13,16 +13,20 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from .pipeline import ImagePipeline
+
 
 class ClassDataset(ABC):
     """Items grouped into named classes, loadable by global item index.
 
     Subclasses set ``class_names`` (list of C names) and ``targets`` (long ``[M]``, the class index of
-    each of the M items, on the CPU) and implement :meth:`load`.
+    each of the M items, on the CPU) and implement :meth:`load`. ``pipeline`` records how image
+    files become its images (None: not made from files by a known pipeline).
     """
 
     class_names: list[str]
     targets: Tensor
+    pipeline: ImagePipeline | None = None
 
     @abstractmethod
     def load(self, index: Tensor) -> Tensor:
@@ -81,9 +85,12 @@ class TensorClassDataset(ClassDataset):
         images: uint8 ``[M, C, H, W]``, on any device.
         targets: long ``[M]`` class index of each image, in ``0..len(class_names)-1``.
         class_names: the C class names.
+        pipeline: how image files become these images (kept by :meth:`to` and
+            :meth:`subset_classes`); its channels and size must match the images.
     """
 
-    def __init__(self, images: Tensor, targets: Tensor, class_names: list[str]) -> None:
+    def __init__(self, images: Tensor, targets: Tensor, class_names: list[str],
+                 pipeline: ImagePipeline | None = None) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 [M, C, H, W], got {images.dtype} "
                              f"{tuple(images.shape)}")
@@ -94,6 +101,11 @@ class TensorClassDataset(ClassDataset):
         self.class_names = list(class_names)
         if len(self.targets) and int(self.targets.max()) >= len(self.class_names):
             raise ValueError("a target is >= the number of class names")
+        if pipeline is not None and (pipeline.channels, pipeline.size, pipeline.size) != tuple(
+                images.shape[1:]):
+            raise ValueError(f"image pipeline ({pipeline.describe()}) does not match images of "
+                             f"shape {tuple(images.shape[1:])}")
+        self.pipeline = pipeline
 
     def load(self, index: Tensor) -> Tensor:
         return self.images[index.to(self.images.device)]
@@ -108,7 +120,8 @@ class TensorClassDataset(ClassDataset):
 
     def to(self, device: torch.device | str) -> TensorClassDataset:
         """The same dataset with its images on ``device``."""
-        return TensorClassDataset(self.images.to(device), self.targets, self.class_names)
+        return TensorClassDataset(self.images.to(device), self.targets, self.class_names,
+                                  self.pipeline)
 
     def subset_classes(self, names: list[str]) -> TensorClassDataset:
         """A dataset of only the classes ``names`` (in that order)."""
@@ -121,4 +134,5 @@ class TensorClassDataset(ClassDataset):
         remap[wanted] = torch.arange(len(names))
         new_targets = remap[self.targets]
         keep = torch.nonzero(new_targets >= 0).squeeze(1)
-        return TensorClassDataset(self.images[keep.to(self.images.device)], new_targets[keep], names)
+        return TensorClassDataset(self.images[keep.to(self.images.device)], new_targets[keep], names,
+                                  self.pipeline)

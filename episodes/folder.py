@@ -1,25 +1,24 @@
 """Any folder of class folders (``root/<class>/<image>``), split into train/val/test classes.
 
-Images are decoded and resized once into a cached uint8 tensor file, keyed by the files' content,
-the image size and the channels; later runs memory-map that file in seconds. A cache built from
-other files is never reused: the key changes and the cache is rebuilt.
+Images are decoded and resized once into a cached uint8 tensor file (see :mod:`episodes.cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from .cache import cached_class_dataset
 from .dataset import TensorClassDataset
-from .images import Box, ImageFileError, decode_images, is_image_file
-from .io import atomic_torch_save, default_cache_dir
+from .images import ImageFileError, is_image_file
+from .pipeline import ImagePipeline
 
 SPLITS = ("train", "val", "test")
-DECODERS = ("cuda", "threads", "processes")
+__all__ = ["SPLITS", "cached_class_dataset", "image_folder", "ratio_split", "read_split_file",
+           "resolve_split", "scan_class_folders"]
 
 
 def scan_class_folders(root: str | os.PathLike, skip_bad: bool = False) -> dict[str, list[Path]]:
@@ -100,73 +99,6 @@ def resolve_split(available: Sequence[str], split: str, split_dir: str | os.Path
     return ratio_split(available, ratios, seed)[split]
 
 
-def content_key(files: Sequence[Path], root: Path, extra: str) -> str:
-    """Hash of every file's relative path and bytes, plus ``extra`` (size, channels, ...)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(extra.encode())
-    for f in files:
-        h.update(str(f.relative_to(root)).encode() + b"\0")
-        h.update(hashlib.blake2b(f.read_bytes(), digest_size=16).digest())
-    return h.hexdigest()
-
-
-def cached_class_dataset(files_by_class: dict[str, list[Path]], root: Path, image_size: int,
-                         channels: int, name: str, cache_dir: str | os.PathLike | None = None,
-                         convert: bool = True, skip_bad: bool = False,
-                         resample: str = "bilinear", boxes: dict[Path, Box] | None = None,
-                         decoder: str = "auto") -> TensorClassDataset:
-    """Decode the files of each class once into a cached tensor file, then memory-map it.
-
-    Args:
-        files_by_class: class name -> image files (the classes of one split, in order).
-        root: folder the file names are taken relative to in the cache key.
-        image_size: images are resized to ``image_size x image_size``.
-        channels: 1 or 3.
-        name: prefix of the cache file name.
-        cache_dir: where cache files go (default: :func:`default_cache_dir`).
-        convert, skip_bad, resample: as in :func:`episodes.images.decode_images`.
-        boxes: file -> crop box ``(left, top, right, bottom)`` applied before resizing (files not
-            in it are used whole); part of the cache key.
-        decoder: "cuda" (JPEGs decoded on the GPU, see :mod:`episodes.gpu_decode`), "threads" or
-            "processes" (CPU), or "auto": "cuda" when CUDA is available, else "threads". Part of
-            the cache key, since GPU and CPU resizing round differently.
-    Returns:
-        A dataset whose images are uint8 ``[M, channels, image_size, image_size]``, memory-mapped
-        from the cache file.
-    """
-    if decoder == "auto":
-        decoder = "cuda" if torch.cuda.is_available() else "threads"
-    if decoder not in DECODERS:
-        raise ValueError(f"decoder must be 'auto' or one of {DECODERS}, got {decoder!r}")
-    names = list(files_by_class)
-    files = [f for n in names for f in files_by_class[n]]
-    file_boxes = [boxes.get(f) if boxes else None for f in files]
-    targets = torch.tensor([i for i, n in enumerate(names) for _ in files_by_class[n]],
-                           dtype=torch.long)
-    extra = (f"{image_size}|{channels}|{convert}|{skip_bad}|{resample}|{decoder}|"
-             + "\n".join(names) + "|" + ";".join(str(b) for b in file_boxes if b is not None))
-    key = content_key(files, root, extra)
-    path = Path(cache_dir or default_cache_dir()) / f"{name}-{image_size}px-{channels}c-{key}.pt"
-    if path.is_file():
-        d = torch.load(path, mmap=True, weights_only=True)
-        if d.get("key") == key:
-            return TensorClassDataset(d["images"], d["targets"], d["class_names"])
-    desc = f"decoding {name} (once, cached in {path.parent})"
-    if decoder == "cuda":
-        from .gpu_decode import decode_images_cuda
-        images, kept = decode_images_cuda(files, channels, image_size, convert=convert,
-                                          skip_bad=skip_bad, boxes=file_boxes, resample=resample,
-                                          desc=desc)
-    else:
-        images, kept = decode_images(files, channels, image_size, convert=convert,
-                                     skip_bad=skip_bad, resample=resample, desc=desc,
-                                     boxes=file_boxes, processes=decoder == "processes")
-    targets = targets[torch.tensor(kept, dtype=torch.long)]
-    atomic_torch_save({"key": key, "images": images, "targets": targets, "class_names": names},
-                      path)
-    return TensorClassDataset(images, targets, names)
-
-
 def image_folder(root: str | os.PathLike, split: str = "train",
                  split_dir: str | os.PathLike | None = None,
                  ratios: Sequence[float] | None = None, seed: int = 0, image_size: int = 84,
@@ -186,10 +118,14 @@ def image_folder(root: str | os.PathLike, split: str = "train",
             they raise an error naming the file.
         skip_bad: skip unreadable and non-image files with a warning instead of raising.
         decoder: "auto", "cuda", "threads" or "processes" (see :func:`cached_class_dataset`).
+    Returns:
+        A dataset carrying its pipeline: ``channels``, ``image_size``, bilinear resize, no
+        inversion, no crop.
     """
     root = Path(root)
     found = scan_class_folders(root, skip_bad=skip_bad)
     names = resolve_split(list(found), split, split_dir, ratios, seed, where=str(root))
-    return cached_class_dataset({n: found[n] for n in names}, root, image_size, channels,
+    return cached_class_dataset({n: found[n] for n in names}, root,
+                                ImagePipeline(channels, image_size, "bilinear"),
                                 name=f"{root.name}-{split}", cache_dir=cache_dir,
                                 convert=convert, skip_bad=skip_bad, decoder=decoder)

@@ -11,7 +11,9 @@
   ``root/splits/ravi/<split>.txt`` (the reduced copy in ``shared/data/miniimagenet``).
 
 Every loader decodes once into a cache keyed by the files' content (see
-:func:`episodes.folder.cached_class_dataset`) and returns a :class:`TensorClassDataset`.
+:func:`episodes.cache.cached_class_dataset`) and returns a :class:`TensorClassDataset` carrying its
+:class:`~episodes.pipeline.ImagePipeline` (3 channels, bilinear resize, no inversion; Stanford Dogs
+with ``crop`` records ``crop="boxes"``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from PIL import Image
 from .dataset import TensorClassDataset
 from .folder import SPLITS, cached_class_dataset, resolve_split, scan_class_folders
 from .images import Box, ImageFileError, is_image_file
+from .pipeline import ImagePipeline
 
 
 class AnnotationError(ValueError):
@@ -115,7 +118,8 @@ def stanford_dogs(root: str | os.PathLike, split: str = "train", image_size: int
                           None, where=str(images))
     files = {n: list(found[n]) for n in names}
     boxes = dog_boxes(root, files, skip_bad) if crop else None
-    return cached_class_dataset(files, root, image_size, 3, f"dogs-{split}{'-crop' * crop}",
+    pipeline = ImagePipeline(3, image_size, "bilinear", crop="boxes" if crop else "none")
+    return cached_class_dataset(files, root, pipeline, f"dogs-{split}{'-crop' * crop}",
                                 cache_dir=cache_dir, convert=convert, skip_bad=skip_bad,
                                 boxes=boxes, decoder=decoder)
 
@@ -167,9 +171,10 @@ def cub(root: str | os.PathLike, split: str = "train", image_size: int = 84,
                                 f"{root}/images/<NNN.Class_name>/*.jpg (extract CUB_200_2011.tgz)")
     found = scan_class_folders(images, skip_bad=skip_bad)
     names = cub_split(list(found), split)
-    return cached_class_dataset({n: found[n] for n in names}, images, image_size, 3,
-                                f"cub-{split}", cache_dir=cache_dir, convert=convert,
-                                skip_bad=skip_bad, decoder=decoder)
+    return cached_class_dataset({n: found[n] for n in names}, images,
+                                ImagePipeline(3, image_size, "bilinear"), f"cub-{split}",
+                                cache_dir=cache_dir, convert=convert, skip_bad=skip_bad,
+                                decoder=decoder)
 
 
 def read_ravi_csv(csv_path: Path, images: Path, skip_bad: bool = False) -> dict[str, list[Path]]:
@@ -228,6 +233,6 @@ def mini_imagenet(root: str | os.PathLike, split: str = "train", image_size: int
     else:
         raise FileNotFoundError(f"mini-ImageNet not found under {root}: expected {csv_path} with "
                                 f"{images}/<file>.jpg, or {images}/<wnid>/*.jpg with split files")
-    return cached_class_dataset(files, base, image_size, 3, f"miniimagenet-{split}",
-                                cache_dir=cache_dir, convert=convert, skip_bad=skip_bad,
-                                decoder=decoder)
+    return cached_class_dataset(files, base, ImagePipeline(3, image_size, "bilinear"),
+                                f"miniimagenet-{split}", cache_dir=cache_dir, convert=convert,
+                                skip_bad=skip_bad, decoder=decoder)

@@ -4,7 +4,8 @@ Reads the official layout ``root/images_background/<Alphabet>/<characterNN>/*.pn
 ``root/images_evaluation/...`` (also under ``root/omniglot-py/``, where torchvision puts it). Each
 character of the split is used in four rotations (0, 90, 180, 270 degrees) as four classes named
 ``Alphabet/characterNN/rotDDD``. Images are resized by exact area averaging to 28x28 and inverted so
-that ink is 1 (255) and paper 0.
+that ink is 1 (255) and paper 0: the pipeline ``ImagePipeline(1, 28, "area", invert=True)``,
+recorded on the dataset. A raw Omniglot PNG read through that pipeline is the ``rot000`` image.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from .dataset import TensorClassDataset
 from .folder import SPLITS, cached_class_dataset, read_split_file
+from .pipeline import ImagePipeline
 
 URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
 ARCHIVES = {"images_background": "68d2efa1b9178cc56df9314c21c6e718",
@@ -78,19 +80,19 @@ def omniglot(root: str | os.PathLike, split: str = "train", download: bool = Fal
             raise FileNotFoundError(f"Omniglot character folder {char} is missing under {base}: "
                                     f"the copy is incomplete; re-download it (--download)")
         files[char] = sorted(folders[0].glob("*.png"))
-    chars = cached_class_dataset(files, base, image_size, channels=1, name=f"omniglot-{split}",
-                                 cache_dir=cache_dir, resample="area")
-    return with_rotations(chars, ink_is_white=False)
+    pipeline = ImagePipeline(1, image_size, "area", invert=True)
+    chars = cached_class_dataset(files, base, pipeline, name=f"omniglot-{split}",
+                                 cache_dir=cache_dir)
+    return with_rotations(chars)
 
 
-def with_rotations(chars: TensorClassDataset, ink_is_white: bool = True) -> TensorClassDataset:
-    """Each class in four rotations as four classes ``<name>/rot000`` ... ``<name>/rot270``.
-
-    Args:
-        chars: the unrotated dataset; ``ink_is_white=False`` inverts it first (paper 255 -> 0).
-    """
-    images = chars.images if ink_is_white else 255 - chars.images
+def with_rotations(chars: TensorClassDataset) -> TensorClassDataset:
+    """Each class in four rotations as four classes ``<name>/rot000`` ... ``<name>/rot270``
+    (images ``[M, C, H, W]`` become ``[4 * M, C, H, W]``, each image followed by its rotations);
+    the pipeline is kept: it makes the ``rot000`` images from files."""
+    images = chars.images
     rotated = torch.stack([torch.rot90(images, k, dims=(2, 3)) for k in range(4)], dim=1)
     targets = (chars.targets.unsqueeze(1) * 4 + torch.arange(4)).reshape(-1)
     names = [f"{n}/rot{r:03d}" for n in chars.class_names for r in ROTATIONS]
-    return TensorClassDataset(rotated.reshape(-1, *images.shape[1:]), targets, names)
+    return TensorClassDataset(rotated.reshape(-1, *images.shape[1:]), targets, names,
+                              chars.pipeline)

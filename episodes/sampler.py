@@ -17,6 +17,7 @@ from torch import Tensor
 from .dataset import ClassDataset
 from .episode import Episode, class_major_labels
 from .io import atomic_torch_save
+from .pipeline import to_unit_float
 
 
 def check_episode_shape(dataset: ClassDataset, n_way: int, k_shot: int, q_query: int) -> None:
@@ -67,7 +68,7 @@ def gather_episode(dataset: ClassDataset, classes: Tensor, items: Tensor, k_shot
     device = torch.device(device) if device is not None else dataset.device
     t, n, kq = items.shape
     x = dataset.load(items).to(device, non_blocking=True)
-    x = x.float().div_(255)
+    x = to_unit_float(x)
     q = kq - k_shot
     return Episode(
         support_x=x[:, :, :k_shot].reshape(t, n * k_shot, *x.shape[3:]),

@@ -6,6 +6,12 @@ the control points are jittered (by 0.09 of the half-width), the whole character
 affine distortion (rotation, scale, shear, translation) and a random pen width, and the strokes
 are rasterised with antialiasing at 28x28 (ink 255, paper 0). Generation is deterministic
 (seeded) and takes seconds; the result is cached. Classes are split 900 train / 100 val / 200 test.
+
+The images are generated, not decoded, but the dataset records the pipeline that makes a raw file
+look like them: ``ImagePipeline(1, image_size, "area", invert=False)``. The rasteriser's coverage
+antialiasing is an area average of the ideal drawing, hence "area"; and there is no inversion, so a
+file to be labelled by a model trained on these characters must show light ink on a dark ground
+(invert dark-on-white drawings before, or state ``invert=true``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from torch import Tensor
 
 from .dataset import TensorClassDataset
 from .io import atomic_torch_save, default_cache_dir
+from .pipeline import ImagePipeline
 
 VERSION = 2
 NUM_CLASSES, IMAGES_PER_CLASS = 1200, 20
@@ -97,4 +104,5 @@ def stroke_characters(split: str = "train", cache_dir: str | os.PathLike | None 
     lo, hi = bounds[split]
     keep = (targets >= lo) & (targets < hi)
     names = [f"char{c:04d}" for c in range(lo, hi)]
-    return TensorClassDataset(images[keep], targets[keep] - lo, names)
+    return TensorClassDataset(images[keep], targets[keep] - lo, names,
+                              ImagePipeline(1, image_size, "area", invert=False))

@@ -1,15 +1,18 @@
 """Labelling new images with a trained learner: a folder of labelled support images in, a label per
-query image out."""
+query image out. Support and query files are read through the image pipeline recorded in the
+model's checkpoint (:func:`fewshot.checkpoint.recorded_pipeline`), the same function the dataset
+loaders built the training images with."""
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from episodes import decode_images, scan_class_folders
+from episodes import ImagePipeline, read_images, scan_class_folders, to_unit_float
 from episodes.images import is_image_file
 
 from .learner import EpisodicLearner, ModelSpec
@@ -35,9 +38,27 @@ def list_query_images(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
+def check_predict_pipeline(spec: ModelSpec, pipeline: ImagePipeline | None) -> ImagePipeline:
+    """``pipeline`` if it fits the model's input (channels, size); warns that raw files are used
+    whole when the model was trained on box crops."""
+    if pipeline is None:
+        raise ValueError("predict needs the image pipeline the model was trained with: pass "
+                         "pipeline=recorded_pipeline(checkpoint, path) (fewshot.checkpoint)")
+    if (pipeline.channels, pipeline.size) != (spec.in_channels, spec.image_size):
+        raise ValueError(f"image pipeline {pipeline.describe()} does not fit the model, which "
+                         f"takes {spec.in_channels}-channel {spec.image_size}px images: state "
+                         f"channels={spec.in_channels},size={spec.image_size}")
+    if pipeline.crop == "boxes":
+        warnings.warn("the model was trained on images cropped to bounding boxes, but raw files "
+                      "carry no box and are used whole: crop support and query images to the "
+                      "object first", stacklevel=3)
+    return pipeline
+
+
 def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.PathLike,
             query_dir: str | os.PathLike, device: torch.device | str = "cpu",
-            convert: bool = True, batch_size: int = 256) -> list[Prediction]:
+            convert: bool = True, batch_size: int = 256, *,
+            pipeline: ImagePipeline | None = None) -> list[Prediction]:
     """Classify every image of ``query_dir`` among the classes of ``support_dir``.
 
     Args:
@@ -47,24 +68,28 @@ def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.Pat
         convert: convert images whose channel count differs from the model's; if False such an
             image raises an error naming it.
         batch_size: query images per forward pass.
+        pipeline: how the model's training images were read from files (required; from
+            :func:`fewshot.checkpoint.recorded_pipeline`); support and query files are read
+            through it into ``[1, S, C, H, W]`` and ``[1, Q, C, H, W]`` floats in ``[0, 1]``.
     """
+    pipeline = check_predict_pipeline(spec, pipeline)
     classes = scan_class_folders(support_dir)
     names = list(classes)
     if len(names) < 2:
         raise ValueError(f"support folder {support_dir} has {len(names)} class folder(s): give at "
                          f"least two classes to choose between")
     files = [f for n in names for f in classes[n]]
-    sx, _ = decode_images(files, spec.in_channels, spec.image_size, convert=convert)
+    sx, _ = read_images(files, pipeline, convert=convert)
     sy = torch.tensor([i for i, n in enumerate(names) for _ in classes[n]])
     queries = list_query_images(query_dir)
     learner.eval().to(device)
-    sx = sx.to(device).float().div_(255).unsqueeze(0)
+    sx = to_unit_float(sx.to(device)).unsqueeze(0)
     sy = sy.to(device).unsqueeze(0)
     out: list[Prediction] = []
     for s in range(0, len(queries), batch_size):
         chunk = queries[s:s + batch_size]
-        qx, _ = decode_images(chunk, spec.in_channels, spec.image_size, convert=convert)
-        qx = qx.to(device).float().div_(255).unsqueeze(0)
+        qx, _ = read_images(chunk, pipeline, convert=convert)
+        qx = to_unit_float(qx.to(device)).unsqueeze(0)
         logits = learner.infer(sx, sy, qx, len(names))
         probs = logits[0].float().softmax(-1)
         p, label = probs.max(-1)

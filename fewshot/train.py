@@ -117,6 +117,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
     def checkpoint(name: str) -> None:
         if ckdir is not None:
             save_checkpoint(ckdir / name, learner, spec, optimizer=optimizer.state_dict(),
+                            pipeline=sampler.dataset.pipeline,
                             scheduler=scheduler.state_dict() if scheduler else None,
                             sampler=sampler.state_dict(), rng=rng_state(), step=step,
                             seconds=seconds, best=best, history=history, config=asdict(config))

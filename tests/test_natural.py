@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from episodes import AnnotationError, ImageFileError, cub, mini_imagenet, stanford_dogs
+from episodes import AnnotationError, ImageFileError, ImagePipeline, cub, mini_imagenet, stanford_dogs
 from episodes.folder import cached_class_dataset, read_split_file
 from episodes.natural import packaged_split_dir
 from episodes.registry import load_dataset
@@ -167,8 +167,8 @@ def test_cache_built_from_other_files_is_rebuilt(folder_tree: Path, tmp_path: Pa
 
 def test_process_and_thread_decoders_agree(folder_tree: Path) -> None:
     files = {p.name: sorted(p.glob("*.jpg")) for p in sorted((folder_tree / "images").iterdir())}
-    a = cached_class_dataset(files, folder_tree, SIZE, 3, "t", decoder="threads")
-    b = cached_class_dataset(files, folder_tree, SIZE, 3, "p", decoder="processes")
+    a = cached_class_dataset(files, folder_tree, ImagePipeline(3, SIZE), "t", decoder="threads")
+    b = cached_class_dataset(files, folder_tree, ImagePipeline(3, SIZE), "p", decoder="processes")
     assert torch.equal(a.images, b.images) and torch.equal(a.targets, b.targets)
 
 
@@ -178,8 +178,8 @@ def test_gpu_decoder_matches_cpu(folder_tree: Path) -> None:
     folder = folder_tree / "images" / "002.Bird_1"
     Image.new("CMYK", (12, 10), (0, 255, 255, 0)).save(folder / "Bird_1_0.jpg")  # CPU fallback
     files = {p.name: sorted(p.glob("*.jpg")) for p in sorted((folder_tree / "images").iterdir())}
-    cpu = cached_class_dataset(files, folder_tree, SIZE, 3, "c", decoder="threads")
-    gpu = cached_class_dataset(files, folder_tree, SIZE, 3, "g", decoder="cuda")
+    cpu = cached_class_dataset(files, folder_tree, ImagePipeline(3, SIZE), "c", decoder="threads")
+    gpu = cached_class_dataset(files, folder_tree, ImagePipeline(3, SIZE), "g", decoder="cuda")
     assert gpu.images.shape == cpu.images.shape and torch.equal(gpu.targets, cpu.targets)
     assert (gpu.images.float() - cpu.images.float()).abs().mean() < 8
 

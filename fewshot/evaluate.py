@@ -13,6 +13,7 @@ from scipy import stats
 from torch import Tensor
 
 from episodes import ClassDataset, FixedEpisodes
+from episodes.io import atomic_write_text
 
 from .learner import EpisodicLearner
 
@@ -53,9 +54,7 @@ class EvalResult:
     def save_json(self, path: str | os.PathLike) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
+        atomic_write_text(json.dumps(self.to_dict(), indent=1), path)
 
 
 def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,

@@ -14,13 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from episodes import ClassDataset, EpisodeSampler, FixedEpisodes
 
 from .checkpoint import load_checkpoint, restore_model, save_checkpoint
 from .evaluate import evaluate
 from .learner import EpisodicLearner, ModelSpec
+from .logs import TrainLog
 
 LOG_EVERY = 20
 
@@ -39,7 +39,8 @@ class TrainConfig:
         resume: continue from ``checkpoint_dir/last.pt`` when it exists.
         amp: bfloat16 autocast. time_limit: stop after this many seconds of training.
         grad_clip: clip the gradient norm to this (None: no clipping).
-        progress: show a tqdm bar with running loss and accuracy.
+        progress: report running loss and accuracy (a bar on a terminal, plain lines
+            otherwise; :class:`fewshot.logs.TrainLog`); ``metrics.jsonl`` is written regardless.
     """
 
     steps: int = 1000
@@ -125,14 +126,14 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
     def validate() -> None:
         nonlocal best
         acc = evaluate(learner, val[1], val[0], device=device, amp=config.amp).mean
-        history.append({"step": step, "val_acc": acc, "seconds": seconds})
+        log.record({"step": step, "val_acc": acc, "seconds": seconds})
         if best is None or acc > best:
             best = acc
             checkpoint("best.pt")
 
     learner.train()
-    bar = tqdm(total=None if config.time_limit else config.steps, initial=step,
-               disable=not config.progress, desc="training")
+    log = TrainLog(None if config.time_limit else config.steps, step, history, ckdir,
+                   enabled=config.progress)
     sums = torch.zeros(2, device=device)
     start_step, tick = step, time.perf_counter()
     while step < config.steps:
@@ -157,16 +158,15 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
         if step % LOG_EVERY == 0:  # .tolist() waits for the device: only every LOG_EVERY steps
             run_loss, run_acc = (sums / LOG_EVERY).tolist()
             sums.zero_()
-            history.append({"step": step, "loss": run_loss, "acc": run_acc, "seconds": seconds})
-            bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.3f}", refresh=False)
-        bar.update(1)
+            log.record({"step": step, "loss": run_loss, "acc": run_acc, "seconds": seconds})
+        log.update()
         if val is not None and config.val_every and step % config.val_every == 0:
             validate()
             tick = time.perf_counter()
         if step % config.checkpoint_every == 0:
             checkpoint("last.pt")
             tick = time.perf_counter()
-    bar.close()
+    log.close()
     if device.type == "cuda":  # count the work still queued on the device
         torch.cuda.synchronize(device)
         seconds += time.perf_counter() - tick

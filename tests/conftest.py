@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 torch.set_num_threads(2)
 
@@ -43,3 +45,27 @@ def tiny_dataset():
         return TensorClassDataset(images, targets, [f"class{c:02d}" for c in range(num_classes)])
 
     return make
+
+
+def make_tree(root: Path) -> Path:
+    """``root/data``: 8 classes x 6 grayscale 20x20 images; class c has a bright bar at row 2c."""
+    rng = np.random.default_rng(0)
+    for c in range(8):
+        (root / "data" / f"class{c}").mkdir(parents=True)
+        for i in range(6):
+            img = rng.integers(0, 60, (20, 20), dtype=np.uint8)
+            img[2 * c:2 * c + 2] = 255
+            Image.fromarray(img, "L").save(root / "data" / f"class{c}" / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A tiny folder dataset in ``tmp_path/data`` (:func:`make_tree`)."""
+    return make_tree(tmp_path)
+
+
+def data_args(tree: Path) -> list[str]:
+    return ["--dataset", "folder", "--root", str(tree / "data"), "--split-ratios", "0.5", "0.25",
+            "0.25", "--channels", "1", "--image-size", "16", "--cache-dir", str(tree / "cache"),
+            "--device", "cpu"]

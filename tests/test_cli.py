@@ -8,30 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
-
 from fewshot.cli import main
 
-
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    """8 classes x 6 grayscale 20x20 images; class c has a bright bar at row 2c."""
-    rng = np.random.default_rng(0)
-    for c in range(8):
-        (tmp_path / "data" / f"class{c}").mkdir(parents=True)
-        for i in range(6):
-            img = rng.integers(0, 60, (20, 20), dtype=np.uint8)
-            img[2 * c:2 * c + 2] = 255
-            Image.fromarray(img, "L").save(tmp_path / "data" / f"class{c}" / f"{i}.png")
-    return tmp_path
-
-
-def data_args(tree: Path) -> list[str]:
-    return ["--dataset", "folder", "--root", str(tree / "data"), "--split-ratios", "0.5", "0.25",
-            "0.25", "--channels", "1", "--image-size", "16", "--cache-dir", str(tree / "cache"),
-            "--device", "cpu"]
+from .conftest import data_args
 
 
 def test_train_eval_predict(tree: Path, capsys):
@@ -64,28 +43,6 @@ def test_train_eval_predict(tree: Path, capsys):
     assert len(rows) == 2 and {r[1] for r in rows} <= {"class0", "class5"}
     # the query images are support images, so a prototype classifier labels them right
     assert [r[1] for r in sorted(rows)] == ["class0", "class5"]
-
-
-def test_cli_errors(tree: Path):
-    run = tree / "run"
-    main(["train", *data_args(tree), "--way", "2", "--query", "2", "--steps", "2",
-          "--val-episodes", "0", "--out", str(run), "--quiet", "--augment", "standard",
-          "--augment-option", "fill=wrap", "--augment-option", "rotate=15"])
-    with pytest.raises(SystemExit, match="fill must be one of"):
-        main(["train", *data_args(tree), "--augment", "standard", "--augment-option", "fill=x"])
-    with pytest.raises(SystemExit, match="way=9 is larger than the 4 classes"):
-        main(["train", *data_args(tree), "--way", "9", "--steps", "1", "--out", str(tree / "r2")])
-    with pytest.raises(SystemExit, match="takes 1-channel images but the dataset has 3"):
-        main(["eval", *[a if a != "1" else "3" for a in data_args(tree)], "--checkpoint",
-              str(run / "last.pt"), "--episodes", "2", "--way", "2"])
-    with pytest.raises(SystemExit, match="does not exist"):
-        main(["eval", "--dataset", "folder", "--root", str(tree / "missing"), "--split-ratios",
-              "1", "1", "1", "--checkpoint", str(run / "last.pt")])
-    with pytest.raises(SystemExit, match="checkpoint .* does not exist"):
-        main(["eval", *data_args(tree), "--checkpoint", str(tree / "nope.pt")])
-    with pytest.raises(SystemExit, match="another model"):
-        main(["train", *data_args(tree), "--backbone", "resnet12", "--way", "2", "--query", "2",
-              "--steps", "4", "--val-episodes", "0", "--out", str(run), "--resume", "--quiet"])
 
 
 def test_help_explains_every_option():

@@ -1,0 +1,166 @@
+"""The ``fewshot`` command: demo, train, eval, predict.
+
+Every command calls the library; there is one training loop and one evaluation. Every user error
+ends the command with one line on stderr naming the input and the fix, and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from episodes import ImageFileError
+from episodes.progress import set_progress
+
+from ..runs import RunError, read_run
+from . import commands
+from .args import Parser, add_data_args, count, device, fail, option, positive_float, positive_int, way
+
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, KeyError,
+               ImageFileError, RunError)
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--method", default="protonet", help="learner: protonet, matching, relation or "
+                   "maml")
+    g.add_argument("--backbone", default="conv4", help="conv4 or resnet12")
+    g.add_argument("--option", type=option, action="append", default=[], metavar="KEY=VALUE",
+                   help="method option, repeatable (e.g. distance=cosine; MAML: inner_steps=5, "
+                   "first_order=true; the README lists each method's options)")
+    g = p.add_argument_group("episodes")
+    g.add_argument("--way", type=way, default=5, help="classes per training episode")
+    g.add_argument("--shot", type=positive_int, default=1, help="support images per class")
+    g.add_argument("--query", type=positive_int, default=15, help="query images per class")
+    g.add_argument("--episodes-per-step", type=positive_int, default=1,
+                   help="episodes batched into each optimizer step")
+    g.add_argument("--val-way", type=way, help="way of validation episodes (default: "
+                   "--way)")
+    g.add_argument("--val-shot", type=positive_int, help="shot of validation episodes (default: "
+                   "--shot)")
+    g.add_argument("--val-query", type=positive_int, default=15,
+                   help="query of validation episodes")
+    g.add_argument("--val-episodes", type=count, default=200,
+                   help="fixed validation episodes (0: no validation)")
+    g.add_argument("--augment", choices=("none", "standard"), default="none",
+                   help="augment training episodes on the device (standard: horizontal flip, "
+                   "random crop of side >= 0.75, colour jitter 0.4, reflect fill)")
+    g.add_argument("--augment-option", type=option, action="append", default=[],
+                   metavar="KEY=VALUE", help="change one augmentation setting, repeatable (e.g. "
+                   "rotate=15, fill=wrap, noise_std=0.05; see episodes.AugmentConfig)")
+    g.add_argument("--augment-sets", choices=("both", "support", "query"), default="both",
+                   help="which part of each episode is augmented")
+    g = p.add_argument_group("optimization")
+    g.add_argument("--steps", type=positive_int, default=2000, help="optimizer steps")
+    g.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--lr-decay-every", type=count, default=0,
+                   help="halve the learning rate every N steps (0: never)")
+    g.add_argument("--val-every", type=count, default=500,
+                   help="validate every N steps (0: only at the end)")
+    g.add_argument("--checkpoint-every", type=positive_int, default=100,
+                   help="write last.pt every N steps")
+    g.add_argument("--time-limit", type=positive_float, help="stop after this many seconds of "
+                   "training")
+    g.add_argument("--amp", action="store_true", help="bfloat16 mixed precision")
+    g.add_argument("--seed", type=int, default=0, help="seed of sampling and initialisation")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default="runs/train", help="run folder for run.json, metrics.jsonl, "
+                   "last.pt and best.pt")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt "
+                   "(refused if the configuration changed)")
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    g.add_argument("--config", metavar="RUN_JSON", help="replay the run.json of an earlier run "
+                   "(other arguments given override it)")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="fewshot", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=Parser)
+
+    p = sub.add_parser("demo", help="train ProtoNet on the embedded dataset and score it on "
+                       "held-out classes (a few minutes on a laptop CPU)")
+    p.add_argument("--seconds", type=positive_float, default=100, help="training time")
+    p.add_argument("--episodes", type=positive_int, default=600, help="test episodes")
+    p.add_argument("--out", default="runs/demo", help="run folder")
+    p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
+    p.set_defaults(func=commands.cmd_demo)
+
+    p = sub.add_parser("train", help="meta-train a learner on a dataset's train classes")
+    add_data_args(p)
+    add_train_args(p)
+    p.set_defaults(func=commands.cmd_train)
+
+    p = sub.add_parser("eval", help="score a checkpoint on fixed episodes (mean, 95%% interval)")
+    add_data_args(p)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt or last.pt)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="class split to score on")
+    p.add_argument("--way", type=positive_int, default=5, help="classes per episode")
+    p.add_argument("--shot", type=positive_int, default=1, help="support images per class")
+    p.add_argument("--query", type=positive_int, default=15, help="query images per class")
+    p.add_argument("--episodes", type=positive_int, default=600, help="fixed episodes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fixed episodes")
+    p.add_argument("--episodes-file", help="load the fixed episodes from this file, or save them "
+                   "there if it does not exist, so every model is scored on the same episodes")
+    p.add_argument("--batch-size", type=positive_int, default=50, help="episodes per forward pass")
+    p.add_argument("--json", help="write per-episode accuracies, mean and interval here")
+    p.set_defaults(func=commands.cmd_eval)
+
+    p = sub.add_parser("predict", help="label query images from a few labelled support images")
+    p.add_argument("--checkpoint", required=True, help="a trained checkpoint")
+    p.add_argument("--support", required=True, help="folder of class folders of support images")
+    p.add_argument("--query", required=True, help="folder of images to label")
+    p.add_argument("--output", help="write the predictions to this file (default: print them)")
+    p.add_argument("--pipeline", metavar="SETTINGS", help="how to read the image files, for a "
+                   "checkpoint that does not record it (e.g. channels=1,size=28,resample=area,"
+                   "invert=true); checkpoints written by fewshot train record it")
+    p.add_argument("--format", choices=commands.FORMATS, default="tsv", help="output format")
+    p.add_argument("--batch-size", type=positive_int, default=256,
+                   help="query images per forward pass")
+    p.add_argument("--no-convert", action="store_true",
+                   help="refuse images whose channels differ from the model's")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip unreadable or non-image files (with a warning) instead of failing")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
+    p.set_defaults(func=commands.cmd_predict)
+    return parser
+
+
+def replay_defaults(parser: Parser, argv: list[str]) -> None:
+    """For ``train --config RUN_JSON``: make the recorded settings the train command's defaults,
+    so the run is replayed and arguments given on the command line override them."""
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("--config")
+    known, _ = probe.parse_known_args(argv[1:])
+    if not argv or argv[0] != "train" or not known.config:
+        return
+    record = read_run(known.config)
+    recorded = dict(record["args"])
+    spec = record.get("spec") or {}
+    recorded["option"] = [(k, str(v)) for k, v in (spec.get("options") or {}).items()]
+    recorded["augment_option"] = [(k, ",".join(map(str, v)) if isinstance(v, list | tuple)
+                                   else str(v)) for k, v in recorded.get("augment_option", {}).items()]
+    for flag in ("method", "backbone"):
+        if flag in spec:
+            recorded[flag] = spec[flag]
+    train = next(a for a in parser._subparsers._group_actions[0].choices.items()  # noqa: SLF001
+                 if a[0] == "train")[1]
+    known_dests = {a.dest for a in train._actions}  # noqa: SLF001
+    train.set_defaults(**{k: v for k, v in recorded.items() if k in known_dests})
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        replay_defaults(parser, argv)
+        args = parser.parse_args(argv)
+        set_progress(not getattr(args, "quiet", False))
+        args.func(args)
+    except USER_ERRORS as e:
+        fail(e.args[0] if isinstance(e, KeyError) and e.args else e)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)

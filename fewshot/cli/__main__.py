@@ -1,0 +1,5 @@
+"""``python -m fewshot.cli``: the ``fewshot`` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,168 @@
+"""Typed command-line arguments: every value is checked when it is parsed, and every error is one
+line naming the argument and the fix."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import torch
+
+from episodes.registry import DATASETS, load_dataset
+
+MIN_IMAGE_SIZE = 16  # four 2x2 max-pools (Conv-4, ResNet-12) need at least 16 pixels
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (no usage dump), exit status 2, and whose
+    help shows every default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def bounded(kind: Callable[[str], float], low: float, strict: bool = False
+            ) -> Callable[[str], float]:
+    """An argparse type: a ``kind`` (int or float) >= ``low`` (or > ``low`` when ``strict``)."""
+    need = f"{'>' if strict else '>='} {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'a whole number' if kind is int else 'a number'}"
+                                             f" {need}, got {text!r}") from None
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {need}, got {text}")
+        return value
+    parse.__name__ = f"{kind.__name__} {need}"
+    return parse
+
+
+positive_int = bounded(int, 1)
+count = bounded(int, 0)
+positive_float = bounded(float, 0, strict=True)
+fraction = bounded(float, 0)
+image_size = bounded(int, MIN_IMAGE_SIZE)
+way = bounded(int, 2)
+
+
+def device(text: str) -> str:
+    """An argparse type: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` that exists on this machine."""
+    if text == "auto":
+        return text
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda, cuda:N or "
+                                         f"auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: no CUDA GPU is available here: use --device "
+                                             f"cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has "
+                                             f"{torch.cuda.device_count()} GPU(s), numbered from 0")
+    elif dev.type != "cpu":
+        raise argparse.ArgumentTypeError(f"{text!r}: use cpu, cuda, cuda:N or auto")
+    return text
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def option(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` as a pair of strings; the owner's config class converts and checks the value
+    (:func:`episodes.options.parse_values`)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"takes KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def output_file(flag: str, path: str | None) -> None:
+    """Raise ``ValueError`` unless ``path`` (given as ``flag``) can be written as a file: not a
+    folder, and in a folder that exists or can be made (not under a file)."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {p} is a folder: give a file name")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{flag} {p}: {parent} is a file, not a folder: give another path")
+            break
+
+
+def output_folder(flag: str, path: str | None) -> None:
+    """Raise ``ValueError`` if ``path`` (given as ``flag``) or one of its parents is a file."""
+    if path is None:
+        return
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise ValueError(f"{flag} {p}: {q} is a file, not a folder: give a folder")
+            break
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="embedded", choices=sorted(DATASETS),
+                   help="dataset (embedded: the built-in stroke characters)")
+    g.add_argument("--root", help="dataset folder (all datasets but embedded)")
+    g.add_argument("--image-size", type=image_size, help="resize images to this (default: 28 for "
+                   "character datasets, 84 for natural images)")
+    g.add_argument("--split-dir", help="folder dataset: folder with train.txt/val.txt/test.txt")
+    g.add_argument("--split-ratios", type=fraction, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
+                   help="folder dataset: split classes by these fractions (seeded by --split-seed)")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the ratio split")
+    g.add_argument("--channels", type=int, choices=(1, 3), default=3,
+                   help="folder dataset: 1 grayscale or 3 RGB")
+    g.add_argument("--no-convert", action="store_true", help="refuse images whose channels differ "
+                   "from --channels instead of converting them")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="skip unreadable or non-image files (with a warning) instead of failing")
+    g.add_argument("--download", action="store_true", help="download the dataset if missing")
+    g.add_argument("--crop-boxes", action="store_true",
+                   help="dogs: crop each image to its bounding box from Annotation/")
+    g.add_argument("--csv-dir", help="miniimagenet: folder with Ravi's train.csv/val.csv/test.csv")
+    g.add_argument("--decoder", default="auto", choices=("auto", "cuda", "threads", "processes"),
+                   help="how images are decoded into the cache (auto: GPU JPEG decoding when CUDA "
+                   "is present, else CPU threads)")
+    g.add_argument("--cache-dir", help="where decoded datasets are cached "
+                   "(default: $FEWSHOT_CACHE or ~/.cache/fewshot)")
+    g.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
+
+
+def check_data_args(args: argparse.Namespace) -> None:
+    """Checks of the data arguments that need more than one argument or the file system."""
+    output_folder("--cache-dir", args.cache_dir)
+    if args.dataset != "embedded" and args.root is None:
+        raise ValueError(f"the {args.dataset} dataset needs its folder: give --root")
+
+
+def dataset_from_args(args: argparse.Namespace, split: str):
+    ds = load_dataset(args.dataset, split, args.root, args.image_size, cache_dir=args.cache_dir,
+                      download=args.download, split_dir=args.split_dir, ratios=args.split_ratios,
+                      split_seed=args.split_seed, channels=args.channels,
+                      convert=not args.no_convert, skip_bad=args.skip_bad_images,
+                      crop=args.crop_boxes, csv_dir=args.csv_dir, decoder=args.decoder)
+    return ds.to(pick_device(args.device))
+
+
+def fail(message: str, status: int = 1) -> NoReturn:
+    """Print ``error: message`` as one line on stderr and exit with ``status``."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(status)

@@ -1,0 +1,196 @@
+"""What each ``fewshot`` command does. Every command calls the library: one training loop
+(:func:`fewshot.train.train`), one evaluation (:func:`fewshot.evaluate.evaluate`)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from episodes import AugmentConfig, EpisodeAugment, EpisodeSampler, FixedEpisodes
+from episodes.io import atomic_write_text
+from episodes.options import parse_values
+
+from ..checkpoint import load_learner, recorded_pipeline
+from ..evaluate import evaluate
+from ..learner import ModelSpec
+from ..predict import Prediction, predict
+from ..registry import build_learner, make_spec, method_config
+from ..runs import check_run_folder, prepare_run, run_lock, run_record
+from ..train import TrainConfig, train
+from .args import check_data_args, dataset_from_args, output_file, output_folder, pick_device
+
+
+def check_channels(spec: ModelSpec, dataset) -> None:
+    c, h, _ = dataset.image_shape
+    if c != spec.in_channels:
+        raise ValueError(f"the model takes {spec.in_channels}-channel images but the dataset has "
+                         f"{c}: use --channels {spec.in_channels} (or a model trained on "
+                         f"{c}-channel images)")
+    if h != spec.image_size:
+        raise ValueError(f"the model was trained on {spec.image_size}px images but the dataset "
+                         f"has {h}px: use --image-size {spec.image_size}")
+
+
+def load_episodes(path: str) -> FixedEpisodes:
+    """Fixed episodes from ``path``, with a one-line error for a file that is not such a file."""
+    if Path(path).is_dir():
+        raise ValueError(f"--episodes-file {path} is a folder: give a file name")
+    try:
+        return FixedEpisodes.load(path)
+    except Exception as e:  # noqa: BLE001 - truncated, not a torch file, other content: one answer
+        raise ValueError(f"--episodes-file {path} is not a readable episodes file "
+                         f"({type(e).__name__}): delete it to draw new episodes there, or give "
+                         f"another file") from None
+
+
+def fixed_episodes(dataset, way: int, shot: int, query: int, count: int, seed: int,
+                   path: str | None = None, flags: str = "--way/--shot/--query/--episodes"
+                   ) -> FixedEpisodes:
+    """Load fixed episodes from ``path`` when it exists (they must be the ``way``-way ``shot``-shot
+    ``query``-query ``count`` episodes asked for), else draw them (and save them there)."""
+    if path and Path(path).exists():
+        episodes = load_episodes(path)
+        have = (episodes.n_way, episodes.k_shot, episodes.q_query, len(episodes))
+        if have != (way, shot, query, count):
+            raise ValueError(f"--episodes-file {path} holds {len(episodes)} {have[0]}-way "
+                             f"{have[1]}-shot {have[2]}-query episodes, not the {count} {way}-way "
+                             f"{shot}-shot {query}-query asked for: give matching {flags}, or "
+                             f"another file")
+        episodes.check(dataset)
+        return episodes
+    episodes = FixedEpisodes.generate(dataset, way, shot, query, count, seed)
+    if path:
+        episodes.save(path)
+    return episodes
+
+
+def make_augment(args: argparse.Namespace, values: dict) -> EpisodeAugment | None:
+    """The training episodes' augmentation from ``--augment``/``--augment-sets`` and the converted
+    ``--augment-option`` values."""
+    if args.augment == "none":
+        if values:
+            raise ValueError("--augment-option needs --augment standard")
+        return None
+    config = AugmentConfig.standard(**values)
+    return EpisodeAugment(config if args.augment_sets in ("both", "support") else None,
+                          config if args.augment_sets in ("both", "query") else None,
+                          seed=args.seed)
+
+
+def recorded_args(args: argparse.Namespace, augment: dict) -> dict:
+    """The settings of a training run as ``run.json`` records them (method options live in the
+    spec, converted; augmentation options converted)."""
+    skip = {"func", "command", "option", "config"}
+    out = {k: v for k, v in vars(args).items() if k not in skip}
+    out["augment_option"] = augment
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    device = pick_device(args.device)
+    check_data_args(args)
+    output_folder("--out", args.out)
+    check_run_folder(args.out, args.resume, args.overwrite)
+    options = dict(args.option)
+    if args.method == "maml":  # MAML's classifier head has one output per class of an episode
+        options.setdefault("n_way", args.way)
+    method_config(args.method, options)  # bad options fail before any data is read
+    augment_values = parse_values(AugmentConfig, dict(args.augment_option), "augmentation")
+    augment = make_augment(args, augment_values)
+    torch.manual_seed(args.seed)
+    train_ds = dataset_from_args(args, "train")
+    spec = make_spec(args.method, args.backbone, train_ds.image_shape[0], train_ds.image_shape[1],
+                     options)
+    learner = build_learner(spec)
+    sampler = EpisodeSampler(train_ds, args.way, args.shot, args.query, args.episodes_per_step,
+                             num_batches=args.steps, seed=args.seed, augment=augment)
+    val = None
+    if args.val_episodes > 0:
+        val_ds = dataset_from_args(args, "val")
+        try:
+            val = (val_ds, fixed_episodes(val_ds, args.val_way or args.way,
+                                          args.val_shot or args.shot, args.val_query,
+                                          args.val_episodes, args.seed + 1))
+        except ValueError as e:
+            raise ValueError(f"validation episodes: {e}".replace(
+                "(--way)", "(--val-way)").replace("(--shot/--query)", "(--val-shot/--val-query)")
+                .rstrip(".") + "; or --val-episodes 0 for no validation") from None
+    config = TrainConfig(steps=args.steps, lr=args.lr, lr_decay_every=args.lr_decay_every,
+                         val_every=args.val_every, checkpoint_dir=args.out,
+                         checkpoint_every=args.checkpoint_every, resume=args.resume, amp=args.amp,
+                         time_limit=args.time_limit, progress=not args.quiet)
+    record = run_record(recorded_args(args, augment_values), spec.to_dict())
+    with run_lock(args.out):
+        prepare_run(args.out, record, resume=args.resume, overwrite=args.overwrite)
+        result = train(learner, spec, sampler, config, val=val, device=device)
+    print(f"trained {result.steps} steps ({result.episodes} episodes) in {result.seconds:.1f} s "
+          f"({result.episodes_per_second:.1f} episodes/s); checkpoints in {args.out}"
+          + (f"; best val accuracy {100 * result.best_val:.2f} %" if result.best_val else ""))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    device = pick_device(args.device)
+    check_data_args(args)
+    output_file("--json", args.json)
+    output_file("--episodes-file", args.episodes_file)
+    learner, spec, _ = load_learner(args.checkpoint, device)
+    ds = dataset_from_args(args, args.split)
+    check_channels(spec, ds)
+    episodes = fixed_episodes(ds, args.way, args.shot, args.query, args.episodes, args.seed,
+                              args.episodes_file)
+    result = evaluate(learner, episodes, ds, batch_size=args.batch_size, device=device)
+    print(f"{args.dataset} {args.split}: {result}")
+    if args.json:
+        result.save_json(args.json)
+        print(f"per-episode accuracies written to {args.json}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    device = pick_device(args.device)
+    output_file("--output", args.output)
+    for flag, folder in (("--support", args.support), ("--query", args.query)):
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"{flag} folder {folder} does not exist: check the path")
+    learner, spec, ckpt = load_learner(args.checkpoint, device)
+    pipeline = recorded_pipeline(ckpt, args.checkpoint, args.pipeline)
+    preds = predict(learner, spec, args.support, args.query, device, convert=not args.no_convert,
+                    batch_size=args.batch_size, pipeline=pipeline)
+    text = format_predictions(preds, args.format)
+    if args.output:
+        atomic_write_text(text, args.output)
+        print(f"wrote {len(preds)} predictions to {args.output}")
+    else:
+        print(text, end="")
+
+
+FORMATS = ("tsv", "csv", "json")
+
+
+def format_predictions(preds: list[Prediction], fmt: str) -> str:
+    """Predictions as ``tsv`` or ``csv`` (a header ``path,label,probability`` and a row each)
+    or ``json`` (a list of objects with those keys)."""
+    rows = [{"path": str(p.path), "label": p.label, "probability": round(p.probability, 6)}
+            for p in preds]
+    if fmt == "json":
+        return json.dumps(rows, indent=1) + "\n"
+    out = io.StringIO()
+    writer = csv.DictWriter(out, ["path", "label", "probability"], lineterminator="\n",
+                            delimiter="\t" if fmt == "tsv" else ",")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from ..demo import run_demo
+
+    output_folder("--out", args.out)
+    run_demo(seconds=args.seconds, out=args.out, device=pick_device(args.device),
+             episodes=args.episodes)
+    sys.stdout.flush()

@@ -1,0 +1,190 @@
+"""Run folders: what a training run was (``run.json``), and who may write into the folder.
+
+``fewshot train`` writes its full configuration to ``OUT/run.json`` before it trains. ``--resume``
+compares the configuration it is given with that file and refuses one that changed (naming each
+change); a folder that already holds a run is refused unless the run is resumed or overwritten;
+a lock file stops two trainings from writing into one folder at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import platform
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from episodes.io import atomic_write_text
+
+RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+RUN_FILES = (RUN_FILE, "last.pt", "best.pt", "metrics.jsonl")
+# settings that may change when a run is resumed: they do not change what the run computes
+RESUMABLE = frozenset({"steps", "time_limit", "checkpoint_every", "val_every", "quiet", "device",
+                       "decoder",
+                       "cache_dir", "resume", "overwrite", "config", "out"})
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used as asked, with the fix in the message."""
+
+
+def library_version() -> str:
+    try:
+        return metadata.version("fewshot")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def run_record(args: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The run configuration written to ``run.json``: every setting (``args``), the model spec
+    with its complete options, and the versions and machine it ran on."""
+    return {"command": "train", "args": dict(args), "spec": dict(spec),
+            "fewshot_version": library_version(), "torch_version": torch.__version__,
+            "python": platform.python_version(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def read_run(path: str | os.PathLike) -> dict[str, Any]:
+    """A ``run.json`` (or a folder holding one), with a one-line error when it is missing or not
+    a run configuration."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RUN_FILE
+    if not path.is_file():
+        raise RunError(f"run configuration {path} does not exist: give the run.json a training "
+                       f"wrote into its --out folder")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunError(f"{path} is not a readable run configuration ({e}): give the run.json a "
+                       f"training wrote") from None
+    if not isinstance(record, dict) or not isinstance(record.get("args"), dict):
+        raise RunError(f"{path} is not a run configuration (no 'args'): give the run.json a "
+                       f"training wrote")
+    return record
+
+
+def changes(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """``name: old -> new`` for every setting that differs, ignoring :data:`RESUMABLE` ones."""
+    out = []
+    for key in sorted(set(saved["args"]) | set(wanted["args"])):
+        if key in RESUMABLE:
+            continue
+        old, new = saved["args"].get(key), wanted["args"].get(key)
+        if old != new:
+            out.append(f"--{key.replace('_', '-')}: {old!r} -> {new!r}")
+    if saved.get("spec") != wanted.get("spec"):
+        old, new = saved.get("spec") or {}, wanted.get("spec") or {}
+        out += [f"model {k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)]
+    return out
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``obj`` as indented JSON, written atomically (:func:`episodes.io.atomic_write_text`)."""
+    atomic_write_text(json.dumps(obj, indent=1) + "\n", path)
+
+
+def check_folder(out: Path, what: str = "--out") -> None:
+    """Raise :class:`RunError` if ``out`` exists and is not a folder."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{what} {out} is a file, not a folder: give a folder for the run")
+
+
+def check_run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> list[str]:
+    """Check that a training may start in ``out`` (before any work is done).
+
+    - ``resume``: ``out/last.pt`` must exist.
+    - otherwise: a folder already holding a run is refused unless ``overwrite``.
+
+    Returns: the names of the run files already in ``out``.
+    Raises: :class:`RunError` naming the fix.
+    """
+    out = Path(out)
+    check_folder(out)
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise RunError(f"cannot resume: {out / 'last.pt'} does not exist (no run was "
+                           f"checkpointed in {out}): leave out --resume to start a new run")
+        return []
+    existing = [n for n in RUN_FILES if (out / n).exists()]
+    if existing and not overwrite:
+        raise RunError(f"{out} already holds a run ({', '.join(existing)}): continue it with "
+                       f"--resume, replace it with --overwrite, or choose another --out")
+    return existing
+
+
+def prepare_run(out: str | os.PathLike, record: dict[str, Any], resume: bool, overwrite: bool
+                ) -> None:
+    """Check ``out`` (:func:`check_run_folder`), then: when resuming, that ``record`` equals
+    ``out/run.json`` in every setting but :data:`RESUMABLE` ones (else the error names each
+    change); otherwise delete the files of the run being overwritten and write ``run.json``."""
+    out = Path(out)
+    existing = check_run_folder(out, resume, overwrite)
+    if resume:
+        if (out / RUN_FILE).is_file():
+            diff = changes(read_run(out / RUN_FILE), record)
+            if diff:
+                raise RunError(f"cannot resume {out}: the configuration changed ({'; '.join(diff)})"
+                               f": resume with the run's settings (fewshot train --config "
+                               f"{out / RUN_FILE} --resume), or train into a new --out")
+        else:  # a run from before run.json was written: record it now
+            write_json_atomic(record, out / RUN_FILE)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name in existing:
+        (out / name).unlink()
+    write_json_atomic(record, out / RUN_FILE)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(out: str | os.PathLike) -> Iterator[None]:
+    """Hold ``out/.lock`` (holding this process's id) while the body runs.
+
+    Raises:
+        RunError: another live process holds the lock. A lock left by a process that died is
+        taken over.
+    """
+    out = Path(out)
+    check_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / LOCK_FILE
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise RunError(f"{out} is in use by another training (process {pid}): wait for it "
+                               f"to finish, or train into another --out") from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # left by a process that no longer runs
+    else:
+        raise RunError(f"could not lock {out}: remove {lock} if no training is running there")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()

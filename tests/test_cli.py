@@ -48,8 +48,16 @@ def test_train_eval_predict(tree: Path, capsys):
 def test_help_explains_every_option():
     out = subprocess.run([sys.executable, "-m", "fewshot.cli", "train", "--help"],
                          capture_output=True, text=True, check=True).stdout
-    for flag in ("--way", "--shot", "--resume", "--amp", "--episodes-per-step", "--split-dir"):
+    for flag in ("--way", "--shot", "--resume", "--amp", "--episodes-per-step", "--split-dir",
+                 "--overwrite", "--config"):
         assert flag in out
+    flat = " ".join(out.split())
+    for default in ("(default: 2000)", "(default: 0.001)", "(default: protonet)", "(default: 5)"):
+        assert default in flat
+    for command in ("", "demo", "eval", "predict"):
+        text = subprocess.run([sys.executable, "-m", "fewshot.cli", *command.split(), "--help"],
+                              capture_output=True, text=True, check=True).stdout
+        assert "``" not in text and ":func:" not in text and "default: None" not in text
 
 
 def test_maml_with_per_step_batchnorm_trains_and_evaluates(tree: Path, capsys):

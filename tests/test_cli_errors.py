@@ -140,7 +140,7 @@ ROWS: list[Row] = [
                                                              episodes_file(t)), "--way", "3"],
      r"holds 3 2-way 1-shot 2-query episodes, not the 3 3-way"),
     ("channels of another model", lambda t: [a if a != "1" else "3" for a in args_eval(t)],
-     r"takes 1-channel images but the dataset has 3: use --channels 1"),
+     r"trained on images read differently .*channels: trained 1, dataset 3"),
     ("missing dataset folder", lambda t: ["eval", "--dataset", "folder", "--root", str(t / "no"),
                                           "--split-ratios", "1", "1", "1", "--checkpoint",
                                           str(trained(t) / "last.pt")], r"no does not exist"),

@@ -75,7 +75,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="fewshot", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="fewshot", description="Few-shot learning: meta-train a learner on a "
+                    "dataset's train classes, score it on fixed episodes of held-out classes, "
+                    "and label new images from a few labelled ones.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=Parser)
 

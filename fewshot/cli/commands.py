@@ -16,25 +16,13 @@ from episodes import AugmentConfig, EpisodeAugment, EpisodeSampler, FixedEpisode
 from episodes.io import atomic_write_text
 from episodes.options import parse_values
 
-from ..checkpoint import load_learner, recorded_pipeline
+from ..checkpoint import check_pipeline, load_learner, recorded_pipeline
 from ..evaluate import evaluate
-from ..learner import ModelSpec
 from ..predict import Prediction, predict
 from ..registry import build_learner, make_spec, method_config
 from ..runs import check_run_folder, prepare_run, run_lock, run_record
 from ..train import TrainConfig, train
 from .args import check_data_args, dataset_from_args, output_file, output_folder, pick_device
-
-
-def check_channels(spec: ModelSpec, dataset) -> None:
-    c, h, _ = dataset.image_shape
-    if c != spec.in_channels:
-        raise ValueError(f"the model takes {spec.in_channels}-channel images but the dataset has "
-                         f"{c}: use --channels {spec.in_channels} (or a model trained on "
-                         f"{c}-channel images)")
-    if h != spec.image_size:
-        raise ValueError(f"the model was trained on {spec.image_size}px images but the dataset "
-                         f"has {h}px: use --image-size {spec.image_size}")
 
 
 def load_episodes(path: str) -> FixedEpisodes:
@@ -139,9 +127,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     check_data_args(args)
     output_file("--json", args.json)
     output_file("--episodes-file", args.episodes_file)
-    learner, spec, _ = load_learner(args.checkpoint, device)
+    learner, spec, ckpt = load_learner(args.checkpoint, device)
     ds = dataset_from_args(args, args.split)
-    check_channels(spec, ds)
+    check_pipeline(spec, ckpt["pipeline"], ds, source=args.checkpoint)
     episodes = fixed_episodes(ds, args.way, args.shot, args.query, args.episodes, args.seed,
                               args.episodes_file)
     result = evaluate(learner, episodes, ds, batch_size=args.batch_size, device=device)

@@ -15,6 +15,7 @@ import torch
 from episodes import AugmentConfig, EpisodeAugment, EpisodeSampler, FixedEpisodes
 from episodes.io import atomic_write_text
 from episodes.options import parse_values
+from episodes.sampler import FLAGS
 
 from ..checkpoint import check_pipeline, load_learner, recorded_pipeline
 from ..evaluate import evaluate
@@ -38,7 +39,7 @@ def load_episodes(path: str) -> FixedEpisodes:
 
 
 def fixed_episodes(dataset, way: int, shot: int, query: int, count: int, seed: int,
-                   path: str | None = None, flags: str = "--way/--shot/--query/--episodes"
+                   path: str | None = None, flags: tuple[str, str, str] = FLAGS
                    ) -> FixedEpisodes:
     """Load fixed episodes from ``path`` when it exists (they must be the ``way``-way ``shot``-shot
     ``query``-query ``count`` episodes asked for), else draw them (and save them there)."""
@@ -48,11 +49,12 @@ def fixed_episodes(dataset, way: int, shot: int, query: int, count: int, seed: i
         if have != (way, shot, query, count):
             raise ValueError(f"--episodes-file {path} holds {len(episodes)} {have[0]}-way "
                              f"{have[1]}-shot {have[2]}-query episodes, not the {count} {way}-way "
-                             f"{shot}-shot {query}-query asked for: give matching {flags}, or "
+                             f"{shot}-shot {query}-query asked for: give matching "
+                             f"{'/'.join(flags)}/--episodes, or "
                              f"another file")
         episodes.check(dataset)
         return episodes
-    episodes = FixedEpisodes.generate(dataset, way, shot, query, count, seed)
+    episodes = FixedEpisodes.generate(dataset, way, shot, query, count, seed, flags)
     if path:
         episodes.save(path)
     return episodes
@@ -104,11 +106,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         try:
             val = (val_ds, fixed_episodes(val_ds, args.val_way or args.way,
                                           args.val_shot or args.shot, args.val_query,
-                                          args.val_episodes, args.seed + 1))
+                                          args.val_episodes, args.seed + 1,
+                                          flags=("--val-way", "--val-shot", "--val-query")))
         except ValueError as e:
-            raise ValueError(f"validation episodes: {e}".replace(
-                "(--way)", "(--val-way)").replace("(--shot/--query)", "(--val-shot/--val-query)")
-                .rstrip(".") + "; or --val-episodes 0 for no validation") from None
+            raise ValueError(f"validation episodes: {e}; or --val-episodes 0 for no "
+                             f"validation") from None
     config = TrainConfig(steps=args.steps, lr=args.lr, lr_decay_every=args.lr_decay_every,
                          val_every=args.val_every, checkpoint_dir=args.out,
                          checkpoint_every=args.checkpoint_every, resume=args.resume, amp=args.amp,

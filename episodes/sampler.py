@@ -19,22 +19,29 @@ from .episode import Episode, class_major_labels
 from .io import atomic_torch_save
 from .pipeline import to_unit_float
 
+FLAGS = ("--way", "--shot", "--query")
 
-def check_episode_shape(dataset: ClassDataset, n_way: int, k_shot: int, q_query: int) -> None:
-    """Raise ``ValueError`` naming the fix if ``dataset`` cannot give N-way K-shot Q-query episodes."""
+
+def check_episode_shape(dataset: ClassDataset, n_way: int, k_shot: int, q_query: int,
+                        flags: tuple[str, str, str] = FLAGS) -> None:
+    """Raise ``ValueError`` naming the fix if ``dataset`` cannot give N-way K-shot Q-query episodes.
+
+    ``flags`` are the names of way, shot and query the message tells the user to change (the
+    command line's ``--val-way/--val-shot/--val-query`` for validation episodes).
+    """
     if n_way < 1 or k_shot < 1 or q_query < 0:
         raise ValueError(f"need way >= 1, shot >= 1 and query >= 0; got way={n_way}, "
                          f"shot={k_shot}, query={q_query}")
     if n_way > dataset.num_classes:
         raise ValueError(f"way={n_way} is larger than the {dataset.num_classes} classes of this "
-                         f"split: lower the way (--way) or use a split with more classes")
+                         f"split: lower the way ({flags[0]}) or use a split with more classes")
     sizes = dataset.class_sizes()
     small = torch.nonzero(sizes < k_shot + q_query).squeeze(1).tolist()
     if small:
         examples = ", ".join(f"'{dataset.class_names[c]}' has {int(sizes[c])}" for c in small[:3])
         raise ValueError(f"{len(small)} class(es) have fewer than shot+query={k_shot + q_query} "
-                         f"images ({examples}): lower the shot or query (--shot/--query), or add "
-                         f"images to / remove these classes from the split")
+                         f"images ({examples}): lower the shot or query ({flags[1]}/{flags[2]}), or "
+                         f"add images to / remove these classes from the split")
 
 
 def sample_indices(table: Tensor, sizes: Tensor, n_way: int, per_class: int, t: int,
@@ -170,9 +177,11 @@ class FixedEpisodes:
 
     @classmethod
     def generate(cls, dataset: ClassDataset, n_way: int, k_shot: int, q_query: int,
-                 num_episodes: int = 600, seed: int = 0) -> FixedEpisodes:
-        """Draw ``num_episodes`` episodes from ``dataset`` with ``seed``."""
-        check_episode_shape(dataset, n_way, k_shot, q_query)
+                 num_episodes: int = 600, seed: int = 0, flags: tuple[str, str, str] = FLAGS
+                 ) -> FixedEpisodes:
+        """Draw ``num_episodes`` episodes from ``dataset`` with ``seed`` (``flags``: see
+        :func:`check_episode_shape`)."""
+        check_episode_shape(dataset, n_way, k_shot, q_query, flags)
         table, sizes = dataset.index_table()
         g = torch.Generator().manual_seed(seed)
         classes, items = sample_indices(table, sizes, n_way, k_shot + q_query, num_episodes, g)

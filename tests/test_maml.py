@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot import ModelSpec, build_learner
-from fewshot.maml import TaskConfig, batched_logits, bn_free_buffers, inner_loop, maml_logits
-from fewshot.methods.maml import MAML
+from fewshot.methods.maml import MAML, TaskConfig, batched_logits, bn_free_buffers, inner_loop, maml_logits
 
 T, N, K, Q, LR = 3, 5, 2, 3, 0.4
 

@@ -9,9 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot import ModelSpec, build_learner
-from fewshot.maml import TaskConfig, maml_logits
-from fewshot.methods.maml import MAML
-from fewshot.step_norms import StepStatistics
+from fewshot.methods.maml import MAML, StepStatistics, TaskConfig, maml_logits
 
 T, N, K, Q, LR, MOMENTUM = 3, 5, 2, 3, 0.4, 0.1
 

@@ -1,5 +1,5 @@
 """MAML (Finn et al. 2017) and its variants as an :class:`EpisodicLearner`: a thin wrapper of the
-pure functions of :mod:`fewshot.maml`, trained by the one loop of :mod:`fewshot.train`.
+pure functions of :mod:`fewshot.methods.maml.functional`, trained by the one loop of :mod:`fewshot.train`.
 
 The model is ``backbone -> nn.Linear(feat_dim, n_way)``. Head choice (``head`` option):
 ``"linear"`` (default, as in the paper) meta-learns a head of ``n_way`` outputs built from
@@ -8,14 +8,14 @@ from a zero head of the episode's N (not meta-learned; the inner loop fits it), 
 any N.
 
 BatchNorm (``bn`` option). ``"transductive"`` (default, the original MAML): batch statistics in
-training and evaluation alike (see :mod:`fewshot.maml`); ``eval()`` only switches to
+training and evaluation alike (see :mod:`fewshot.methods.maml.functional`); ``eval()`` only switches to
 ``eval_inner_steps`` and detaches the meta-parameters (no meta-gradient graph is built); running
-statistics are never read or updated. ``"per_step"`` (MAML++ BNRS, :mod:`fewshot.step_norms`):
+statistics are never read or updated. ``"per_step"`` (MAML++ BNRS, :mod:`fewshot.methods.maml.step_norms`):
 one set of running statistics per inner step, updated from batch statistics in training (the
 meta-gradients are the transductive ones); in evaluation every forward normalises with its
 step's running statistics, so a query's prediction does not depend on the other queries. On
 Omniglot this inductive evaluation fell to chance where transductive statistics scored 93 %
-(see :mod:`fewshot.step_norms`): keep the default for accuracy.
+(see :mod:`fewshot.methods.maml.step_norms`): keep the default for accuracy.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ..backbones import feature_shape, make_backbone
-from ..learner import EpisodicLearner, ModelSpec
-from ..maml import TaskConfig, maml_logits
-from ..registry import register
-from ..step_norms import StepStatistics, dotted_key
+from ...backbones import feature_shape, make_backbone
+from ...learner import EpisodicLearner, ModelSpec
+from ...registry import register
+from .functional import TaskConfig, maml_logits
+from .step_norms import StepStatistics, dotted_key
 
 
 class MAML(EpisodicLearner):
@@ -51,7 +51,7 @@ class MAML(EpisodicLearner):
         anil: adapt only the head (the backbone runs once per task, unadapted).
         bn: ``"transductive"`` or ``"per_step"`` BatchNorm statistics (module docstring).
         use_vmap: tasks in parallel with vmap (True), a loop (False), or None: vmap except on
-            the CPU, where the loop is faster (:func:`fewshot.maml.batched_logits`);
+            the CPU, where the loop is faster (:func:`fewshot.methods.maml.functional.batched_logits`);
             chunk_size: tasks per chunk.
     """
 

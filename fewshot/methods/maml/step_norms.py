@@ -1,12 +1,13 @@
 """Per-step BatchNorm running statistics for MAML (MAML++'s "BNRS", Antoniou et al. 2019).
 
-Why. With transductive batch statistics (the original MAML, :func:`fewshot.maml.bn_free_buffers`)
-every forward pass normalises with the statistics of the batch it sees, so a query's prediction
-depends on the other queries of its task, and the parameters after 0, 1, ..., S inner updates all
-share one normalisation although their activations differ. Per-step statistics keep one set of
-running mean and variance per *forward index* k = 0..S, where k counts the inner updates the
-parameters have had: the support forward of inner step k+1 uses set k, the query forward after S
-updates uses set S (after k updates, set k, with the multi-step loss).
+Why. With transductive batch statistics (the original MAML,
+:func:`~fewshot.methods.maml.functional.bn_free_buffers`) every forward pass normalises with the
+statistics of the batch it sees, so a query's prediction depends on the other queries of its task,
+and the parameters after 0, 1, ..., S inner updates all share one normalisation although their
+activations differ. Per-step statistics keep one set of running mean and variance per *forward
+index* k = 0..S, where k counts the inner updates the parameters have had: the support forward of
+inner step k+1 uses set k, the query forward after S updates uses set S (after k updates, set k,
+with the multi-step loss).
 
 Training (``StepStatistics.training``): every forward still normalises with its own batch
 statistics (so meta-gradients equal the transductive ones), and the batch mean and unbiased
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from .functional_norms import BN_ARGS, IN_ARGS, batch_norm_with_stats, bind_args
+from .norms import BN_ARGS, IN_ARGS, batch_norm_with_stats, bind_args
 
 BN_STATS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm's statistic buffers
 INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
@@ -144,7 +145,7 @@ class StepStatistics(nn.Module):
 class BatchStatRecorder(TorchFunctionMode):
     """While active, ``F.batch_norm`` calls whose running mean was tagged by
     :meth:`StepStatistics.buffers` normalise with batch statistics (written in primitive ops, exact
-    to any order under vmap, see :mod:`fewshot.functional_norms`), update nothing in place, and
+    to any order under vmap, see :mod:`fewshot.methods.maml.norms`), update nothing in place, and
     record the batch mean and unbiased variance (detached) in :attr:`values`, tag order in
     :attr:`tags`. Functions transformed by ``torch.func`` must hand their records out as outputs
     (see :meth:`collect`); untagged calls pass through."""

@@ -18,7 +18,7 @@ adaptation, the query set at the end) in train *and* eval mode, and update no bu
 transductive batch statistics of the original MAML. ``model.eval()`` therefore changes nothing for
 BatchNorm here (the module's running buffers are never read nor written); dropout still follows
 the module's mode. Per-step running statistics (MAML++), inductive at evaluation, are the
-alternative: pass a :class:`~fewshot.step_norms.StepStatistics` as ``stats`` (see that module).
+alternative: pass a :class:`~fewshot.methods.maml.step_norms.StepStatistics` as ``stats`` (see that module).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.utils.checkpoint import checkpoint
 
-from .functional_norms import DecomposedNorms
+from .norms import DecomposedNorms
 from .step_norms import BN_STATS, BatchStatRecorder, StepStatistics
 
 Params = dict[str, Tensor]
@@ -81,7 +81,7 @@ def inner_loop(model: nn.Module, params: Params, buffers: Buffers | None, x: Ten
         lrs: inner learning rate(s), see :func:`step_lr`.
         first_order: detach the inner gradients (first-order MAML).
         adapt: names of the adapted parameters (default: all of ``params``).
-        recorder: a :class:`~fewshot.step_norms.BatchStatRecorder` (active around the call);
+        recorder: a :class:`~fewshot.methods.maml.step_norms.BatchStatRecorder` (active around the call);
             the batch statistics recorded inside each ``grad`` are handed out through it.
     Returns:
         the full parameter dicts after step 1, ..., ``steps`` (``[]`` for 0 steps).
@@ -136,7 +136,7 @@ def task_logits(model: nn.Module, state: Mapping[str, Params], sx: Tensor, sy: T
         sx: support ``[S, C, H, W]``; sy: ``[S]`` in 0..N-1; qx: queries ``[M, C, H, W]``.
         encoder: optional frozen feature extractor run once on sx and qx before the adapted
             ``model`` (ANIL: the encoder is meta-learned but not adapted in the inner loop).
-        stats: per-step BatchNorm statistics (:mod:`fewshot.step_norms`) whose root contains
+        stats: per-step BatchNorm statistics (:mod:`fewshot.methods.maml.step_norms`) whose root contains
             ``model`` (and ``encoder``); None: transductive batch statistics.
         tags_out: with ``stats`` in training mode, receives the tags of the recorded statistics.
     Returns:
@@ -185,7 +185,7 @@ def batched_logits(task_fn: Callable[..., Tensor | tuple[Tensor, ...]],
         task_fn: returns a tensor or a tuple of tensors for one task.
         sx ``[T, S, ...]``, sy ``[T, S]``, qx ``[T, M, ...]``.
         use_vmap: ``torch.func.vmap`` over tasks (one batched computation; norm layers run as
-            primitive ops, see :mod:`fewshot.functional_norms`); False: a Python loop (for models
+            primitive ops, see :mod:`fewshot.methods.maml.norms`); False: a Python loop (for models
             that cannot be vmapped); None (default): vmap on accelerators, the loop on the CPU,
             where it measured as fast or faster with less memory (BENCHMARKS.md, Conv-4, meta-batch
             32: 1.6x faster at 1 inner step, equal at 5; the batched convolutions vmap makes of
@@ -250,7 +250,7 @@ def maml_logits(model: nn.Module, params: Params, lrs: LRs | float, sx: Tensor, 
             or a tensor ``[S]`` (see :func:`step_lr`); encoder, encoder_params: ANIL's frozen encoder.
         sx ``[T, S, C, H, W]``, sy ``[T, S]``, qx ``[T, M, C, H, W]``.
         use_vmap, chunk_size: see :func:`batched_logits` (None: vmap except on the CPU).
-        stats: per-step BatchNorm statistics (see :mod:`fewshot.step_norms`; in training mode
+        stats: per-step BatchNorm statistics (see :mod:`fewshot.methods.maml.step_norms`; in training mode
             they are updated here, once, from the batch statistics of all T tasks); None:
             transductive batch statistics.
     Returns:

@@ -13,7 +13,7 @@ import torch
 
 from .cache import cached_class_dataset
 from .dataset import TensorClassDataset
-from .images import ImageFileError, is_image_file
+from .images import ImageFileError, is_image_file, warn_list
 from .pipeline import ImagePipeline
 
 SPLITS = ("train", "val", "test")
@@ -24,6 +24,9 @@ __all__ = ["SPLITS", "cached_class_dataset", "image_folder", "ratio_split", "rea
 def scan_class_folders(root: str | os.PathLike, skip_bad: bool = False) -> dict[str, list[Path]]:
     """Class name -> sorted image files, for every non-empty class folder under ``root``.
 
+    Class folders without image files are left out with one warning naming them; non-image
+    files are skipped with one warning naming them when ``skip_bad``.
+
     Raises:
         FileNotFoundError: ``root`` is missing or holds no class folder with images.
         ImageFileError: a class folder holds a file that is not an image (unless ``skip_bad``).
@@ -33,6 +36,8 @@ def scan_class_folders(root: str | os.PathLike, skip_bad: bool = False) -> dict[
         raise FileNotFoundError(f"dataset folder {root} does not exist: check the path (--root), "
                                 f"or download the dataset first")
     classes: dict[str, list[Path]] = {}
+    empty: list[str] = []
+    skipped: list[str] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         others = [p for p in files if not is_image_file(p)]
@@ -40,9 +45,15 @@ def scan_class_folders(root: str | os.PathLike, skip_bad: bool = False) -> dict[
             raise ImageFileError(f"{others[0]}: not an image file (in class folder {folder.name}): "
                                  f"remove it, or skip such files (skip_bad=True / "
                                  f"--skip-bad-images)")
+        skipped += map(str, others)
         images = [p for p in files if is_image_file(p)]
         if images:
             classes[folder.name] = images
+        else:
+            empty.append(folder.name)
+    warn_list(f"skipped non-image file(s) in {root}", skipped)
+    warn_list(f"left out class folder(s) of {root} with no image files (add images or remove "
+              f"the folders)", empty)
     if not classes:
         raise FileNotFoundError(f"no class folders with images in {root}: expected "
                                 f"{root}/<class name>/<image files>")

@@ -16,22 +16,27 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .images import Box, DecodeReport, ImageFileError, _decode_or_report
+from .progress import bar as progress_bar
 
 GPU_MODES = ("RGB", "L")
 
 
 def gpu_decodable(path: Path) -> tuple[bool, str | None]:
-    """Whether ``path`` is a JPEG the GPU decoder takes (RGB or grayscale), and its PIL mode.
+    """Whether ``path`` is a JPEG the GPU decoder takes (RGB or grayscale, within PIL's
+    decompression-bomb limit), and its PIL mode.
 
-    Reads the header only; an unreadable header returns ``(False, None)`` (the CPU path then
-    raises the error that names the file).
+    Reads the header only; an unreadable header or an image over the limit returns False (the
+    CPU path then raises the error that names the file).
     """
     try:
-        with Image.open(path) as img:
-            return img.format == "JPEG" and img.mode in GPU_MODES, img.mode
+        with warnings.catch_warnings():  # called from one thread only
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                limit = Image.MAX_IMAGE_PIXELS
+                small = limit is None or img.size[0] * img.size[1] <= limit  # else CPU refuses
+                return img.format == "JPEG" and img.mode in GPU_MODES and small, img.mode
     except Exception:  # noqa: BLE001  (any failure: let the CPU path report it)
         return False, None
 
@@ -83,9 +88,10 @@ def decode_images_cuda(paths: Sequence[Path], channels: int, size: int | tuple[i
         decodable, modes[i] = gpu_decodable(p)
         if decodable and (convert or modes[i] == ("RGB" if channels == 3 else "L")):
             gpu.append(i)
-    with tqdm(total=len(paths), desc=desc, leave=False, disable=len(paths) < 500) as bar, \
+    with progress_bar(total=len(paths), desc=desc, leave=False, min_total=500) as bar, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29's image io
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused on the CPU
         for s in range(0, len(gpu), batch_size):
             data = {i: read_file(str(paths[i])) for i in gpu[s:s + batch_size]}
             # a file not ending in the JPEG end marker may be truncated: the CPU path checks it

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from tqdm.auto import tqdm
+
+from .progress import bar
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm")
@@ -52,6 +53,61 @@ class ImageFileError(ValueError):
     """An image file that cannot be used, with the file named in the message."""
 
 
+SKIP_HINT = "or skip such files (skip_bad=True / --skip-bad-images)"
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def check_pixels(path: str | os.PathLike, size: tuple[int, int]) -> None:
+    """Refuse an image over PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``),
+    which PIL itself only warns about below twice the limit."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and size[0] * size[1] > limit:
+        raise ImageFileError(
+            f"{path}: {size[0]}x{size[1]} image ({size[0] * size[1]} pixels) is over PIL's "
+            f"decompression-bomb limit of {limit} pixels, so it was not decoded: shrink it, raise "
+            f"PIL.Image.MAX_IMAGE_PIXELS if you trust the file, {SKIP_HINT}")
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image (modes ``I;16*``, or ``I`` holding 16-bit values) scaled to 8-bit
+    ``L`` (``round(v * 255 / 65535)``, values outside 0..65535 clipped), where PIL's own
+    conversion would clip every value above 255 to white."""
+    a = np.asarray(img).astype(np.float64) * (255 / 65535)
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header, with the errors of
+    :func:`decode_image` (a bad file or a decompression bomb raises :class:`ImageFileError`)."""
+    try:
+        with Image.open(path) as img:
+            check_pixels(path, img.size)
+            return img.size
+    except ImageFileError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _unreadable(path, e) from e
+
+
+def warn_list(summary: str, items: Sequence[str], stacklevel: int = 3) -> None:
+    """One warning ``"<summary> (<count>): <first five items>; ..."``, nothing if ``items`` is
+    empty."""
+    if items:
+        more = f"; and {len(items) - 5} more" if len(items) > 5 else ""
+        warnings.warn(f"{summary} ({len(items)}): " + "; ".join(items[:5]) + more,
+                      stacklevel=stacklevel + 1)
+
+
+def _unreadable(path: str | os.PathLike, e: BaseException) -> ImageFileError:
+    if isinstance(e, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return ImageFileError(f"{path}: not decoded, it may be a decompression bomb ({e}): shrink "
+                              f"it, raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file, "
+                              f"{SKIP_HINT}")
+    return ImageFileError(f"{path}: cannot decode this image ({e}): replace or delete the file, "
+                          f"{SKIP_HINT}")
+
+
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
@@ -70,19 +126,22 @@ def decode_image(path: str | os.PathLike, channels: int, size: int | tuple[int, 
         convert: convert other modes (grayscale, CMYK, alpha, palette) to ``channels``; if False, a
             mode of another channel count raises :class:`ImageFileError`.
     Returns:
-        The image and its original PIL mode.
+        The image and its original PIL mode. 16-bit grayscale is scaled to 8 bits (:func:`to_8bit`).
     Raises:
-        ImageFileError: the file is not an image, is truncated, or (``convert=False``) has the
-        wrong number of channels.
+        ImageFileError: the file is not an image, is truncated, is over PIL's decompression-bomb
+        limit, or (``convert=False``) has the wrong number of channels.
     """
     if channels not in MODE_FOR_CHANNELS:
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     want = MODE_FOR_CHANNELS[channels]
     try:
         with Image.open(path) as img:
+            check_pixels(path, img.size)
             img.load()
             mode = img.mode
-            if mode != want:
+            if mode in SIXTEEN_BIT_MODES:
+                img = to_8bit(img)
+            if img.mode != want:
                 native = mode_channels(mode)
                 if not convert and native != channels:
                     raise ImageFileError(
@@ -104,10 +163,9 @@ def decode_image(path: str | os.PathLike, channels: int, size: int | tuple[int, 
                     array = np.asarray(img.resize((hw[1], hw[0]), RESAMPLE[resample]), np.uint8)
     except ImageFileError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageFileError(f"{path}: cannot decode this image ({e}): replace or delete the "
-                             f"file, or skip unreadable files (skip_bad=True / --skip-bad-images)"
-                             ) from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _unreadable(path, e) from e
     t = torch.from_numpy(array.copy())
     t = t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
     return t.contiguous(), mode
@@ -157,10 +215,11 @@ def decode_images(paths: Sequence[Path], channels: int, size: int | tuple[int, i
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
     pool: Executor = ProcessPoolExecutor(workers) if processes else ThreadPoolExecutor(workers)
     results = DecodeReport(channels)
-    with pool:
+    with pool, warnings.catch_warnings():  # over the limit is refused (check_pixels): PIL's
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # warning is noise
         stream = pool.map(work, paths, boxes, chunksize=32 if processes else 1)
-        for i, (img, mode, err) in enumerate(tqdm(stream, total=len(paths), desc=desc,
-                                                  leave=False, disable=len(paths) < 500)):
+        for i, (img, mode, err) in enumerate(bar(stream, total=len(paths), desc=desc,
+                                                 leave=False, min_total=500)):
             if results.add(i, mode, err):
                 out[len(results.kept) - 1] = img
     results.warn()
@@ -188,9 +247,7 @@ class DecodeReport:
         return True
 
     def warn(self) -> None:
-        if self.bad:
-            warnings.warn(f"skipped {len(self.bad)} unreadable image(s): "
-                          + "; ".join(self.bad[:5]), stacklevel=3)
+        warn_list("skipped unreadable image(s)", self.bad, stacklevel=4)
         if self.converted:
             what = ", ".join(f"{n} {m}" for m, n in sorted(self.converted.items()))
             warnings.warn(f"converted images of other modes to {self.want}: {what}", stacklevel=3)

@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import csv
 import os
-import warnings
 import xml.etree.ElementTree as ET
 from importlib import resources
 from pathlib import Path
 
-from PIL import Image
-
 from .dataset import TensorClassDataset
 from .folder import SPLITS, cached_class_dataset, resolve_split, scan_class_folders
-from .images import Box, ImageFileError, is_image_file
+from .images import Box, ImageFileError, image_size, is_image_file, warn_list
 from .pipeline import ImagePipeline
 
 
@@ -61,8 +58,7 @@ def read_voc_box(xml_path: Path, image_path: Path) -> Box:
         tree = ET.parse(xml_path).getroot()
     except ET.ParseError as e:
         raise AnnotationError(f"{xml_path}: not a readable annotation XML ({e}): {fix}") from e
-    with Image.open(image_path) as img:
-        width, height = img.size
+    width, height = image_size(image_path)
     filename = (tree.findtext("filename") or "%s").strip()
     if filename not in ("%s", image_path.stem, image_path.name):
         raise AnnotationError(f"{xml_path}: annotates file {filename!r}, not {image_path.name}: "
@@ -127,20 +123,19 @@ def stanford_dogs(root: str | os.PathLike, split: str = "train", image_size: int
 def dog_boxes(root: Path, files: dict[str, list[Path]], skip_bad: bool = False
               ) -> dict[Path, Box]:
     """Box of every image from ``root/Annotation/<breed>/<image stem>``; with ``skip_bad``,
-    images with a bad annotation are removed from ``files`` (in place) with one warning."""
+    images with a bad annotation (or an unreadable image header) are removed from ``files`` (in
+    place) with one warning."""
     boxes, bad = {}, []
     for breed, paths in files.items():
         for f in list(paths):
             try:
                 boxes[f] = read_voc_box(root / "Annotation" / breed / f.stem, f)
-            except AnnotationError as e:
+            except (AnnotationError, ImageFileError) as e:
                 if not skip_bad:
                     raise
                 bad.append(str(e))
                 paths.remove(f)
-    if bad:
-        warnings.warn(f"left out {len(bad)} image(s) with a bad annotation: " + "; ".join(bad[:5]),
-                      stacklevel=3)
+    warn_list("left out image(s) with a bad annotation or an unreadable header", bad)
     return boxes
 
 
@@ -181,6 +176,7 @@ def read_ravi_csv(csv_path: Path, images: Path, skip_bad: bool = False) -> dict[
     """Class (label) -> image files of a Ravi & Larochelle split file (``filename,label`` rows,
     images in the flat folder ``images``), classes sorted, files in file order."""
     files: dict[str, list[Path]] = {}
+    skipped: list[str] = []
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or {"filename", "label"} - set(reader.fieldnames):
@@ -193,11 +189,13 @@ def read_ravi_csv(csv_path: Path, images: Path, skip_bad: bool = False) -> dict[
                                         f"exist: the images folder is incomplete; re-extract it")
             if not is_image_file(path):
                 if skip_bad:
+                    skipped.append(f"{path} (line {line})")
                     continue
                 raise ImageFileError(f"{path}: not an image file (named in {csv_path} line "
                                      f"{line}): fix the split file, or skip such files "
                                      f"(skip_bad=True / --skip-bad-images)")
             files.setdefault(row["label"], []).append(path)
+    warn_list(f"skipped non-image file(s) named in {csv_path}", skipped)
     if not files:
         raise ValueError(f"{csv_path} lists no images")
     return {n: files[n] for n in sorted(files)}

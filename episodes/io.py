@@ -2,22 +2,71 @@
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+STALE_SECONDS = 6 * 3600  # a temporary file this old is an orphan, whoever wrote it
+TEMPORARY = re.compile(r"(?:(?P<pid>\d+)-(?P<host>[0-9a-f]{8})\.)?[A-Za-z0-9_]+\.tmp")
+
+
+def _host_tag() -> str:
+    return hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed writes of ``path`` left beside it.
+
+    A temporary file ``.<name>.<pid>-<host>.<random>.tmp`` is stale when its writer (on this
+    host) is no longer running, or when it is older than ``STALE_SECONDS``; files of other
+    targets and of writes still running are left alone. Returns the files deleted.
+    """
+    path = Path(path)
+    prefix, removed, now = f".{path.name}.", [], time.time()
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        m = TEMPORARY.fullmatch(tmp.name[len(prefix):])
+        if m is None:  # the temporary file of another target (".<name>.bak.<...>.tmp")
+            continue
+        try:
+            dead = m["host"] == _host_tag() and not _running(int(m["pid"]))
+            if dead or now - tmp.stat().st_mtime > STALE_SECONDS:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:  # removed meanwhile by another cleaner
+            pass
+    return removed
+
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
 
-    A run killed mid-write leaves the previous file intact, never a truncated one.
+    A run killed mid-write leaves the previous file intact, never a truncated one; the temporary
+    files such runs left are deleted by the next write of ``path``
+    (:func:`remove_stale_temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{_host_tag()}.",
+                               suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -37,17 +86,3 @@ def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "fewshot"
 
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``; nothing
-    is left behind if the write fails."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

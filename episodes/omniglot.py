@@ -11,6 +11,8 @@ recorded on the dataset. A raw Omniglot PNG read through that pipeline is the ``
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -47,13 +49,36 @@ def find_omniglot_root(root: str | os.PathLike) -> Path | None:
 
 
 def download_omniglot(root: str | os.PathLike) -> Path:
-    """Download and extract the two official archives into ``root`` (checked by MD5)."""
+    """Download and extract the two official archives into ``root`` (checked by MD5).
+
+    Each archive is fetched and extracted in a temporary folder inside ``root`` and moved into
+    place only when whole; a failure (no network, a corrupt archive) leaves nothing behind, not
+    even ``root`` if this call created it, and raises ``FileNotFoundError`` in one line.
+    """
     from torchvision.datasets.utils import download_and_extract_archive
 
+    root = Path(root)
+    created = [p for p in (root, *root.parents) if not p.exists()]
+    root.mkdir(parents=True, exist_ok=True)
     for archive, md5 in ARCHIVES.items():
-        if not (Path(root) / archive).is_dir():
-            download_and_extract_archive(f"{URL}/{archive}.zip", str(root), md5=md5)
-    return Path(root)
+        if (root / archive).is_dir():
+            continue
+        tmp = Path(tempfile.mkdtemp(prefix=f".{archive}-", dir=root))
+        try:
+            download_and_extract_archive(f"{URL}/{archive}.zip", str(tmp), md5=md5)
+            os.replace(tmp / archive, root / archive)
+        except Exception as e:  # noqa: BLE001 - URLError, HTTPError, bad MD5, bad zip, full disk
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            shutil.rmtree(tmp, ignore_errors=True)
+            for p in created:  # deepest first: only the folders this call made, if still empty
+                if p.is_dir() and not any(p.iterdir()):
+                    p.rmdir()
+            raise FileNotFoundError(
+                f"could not download Omniglot's {archive}.zip from {URL} ({why}): check the "
+                f"network connection, or download images_background.zip and "
+                f"images_evaluation.zip yourself and extract both into {root}") from e
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
 
 
 def omniglot(root: str | os.PathLike, split: str = "train", download: bool = False,

@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .cache import load_cache, save_cache
 from .dataset import TensorClassDataset
-from .io import atomic_torch_save, default_cache_dir
+from .io import default_cache_dir
 from .pipeline import ImagePipeline
 
 VERSION = 2
@@ -95,12 +96,12 @@ def stroke_characters(split: str = "train", cache_dir: str | os.PathLike | None 
     if split not in bounds:
         raise ValueError(f"split must be one of {list(bounds)}, got {split!r}")
     path = Path(cache_dir or default_cache_dir()) / f"strokes-v{VERSION}-s{seed}-{image_size}px.pt"
-    if path.is_file():
-        d = torch.load(path, weights_only=True)
+    d = load_cache(path)
+    if d is not None:
         images, targets = d["images"], d["targets"]
     else:
         images, targets = generate(seed, image_size)
-        atomic_torch_save({"images": images, "targets": targets}, path)
+        save_cache(path, {"images": images, "targets": targets})
     lo, hi = bounds[split]
     keep = (targets >= lo) & (targets < hi)
     names = [f"char{c:04d}" for c in range(lo, hi)]

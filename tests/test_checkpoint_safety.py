@@ -76,3 +76,5 @@ def test_every_command_refuses_a_crafted_checkpoint(tmp_path: Path, command: str
     assert not marker.exists()
     assert "Traceback" not in proc.stderr
     assert "not loaded" in proc.stderr and "weights_only=False" not in proc.stderr
+    if command == "resume":
+        assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["last.pt"]

@@ -17,7 +17,7 @@ from episodes.io import atomic_write_text
 from episodes.options import parse_values
 from episodes.sampler import FLAGS
 
-from ..checkpoint import check_pipeline, load_learner, recorded_pipeline
+from ..checkpoint import check_pipeline, load_checkpoint, load_learner, recorded_pipeline
 from ..evaluate import evaluate
 from ..predict import Prediction, predict
 from ..registry import build_learner, make_spec, method_config
@@ -87,6 +87,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     check_data_args(args)
     output_folder("--out", args.out)
     check_run_folder(args.out, args.resume, args.overwrite)
+    if args.resume:  # an unreadable or unsafe last.pt is refused before anything is written
+        load_checkpoint(Path(args.out) / "last.pt")
     options = dict(args.option)
     if args.method == "maml":  # MAML's classifier head has one output per class of an episode
         options.setdefault("n_way", args.way)

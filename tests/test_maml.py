@@ -11,8 +11,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot import ModelSpec, build_learner
-from fewshot.methods.maml import MAML, TaskConfig, batched_logits, bn_free_buffers, inner_loop, maml_logits
+from fewshot import ModelSpec, build_learner, make_spec
+from fewshot.methods.maml import (
+    MAML,
+    MAMLConfig,
+    TaskConfig,
+    batched_logits,
+    bn_free_buffers,
+    inner_loop,
+    maml_logits,
+    paper_eval_steps,
+)
 
 T, N, K, Q, LR = 3, 5, 2, 3, 0.4
 
@@ -171,7 +180,7 @@ def episode32():
 
 def test_batchnorm_eval_mode_uses_batch_statistics_and_buffers_stay_untouched():
     torch.manual_seed(0)
-    learner = build_learner(spec(inner_steps=2))
+    learner = build_learner(spec(inner_steps=2, eval_inner_steps=2))
     sx, sy, qx, qy = episode32()
     buffers = {k: v.clone() for k, v in learner.named_buffers() if "running" in k}
     train_logits = learner(sx, sy, qx, N)
@@ -199,6 +208,24 @@ def test_learner_options_eval_steps_learned_lr_multistep_and_head_size():
     assert zero(sx[:, :6], sy[:, :6] % 3, qx, 3).shape == (2, N * Q, 3)
     with pytest.raises(ValueError, match="unknown maml option"):
         build_learner(spec(inner_step=3))
+
+
+def test_evaluation_defaults_to_the_papers_test_time_steps():
+    # Finn et al. (appendix A.1): 5-way Omniglot trained with 1 step, tested with 3; mini-ImageNet
+    # trained with 5, tested with 10 (20-way Omniglot, 5 and 5, needs eval_inner_steps=5)
+    assert [paper_eval_steps(s) for s in (0, 1, 2, 5)] == [0, 3, 4, 10]
+    assert MAMLConfig().eval_inner_steps == 3
+    assert MAMLConfig(inner_steps=5).eval_inner_steps == 10
+    assert MAMLConfig(inner_steps=5, eval_inner_steps=5).eval_inner_steps == 5
+    assert make_spec("maml", "conv4", 1, 16, {"inner_steps": "5"}).options["eval_inner_steps"] == 10
+    assert build_learner(spec()).eval_inner_steps == 3
+    assert MAML(tiny_net(True)[:-1], 16, N).eval_inner_steps == 3
+    learner = build_learner(spec(eval_inner_steps=0))
+    sx, sy, qx, _ = episode32()
+    with torch.no_grad():  # 0 test steps: the meta-learned model as it is (batch statistics)
+        unadapted = learner.net(qx[0])
+    learner.eval()
+    assert torch.allclose(learner(sx, sy, qx, N)[0], unadapted, atol=1e-6)
 
 
 def test_learner_trains_with_the_one_training_loop(tiny_dataset, tmp_path):

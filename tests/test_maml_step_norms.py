@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot import ModelSpec, build_learner
-from fewshot.methods.maml import MAML, StepStatistics, TaskConfig, maml_logits
+from fewshot.methods.maml import MAML, StepStatistics, TaskConfig, bn_free_buffers, maml_logits
 
 T, N, K, Q, LR, MOMENTUM = 3, 5, 2, 3, 0.4, 0.1
 
@@ -138,13 +138,15 @@ def test_learner_option_trains_saves_and_evaluates(tiny_dataset, tmp_path):
     torch.manual_seed(0)
     spec = ModelSpec("maml", "conv4", 1, 16, {"hidden": 4, "n_way": N, "bn": "per_step",
                                               "inner_steps": "2", "eval_inner_steps": "3"})
-    learner = build_learner(spec)
+    with pytest.warns(UserWarning, match="per_step' is experimental"):
+        learner = build_learner(spec)
     sampler = EpisodeSampler(tiny_dataset(size=16), N, 1, 2, episodes_per_batch=4, seed=0)
     train(learner, spec, sampler, TrainConfig(steps=2, progress=False, checkpoint_dir=str(tmp_path)))
     assert learner.bn_stats.stat("var", learner.bn_stats.layers[0]).shape[0] == 3
     assert not torch.equal(learner.bn_stats.stat("mean", learner.bn_stats.layers[0])[2],
                            torch.zeros(4))
-    restored = load_learner(tmp_path / "last.pt")[0]
+    with pytest.warns(UserWarning, match="experimental"):
+        restored = load_learner(tmp_path / "last.pt")[0]
     for name, buf in learner.bn_stats.named_buffers():
         assert torch.equal(buf, dict(restored.bn_stats.named_buffers())[name])
     batch = sampler.sample()
@@ -157,7 +159,7 @@ def test_bad_configurations_are_refused_with_the_fix():
     with pytest.raises(ValueError, match="bn must be"):
         build_learner(ModelSpec("maml", options={"hidden": 4, "bn": "running"}))
     with pytest.raises(ValueError, match="use bn='transductive'"):
-        MAML(nn.Flatten(), 784, bn="per_step")  # no BatchNorm layer
+        MAML(nn.Flatten(), 784, bn="per_step")  # no BatchNorm layer (refused before warning)
     with pytest.raises(ValueError, match="InstanceNorm2d"):
         StepStatistics(nn.Sequential(nn.InstanceNorm2d(4, track_running_stats=True)), 2)
     net = tiny_net()
@@ -165,3 +167,35 @@ def test_bad_configurations_are_refused_with_the_fix():
     sx, sy, qx, _ = (x[:1].float() if x.is_floating_point() else x[:1] for x in episode())
     with pytest.raises(ValueError, match="call train\\(\\) or eval\\(\\) on both"):
         maml_logits(net, dict(net.named_parameters()), LR, sx, sy, qx, TaskConfig(1), stats=stats)
+
+
+def test_per_step_statistics_warn_that_they_are_experimental(recwarn):
+    build_learner(ModelSpec("maml", options={"hidden": 4}))
+    assert not [w for w in recwarn if "per_step" in str(w.message)]
+    with pytest.warns(UserWarning, match="inner steps overshoot.*bn='transductive'"):
+        build_learner(ModelSpec("maml", options={"hidden": 4, "bn": "per_step"}))
+
+
+def test_fixed_statistics_make_the_inner_step_depend_on_the_filter_scale(f64):
+    """The mechanism behind the per-step divergence (BENCHMARKS.md, issue 9): with batch
+    statistics, scaling a conv filter before BatchNorm changes neither the loss nor the next
+    layers' inputs and shrinks its gradient by the same factor; with fixed statistics it changes
+    both, so the inner rate tuned in training is no longer the step the network takes."""
+    torch.manual_seed(0)
+    net = tiny_net().eval()
+    stats = StepStatistics(net, 1).eval()
+    sx, sy, _, _ = episode(1)
+    params = {n: p.detach() for n, p in net.named_parameters()}
+    scaled = {**params, "0.weight": 4 * params["0.weight"], "0.bias": 4 * params["0.bias"]}
+
+    def loss_and_grad(p, buffers):
+        p = {n: v.clone().requires_grad_() for n, v in p.items()}
+        loss = F.cross_entropy(torch.func.functional_call(net, (p, buffers), (sx[0],)), sy[0])
+        return loss, torch.autograd.grad(loss, p["0.weight"])[0]
+
+    free = bn_free_buffers(net)
+    (l1, g1), (l4, g4) = loss_and_grad(params, free), loss_and_grad(scaled, free)
+    assert torch.allclose(l1, l4, atol=1e-6) and torch.allclose(g4, g1 / 4, rtol=1e-3, atol=1e-6)  # eps
+    fixed = stats.buffers(net, 0)
+    (l1, g1), (l4, g4) = loss_and_grad(params, fixed), loss_and_grad(scaled, fixed)
+    assert (l1 - l4).abs() > 1e-3 and not torch.allclose(g4, g1 / 4, atol=1e-3)

@@ -1,5 +1,6 @@
 """MAML (Finn et al. 2017) and its variants as an :class:`EpisodicLearner`: a thin wrapper of the
-pure functions of :mod:`fewshot.methods.maml.functional`, trained by the one loop of :mod:`fewshot.train`.
+pure functions of :mod:`fewshot.methods.maml.functional`, trained by the one loop of
+:mod:`fewshot.train`.
 
 The model is ``backbone -> nn.Linear(feat_dim, n_way)``. Head choice (``head`` option):
 ``"linear"`` (default, as in the paper) meta-learns a head of ``n_way`` outputs built from
@@ -7,19 +8,31 @@ The model is ``backbone -> nn.Linear(feat_dim, n_way)``. Head choice (``head`` o
 from a zero head of the episode's N (not meta-learned; the inner loop fits it), so one model serves
 any N.
 
-BatchNorm (``bn`` option). ``"transductive"`` (default, the original MAML): batch statistics in
-training and evaluation alike (see :mod:`fewshot.methods.maml.functional`); ``eval()`` only switches to
-``eval_inner_steps`` and detaches the meta-parameters (no meta-gradient graph is built); running
-statistics are never read or updated. ``"per_step"`` (MAML++ BNRS, :mod:`fewshot.methods.maml.step_norms`):
+Test-time inner steps (``eval_inner_steps``). Finn et al. evaluate with more steps than they train
+with (appendix A.1): Omniglot 5-way trained with 1 step, tested with 3; mini-ImageNet trained with
+5, tested with 10; Omniglot 20-way trained and tested with 5. Left unset, ``eval_inner_steps`` is
+:func:`paper_eval_steps` of ``inner_steps``: ``max(3, 2 * inner_steps)`` (0 without inner steps),
+which gives the paper's 3 and 10; for 20-way Omniglot it gives 10 where the paper used 5 (pass
+``eval_inner_steps=5``).
+
+BatchNorm (``bn`` option). ``"transductive"`` (default, the original MAML and what MAML++'s code
+does at evaluation): batch statistics in training and evaluation alike (see
+:mod:`fewshot.methods.maml.functional`); ``eval()`` only switches to ``eval_inner_steps`` and
+detaches the meta-parameters (no meta-gradient graph is built); running statistics are never read
+or updated. ``"per_step"`` (experimental, warns when built; :mod:`fewshot.methods.maml.step_norms`):
 one set of running statistics per inner step, updated from batch statistics in training (the
-meta-gradients are the transductive ones); in evaluation every forward normalises with its
-step's running statistics, so a query's prediction does not depend on the other queries. On
-Omniglot this inductive evaluation fell to chance where transductive statistics scored 93 %
-(see :mod:`fewshot.methods.maml.step_norms`): keep the default for accuracy.
+meta-gradients are the transductive ones); in evaluation every forward, the inner loop's support
+forwards included, normalises with its step's running statistics. The inner loop then runs on a
+network that training never differentiated: BatchNorm with batch statistics makes the loss
+invariant to the scale of each conv filter and removes the channel-mean and scale components from
+the inner gradients, fixed statistics do neither, so the same inner rate takes much larger steps
+and the query logits blow up within a few steps (measured in BENCHMARKS.md, issue 9). Keep the
+default for accuracy.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -36,20 +49,36 @@ from ...registry import register
 from .functional import TaskConfig, maml_logits
 from .step_norms import StepStatistics, dotted_key
 
+PER_STEP_WARNING = (
+    "bn='per_step' is experimental: evaluation runs the inner loop with fixed running statistics, "
+    "which training never differentiated; the inner steps overshoot and accuracy can fall to "
+    "chance (BENCHMARKS.md, issue 9). Use bn='transductive' (the default) for accuracy.")
+
+
+def paper_eval_steps(inner_steps: int) -> int:
+    """Test-time inner steps by default: ``max(3, 2 * inner_steps)``, or 0 with no inner steps.
+
+    Gives Finn et al.'s test steps for 5-way Omniglot (1 -> 3) and mini-ImageNet (5 -> 10); their
+    20-way Omniglot model was tested with 5 steps, not 10.
+    """
+    return max(3, 2 * inner_steps) if inner_steps > 0 else 0
+
 
 class MAML(EpisodicLearner):
     """MAML / first-order MAML / ANIL / Meta-SGD-style learned rates / MAML++ multi-step loss.
 
     Args:
         backbone: any module mapping ``[B, C, H, W]`` to features ``[B, feat_dim]``.
-        inner_steps, eval_inner_steps: inner SGD steps in training and evaluation.
+        inner_steps, eval_inner_steps: inner SGD steps in training and evaluation (None:
+            :func:`paper_eval_steps` of ``inner_steps``, the paper's test-time steps).
         inner_lr: inner learning rate (initial value when ``learn_lr``).
         first_order: first-order meta-gradients. learn_lr: one learned rate per adapted parameter
             tensor and per step (MAML++ LSLR; evaluation steps beyond ``inner_steps`` reuse the
             last). multi_step_loss: MAML++ loss over the query logits after every step, weights
             annealed linearly from uniform to the last step over ``msl_anneal`` iterations.
         anil: adapt only the head (the backbone runs once per task, unadapted).
-        bn: ``"transductive"`` or ``"per_step"`` BatchNorm statistics (module docstring).
+        bn: ``"transductive"`` or ``"per_step"`` (experimental, warns) BatchNorm statistics
+            (module docstring).
         use_vmap: tasks in parallel with vmap (True), a loop (False), or None: vmap except on
             the CPU, where the loop is faster (:func:`fewshot.methods.maml.functional.batched_logits`);
             chunk_size: tasks per chunk.
@@ -76,7 +105,8 @@ class MAML(EpisodicLearner):
             nn.init.zeros_(self.net.head.weight), nn.init.zeros_(self.net.head.bias)
             self.net.head.requires_grad_(False)
         self.inner_steps = inner_steps
-        self.eval_inner_steps = inner_steps if eval_inner_steps is None else eval_inner_steps
+        self.eval_inner_steps = (paper_eval_steps(inner_steps) if eval_inner_steps is None
+                                 else eval_inner_steps)
         self.inner_lr, self.first_order, self.learn_lr = inner_lr, first_order, learn_lr
         self.multi_step_loss, self.msl_anneal, self.anil = multi_step_loss, msl_anneal, anil
         self.use_vmap, self.chunk_size = use_vmap, chunk_size
@@ -85,6 +115,8 @@ class MAML(EpisodicLearner):
                                      for n, _ in adapted.named_parameters()} if learn_lr else {})
         # sets 0..inner_steps: the forwards with the parameters after 0..inner_steps updates
         self.bn_stats = StepStatistics(self.net, inner_steps + 1) if bn == "per_step" else None
+        if bn == "per_step":
+            warnings.warn(PER_STEP_WARNING, UserWarning, stacklevel=2)
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self._step_logits: Tensor | None = None
 
@@ -151,7 +183,13 @@ def _detached(params: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
 @dataclass
 class MAMLConfig:
     """Options of ``--method maml``: the arguments of :class:`MAML` (``vmap`` for ``use_vmap``)
-    and ``hidden`` (Conv-4 width; None: the backbone's default)."""
+    and ``hidden`` (Conv-4 width; None: the backbone's default).
+
+    ``eval_inner_steps`` left unset becomes :func:`paper_eval_steps` of ``inner_steps`` (so the
+    spec records the number used): ``max(3, 2 * inner_steps)``, Finn et al.'s test-time steps for
+    5-way Omniglot (1 -> 3) and mini-ImageNet (5 -> 10); for 20-way Omniglot the paper tested with
+    5 (``eval_inner_steps=5``). ``bn="per_step"`` is experimental (see the module docstring).
+    """
 
     n_way: int = 5
     inner_steps: int = 1
@@ -171,6 +209,8 @@ class MAMLConfig:
     def __post_init__(self) -> None:
         check(self.n_way >= 2, "n_way", ">= 2", self.n_way)
         check(self.inner_steps >= 0, "inner_steps", ">= 0", self.inner_steps)
+        if self.eval_inner_steps is None:
+            self.eval_inner_steps = paper_eval_steps(self.inner_steps)
         check(self.eval_inner_steps is None or self.eval_inner_steps >= 0, "eval_inner_steps",
               ">= 0", self.eval_inner_steps)
         check(self.inner_lr >= 0, "inner_lr", ">= 0", self.inner_lr)

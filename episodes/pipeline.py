@@ -69,8 +69,11 @@ class ImagePipeline:
     def from_dict(cls, data: dict[str, Any], source: str = "image pipeline") -> ImagePipeline:
         """The pipeline of :meth:`to_dict`; unknown or missing fields raise ``ValueError``."""
         names = {f.name for f in fields(cls)}
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: an image pipeline must be a dict of {sorted(names)}, "
+                             f"got {type(data).__name__}")
         unknown = sorted(set(data) - names)
-        if unknown or not isinstance(data, dict):
+        if unknown:
             raise ValueError(f"{source}: unknown image pipeline field(s) {unknown}: the fields are "
                              f"{sorted(names)}")
         try:

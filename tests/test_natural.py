@@ -14,6 +14,8 @@ from episodes import AnnotationError, ImageFileError, ImagePipeline, cub, mini_i
 from episodes.folder import cached_class_dataset, read_split_file
 from episodes.natural import packaged_split_dir
 from episodes.registry import load_dataset
+from fewshot import ModelSpec
+from fewshot.predict import check_predict_pipeline
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -65,6 +67,9 @@ def test_dogs_crops_use_the_box(dogs_root: Path) -> None:
     assert crop[:, 0].mean() < 40 and crop[:, 2].mean() > 180  # only the blue box
     via_registry = load_dataset("dogs", "val", root=dogs_root, image_size=SIZE, crop=True)
     assert torch.equal(via_registry.images.float(), crop)
+    assert via_registry.pipeline == ImagePipeline(3, SIZE, "bilinear", crop="boxes")
+    with pytest.warns(UserWarning, match="used whole: crop support and query images"):
+        check_predict_pipeline(ModelSpec("protonet", "conv4", 3, SIZE), via_registry.pipeline)
 
 
 @pytest.mark.parametrize("bad", ["size", "filename", "missing", "not_xml", "outside"])
@@ -114,7 +119,8 @@ def test_cub_chen_split(folder_tree: Path) -> None:
     assert [n[:3] for n in got["val"]] == ["002", "006"]
     assert [n[:3] for n in got["test"]] == ["004", "008"]
     assert cub(folder_tree.parent, "val", image_size=SIZE).class_names == got["val"]
-    assert load_dataset("cub", "test", root=folder_tree, image_size=SIZE).class_names == got["test"]
+    test = load_dataset("cub", "test", root=folder_tree, image_size=SIZE)
+    assert test.class_names == got["test"] and test.pipeline == ImagePipeline(3, SIZE, "bilinear")
 
 
 def test_non_image_file_named_and_skipped_on_request(folder_tree: Path) -> None:
@@ -201,7 +207,8 @@ def test_mini_imagenet_ravi_csv(tmp_path: Path) -> None:
     write_mini_csv(root, "val", ["n04", "n05"], per_class=4)
     d = mini_imagenet(root, "val", image_size=SIZE)
     assert d.class_names == ["n04", "n05"] and d.class_sizes().tolist() == [4, 4]
-    assert load_dataset("miniimagenet", "train", root=root, image_size=SIZE).num_classes == 3
+    train = load_dataset("miniimagenet", "train", root=root, image_size=SIZE)
+    assert train.num_classes == 3 and train.pipeline == ImagePipeline(3, SIZE, "bilinear")
     (root / "images" / "n0200000001.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="n0200000001.jpg"):
         mini_imagenet(root, "train", image_size=SIZE)

@@ -41,10 +41,13 @@ class EpisodicLearner(nn.Module, ABC):
     """Base of all learners: ``forward(support_x, support_y, query_x, n_way) -> logits``.
 
     ``grad_at_eval`` is True for learners that need autograd even when evaluating (MAML's inner
-    loop); evaluation then runs with gradients enabled.
+    loop); evaluation then runs with gradients enabled. ``grad_clip`` is the gradient-norm limit the
+    training loop applies (through :meth:`clip_gradients`) when its own ``grad_clip`` is None
+    (None: no clipping).
     """
 
     grad_at_eval: bool = False
+    grad_clip: float | None = None
 
     @abstractmethod
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
@@ -57,6 +60,11 @@ class EpisodicLearner(nn.Module, ABC):
         and with the result detached."""
         with torch.set_grad_enabled(self.grad_at_eval):
             return self(support_x, support_y, query_x, n_way).detach()
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """Clip the gradient norm of all parameters together to ``max_norm`` (learners that clip
+        per module override this)."""
+        torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
 
     def loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
         """Training loss of logits ``[T, M, N]`` against labels ``[T, M]``: cross-entropy."""

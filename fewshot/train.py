@@ -38,7 +38,8 @@ class TrainConfig:
         checkpoint_every: write ``last.pt`` every that many steps.
         resume: continue from ``checkpoint_dir/last.pt`` when it exists.
         amp: bfloat16 autocast. time_limit: stop after this many seconds of training.
-        grad_clip: clip the gradient norm to this (None: no clipping).
+        grad_clip: clip the gradient norm to this (None: the learner's own ``grad_clip``, which
+            is None, no clipping, for most learners).
         progress: report running loss and accuracy (a bar on a terminal, plain lines
             otherwise; :class:`fewshot.logs.TrainLog`); ``metrics.jsonl`` is written regardless.
     """
@@ -145,8 +146,9 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
             loss = learner.loss(logits.float(), ep.query_y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(learner.parameters(), config.grad_clip)
+        clip = config.grad_clip if config.grad_clip is not None else learner.grad_clip
+        if clip is not None:
+            learner.clip_gradients(clip)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()

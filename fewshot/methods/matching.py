@@ -1,12 +1,39 @@
 """Matching Networks (Vinyals et al. 2016): attention over the support set, with full-context
 embeddings (FCE, the paper's appendix).
 
-A query's label distribution is ``P(y | x, S) = sum_i a(x, x_i) y_i`` where ``a`` is the softmax
-over the cosine similarities between the query embedding ``f(x)`` and every support embedding
-``g(x_i)``. With FCE, ``g`` is a bidirectional LSTM over the backbone features of the support set
-(``g(x_i) = h_fwd_i + h_bwd_i + g'(x_i)``) and ``f`` an attention LSTM that runs ``K`` processing
-steps reading attention over ``g(S)``. The learner returns log-probabilities ``log P(y | x, S)``,
-so its loss is the negative log-likelihood.
+A query's label distribution is ``P(y | x, S) = sum_i a(x, x_i) y_i`` where ``a`` is a softmax over
+the support of ``f(x) . g(x_i) / |g(x_i)|``: the support embedding is L2-normalised, the query
+embedding is not (``normalize_query=False``, as the reference code). With FCE, ``g`` is a
+bidirectional LSTM over the backbone features of the support set (``g(x_i) = h_fwd_i + h_bwd_i +
+g'(x_i)``) and ``f`` an attention LSTM that runs ``K`` processing steps reading attention over
+``g(S)``. The learner returns log-probabilities ``log P(y | x, S)``, so its loss is the negative
+log-likelihood.
+
+Compared point by point with the reference code: facebookresearch/low-shot-shrink-hallucinate
+``matching_network.py`` (``FullyContextualEmbedding``, ``MatchingNetwork``) and easyfsl's
+``matching_networks.py``, which follows it:
+
+- Final attention: both compute ``softmax(F @ normalize(G).T)``, the query ``F`` left unnormalised
+  (easyfsl: "we don't normalize query features to keep 'sharp' vectors after softmax"). Kept as the
+  default. The paper writes a cosine, but with both sides normalised the logits lie in [-1, 1]
+  and at 5-way 1-shot no class can get more than ``e / (e + 4/e) = 0.65``; the query's norm acts
+  as a learned, per-query inverse temperature. ``normalize_query=True`` (with ``scale``)
+  gives the cosine of the paper and of this module before issue 9.
+- Support normalisation: the low-shot code divides by ``|G| + 1e-5``, we use ``F.normalize``
+  (``max(|G|, 1e-12)``); the same for any non-degenerate embedding.
+- Class probabilities: the references take ``log(softmax @ Y)`` (easyfsl adds 1e-6 inside the
+  log); we sum the attention per class in log space (``logsumexp``), the same value without the
+  epsilon and without underflow.
+- FCE support encoder: one-layer bidirectional LSTM of hidden size D, ``G = S + fwd + bwd`` -- the
+  same. We shuffle the support order before the biLSTM while training (the support is a set; the
+  references feed it in sampling order, class by class) and undo the shuffle on the outputs.
+- FCE query encoder: ``h_0 = f'``, ``c_0 = 0``, attention ``softmax(h @ G.T)`` over the
+  *unnormalised* ``G``, read ``r = a @ G``, ``LSTMCell([f', r], (h, c))``, ``h = h + f'`` -- the
+  same, as the paper's appendix. Steps: ``fce_steps=5`` as the low-shot code's ``K`` (easyfsl
+  runs as many steps as there are support images).
+- Without FCE (``fce=False``, not in either reference) the same attention is applied to the
+  backbone features directly.
+- ``scale`` multiplies the logits (1 in the references); it is kept as an option.
 """
 
 from __future__ import annotations
@@ -24,11 +51,14 @@ from ..learner import EpisodicLearner, ModelSpec, embed_episode
 from ..registry import register
 
 
-def cosine_attention(query: Tensor, support: Tensor, scale: float = 1.0) -> Tensor:
-    """Log of the attention ``a(x, x_i)``: log-softmax over the support of the (scaled) cosine
-    similarities. query ``[T, M, D]``, support ``[T, S, D]`` -> ``[T, M, S]``."""
-    cos = F.normalize(query, dim=-1) @ F.normalize(support, dim=-1).transpose(1, 2)
-    return torch.log_softmax(scale * cos, dim=-1)
+def cosine_attention(query: Tensor, support: Tensor, scale: float = 1.0,
+                     normalize_query: bool = False) -> Tensor:
+    """Log of the attention ``a(x, x_i)``: log-softmax over the support of
+    ``scale * q . s_i / |s_i|``, with ``q`` L2-normalised too when ``normalize_query`` (then the
+    cosine similarity). query ``[T, M, D]``, support ``[T, S, D]`` -> ``[T, M, S]``."""
+    q = F.normalize(query, dim=-1) if normalize_query else query
+    logits = q @ F.normalize(support, dim=-1).transpose(1, 2)
+    return torch.log_softmax(scale * logits, dim=-1)
 
 
 def attention_to_class_log_probs(log_attention: Tensor, support_y: Tensor, n_way: int) -> Tensor:
@@ -43,10 +73,11 @@ def attention_to_class_log_probs(log_attention: Tensor, support_y: Tensor, n_way
 
 
 def matching_log_probs(support: Tensor, support_y: Tensor, query: Tensor, n_way: int,
-                       scale: float = 1.0) -> Tensor:
+                       scale: float = 1.0, normalize_query: bool = False) -> Tensor:
     """Matching Networks' ``log P(y | x, S)`` from embeddings: support ``[T, S, D]``, labels
-    ``[T, S]``, query ``[T, M, D]`` -> ``[T, M, N]``."""
-    return attention_to_class_log_probs(cosine_attention(query, support, scale), support_y, n_way)
+    ``[T, S]``, query ``[T, M, D]`` -> ``[T, M, N]`` (see :func:`cosine_attention`)."""
+    return attention_to_class_log_probs(cosine_attention(query, support, scale, normalize_query),
+                                        support_y, n_way)
 
 
 def permute_support(x: Tensor, perm: Tensor) -> Tensor:
@@ -116,21 +147,24 @@ class FullContextEmbedding(nn.Module):
 
 
 class MatchingNet(EpisodicLearner):
-    """A backbone, optional full-context embeddings, cosine attention; returns log-probabilities.
+    """A backbone, optional full-context embeddings, attention over the normalised support
+    embeddings; returns log-probabilities.
 
     Args:
         backbone: maps images ``[B, C, H, W]`` to features (flattened to ``[B, D]``).
         feature_dim: D, needed when ``fce`` is on.
         fce: use full-context embeddings; fce_steps: K, processing steps of the attention LSTM.
-        scale: multiplies the cosine similarities before the softmax (1 in the paper).
+        scale: multiplies the attention logits before the softmax (1 in the references).
+        normalize_query: L2-normalise the query embedding too (cosine attention, logits in
+            [-scale, scale]); False as the reference code.
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int | None = None, fce: bool = True,
-                 fce_steps: int = 5, scale: float = 1.0) -> None:
+                 fce_steps: int = 5, scale: float = 1.0, normalize_query: bool = False) -> None:
         super().__init__()
         if fce and feature_dim is None:
             raise ValueError("full-context embeddings need feature_dim (the backbone's output size)")
-        self.backbone, self.scale = backbone, scale
+        self.backbone, self.scale, self.normalize_query = backbone, scale, normalize_query
         self.fce = FullContextEmbedding(feature_dim, fce_steps) if fce else None
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
@@ -140,7 +174,7 @@ class MatchingNet(EpisodicLearner):
         s, q = s.flatten(2), q.flatten(2)
         if self.fce is not None:
             s, q = self.fce(s, q)
-        return matching_log_probs(s, support_y, q, n_way, self.scale)
+        return matching_log_probs(s, support_y, q, n_way, self.scale, self.normalize_query)
 
     def loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
         """Negative log-likelihood of log-probabilities ``[T, M, N]`` against labels ``[T, M]``."""
@@ -150,11 +184,13 @@ class MatchingNet(EpisodicLearner):
 @dataclass
 class MatchingConfig:
     """Options of ``--method matching``: full-context embeddings (``fce``) with ``fce_steps``
-    processing steps, and ``scale`` of the cosine similarities."""
+    processing steps, ``scale`` of the attention logits, ``normalize_query`` (cosine attention;
+    ``normalize_query=true scale=1`` is the behaviour before issue 9)."""
 
     fce: bool = True
     fce_steps: int = 5
     scale: float = 1.0
+    normalize_query: bool = False
 
     def __post_init__(self) -> None:
         check(self.fce_steps >= 0, "fce_steps", ">= 0", self.fce_steps)
@@ -166,4 +202,4 @@ def build_matching(spec: ModelSpec, config: MatchingConfig) -> MatchingNet:
     backbone = make_backbone(spec.backbone, spec.in_channels)
     dim = feature_shape(backbone, spec.in_channels, spec.image_size).numel()
     return MatchingNet(backbone, dim, fce=config.fce, fce_steps=config.fce_steps,
-                       scale=config.scale)
+                       scale=config.scale, normalize_query=config.normalize_query)

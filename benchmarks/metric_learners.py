@@ -9,6 +9,10 @@ Parts (``--parts``):
 - ``speed``: training episodes/s of each method at 5-way 1-shot 15-query on 28x28 Omniglot, in
   interleaved rounds in one run (median over rounds), so the ratios are fair on a busy machine.
 
+Labels ending in ``_old`` are the learners before issue 9 through options (identical, weights and
+outputs, to commit 350b0d9): their paired tests against the current defaults are the before/after
+comparison. ``--episodes-dir`` saves the fixed test episodes there and reuses them in later runs.
+
 Full protocol (a GPU): ``python benchmarks/metric_learners.py --device cuda``.
 Reduced CPU run: ``python benchmarks/metric_learners.py --quick`` (fewer steps and episodes; the
 output says so).
@@ -38,6 +42,11 @@ METHODS = {  # label -> (method, options)
     "matching_fce": ("matching", {"fce": True}),
     "matching": ("matching", {"fce": False}),
     "relation": ("relation", {}),
+    # before issue 9, through options
+    "matching_fce_old": ("matching", {"fce": True, "normalize_query": True}),
+    "matching_old": ("matching", {"fce": False, "normalize_query": True}),
+    "relation_old": ("relation", {"separate_passes": False, "batch_stats_at_test": False,
+                                  "init": "pytorch", "encoder_padding": 1, "grad_clip": None}),
 }
 FULL = {"omni_steps": 10000, "omni_train_way": 20, "omni_train_query": 5,
         "omni_test_episodes": 1000, "omni_query_20": 15, "mini_steps": 20000,
@@ -78,6 +87,23 @@ def train_method(label: str, data, channels: int, size: int, way: int, shot: int
     return learner, record
 
 
+def fixed_episodes(data, way: int, shot: int, query: int, count: int, seed: int, args
+                   ) -> FixedEpisodes:
+    """Fixed test episodes: loaded from ``--episodes-dir`` when saved there by an earlier run,
+    else generated from ``seed`` (and saved there)."""
+    if args.episodes_dir is None:
+        return FixedEpisodes.generate(data, way, shot, query, count, seed=seed)
+    path = args.episodes_dir / f"{way}w{shot}s{query}q-{count}-seed{seed}.pt"
+    if path.is_file():
+        episodes = FixedEpisodes.load(path)
+        episodes.check(data)
+        return episodes
+    episodes = FixedEpisodes.generate(data, way, shot, query, count, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    episodes.save(path)
+    return episodes
+
+
 def score(learners: dict, episodes: FixedEpisodes, data, args) -> dict:
     """Evaluate every learner on the same episodes; paired tests between every two."""
     results = {lab: evaluate(lrn, episodes, data, batch_size=args.eval_batch, device=args.device)
@@ -108,8 +134,8 @@ def run_omniglot(args, p: dict, out: dict) -> None:
                 p["omni_steps"], args, seed=shot)
         for way in (5, 20):
             query = 15 if way == 5 else p["omni_query_20"]
-            episodes = FixedEpisodes.generate(test_set, way, shot, query, p["omni_test_episodes"],
-                                              seed=1000 + 10 * way + shot)
+            episodes = fixed_episodes(test_set, way, shot, query, p["omni_test_episodes"],
+                                      1000 + 10 * way + shot, args)
             print(f"  Omniglot test {way}-way {shot}-shot {query}-query, {len(episodes)} "
                   "fixed episodes:", flush=True)
             out[f"{way}-way {shot}-shot"] = {"query": query, "train": records,
@@ -129,8 +155,8 @@ def run_mini(args, p: dict, out: dict) -> None:
                 label, train_set, 3, 84, 5, shot, p["mini_train_query"], p["mini_steps"], args,
                 seed=shot)
         query = p["mini_test_query"]
-        episodes = FixedEpisodes.generate(test_set, 5, shot, query, p["mini_test_episodes"],
-                                          seed=2000 + shot)
+        episodes = fixed_episodes(test_set, 5, shot, query, p["mini_test_episodes"], 2000 + shot,
+                                  args)
         print(f"  mini-ImageNet val classes 5-way {shot}-shot {query}-query, {len(episodes)} "
               "fixed episodes:", flush=True)
         out[f"5-way {shot}-shot"] = {"query": query, "train": records,
@@ -228,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads (default: torch's; 1 with --quick, best on a busy machine)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    ap.add_argument("--episodes-dir", type=Path, default=None,
+                    help="save the fixed test episodes here, and reuse those saved by earlier runs")
     ap.add_argument("--render", type=Path, default=None,
                     help="print the markdown tables of a results JSON and exit")
     args = ap.parse_args(argv)
@@ -243,7 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     args.shots = [int(k) for k in args.shots.split(",")]
     if args.threads or args.quick:
         torch.set_num_threads(args.threads or 1)
-    meta = {"mode": "reduced CPU run (--quick)" if args.quick else "full protocol",
+    mode = ("reduced CPU run (--quick)" if args.quick else "full protocol" if p == FULL
+            else "reduced run (settings below)")
+    meta = {"mode": mode,
             **common.environment(torch.device(args.device)), "settings": p}
     print(json.dumps(meta), flush=True)
     args.results = {"meta": meta}

@@ -17,7 +17,11 @@ variant are compared with the loop's on the same first batch (float32; TF32 off 
 omniglot: Vinyals split, 28x28, Conv-4 (64 filters, max-pool), Adam 1e-3; 5-way: meta-batch 32, 1
 inner step of 0.4 (3 at test); 20-way: meta-batch 16, 5 inner steps of 0.1 (5 at test); 60,000
 meta-iterations; scored on fixed test episodes (15 queries per class) with 95% intervals.
-``--bn transductive per_step`` trains and scores both BatchNorm modes side by side.
+``--bn transductive per_step`` trains and scores both BatchNorm modes side by side (a model trained
+with ``per_step`` is also scored transductively: the training is the same). ``--eval-steps 1 3``
+scores every model with each number of test inner steps on the same episodes, with paired tests
+(``fewshot.evaluate.paired_test``) against the first; ``--save-dir`` keeps the checkpoints (for
+``benchmarks/maml_per_step.py``).
 Published (second / first order): 98.7 / 98.3, 99.9 / 99.2, 95.8 / 89.4, 98.9 / 97.9.
 """
 
@@ -37,6 +41,7 @@ from common import environment, median, omniglot_root, step_times, write_json
 from episodes import EpisodeSampler, FixedEpisodes, omniglot
 from episodes.io import default_cache_dir
 from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, train
+from fewshot.evaluate import EvalResult, paired_test
 
 SETTINGS = {  # name: n, k, meta-batch, inner steps, inner lr, test steps, train queries
     "5w1s": (5, 1, 32, 1, 0.4, 3, 15), "5w5s": (5, 5, 32, 1, 0.4, 3, 15),
@@ -158,17 +163,44 @@ def accuracy(args: argparse.Namespace, result: dict) -> None:
                 "inner_lr": lr, "first_order": order == "first", "chunk_size": args.chunk, "bn": bn})
             learner = build_learner(spec)
             sampler = EpisodeSampler(train_ds, n, k, q, episodes_per_batch=batch, seed=0)
+            keep = (str(Path(args.save_dir) / f"{name}-{order}-{bn}") if args.save_dir else None)
             run = train(learner, spec, sampler, TrainConfig(
-                steps=args.iterations, lr=1e-3, time_limit=args.time_limit, progress=False),
-                device=device)
-            res = evaluate(learner, episodes, test_ds, batch_size=args.eval_batch, device=device)
-            row = {"setting": name, "order": order, "bn": bn, "meta_batch": batch, "iterations": run.steps,
-                   "train_seconds": run.seconds, "s_per_iter": run.seconds / max(run.steps, 1),
-                   "acc": res.mean, "ci95": res.ci95, "test_episodes": len(res.accuracies)}
-            print(f"{name} {order} order, {bn} BatchNorm: {100 * res.mean:.2f} +- "
-                  f"{100 * res.ci95:.2f} % after {run.steps} iterations ({run.seconds:.0f} s)", flush=True)
-            results.append(row)
+                steps=args.iterations, lr=1e-3, time_limit=args.time_limit, progress=False,
+                checkpoint_dir=keep), device=device)
+            base = {"setting": name, "order": order, "bn": bn, "meta_batch": batch,
+                    "iterations": run.steps, "train_seconds": run.seconds,
+                    "s_per_iter": run.seconds / max(run.steps, 1)}
+            print(f"{name} {order} order, {bn} BatchNorm: {run.steps} iterations "
+                  f"({run.seconds:.0f} s)", flush=True)
+            for eval_bn in ([bn, "transductive"] if bn == "per_step" else [bn]):
+                ref = None  # paired tests against the first test steps, same statistics
+                for eval_steps in args.eval_steps or [test_steps]:
+                    res = scored(learner, episodes, test_ds, eval_steps, eval_bn, args, device)
+                    row = {**base, "eval_bn": eval_bn, "eval_steps": eval_steps, "acc": res.mean,
+                           "ci95": res.ci95, "test_episodes": len(res.accuracies),
+                           "accuracies": res.accuracies.tolist()}
+                    if ref is not None:
+                        row["paired_vs_first"] = paired_test(res, ref)
+                    ref = res if ref is None else ref
+                    print(f"  scored with {eval_bn} statistics, {eval_steps} test step(s): "
+                          f"{100 * res.mean:.2f} +- {100 * res.ci95:.2f} %"
+                          + (f"; minus the first: {row['paired_vs_first']}" if "paired_vs_first"
+                             in row else ""), flush=True)
+                    results.append(row)
             save(result, args.out)
+
+
+def scored(learner: torch.nn.Module, episodes: FixedEpisodes, test_ds, steps: int, bn: str,
+           args: argparse.Namespace, device: torch.device) -> EvalResult:
+    """Test accuracy with ``steps`` test inner steps and ``bn`` statistics: a learner trained with
+    ``bn=per_step`` can also be scored transductively (its training is the transductive one)."""
+    stats, steps_before = learner.bn_stats, learner.eval_inner_steps
+    learner.bn_stats = stats if bn == "per_step" else None
+    learner.eval_inner_steps = steps
+    try:
+        return evaluate(learner, episodes, test_ds, batch_size=args.eval_batch, device=device)
+    finally:
+        learner.bn_stats, learner.eval_inner_steps = stats, steps_before
 
 
 def main() -> None:
@@ -191,6 +223,10 @@ def main() -> None:
     p.add_argument("--orders", nargs="+", default=["second", "first"])
     p.add_argument("--bn", nargs="+", default=["transductive"], choices=["transductive", "per_step"],
                    help="omniglot: BatchNorm statistics (both: side by side)")
+    p.add_argument("--eval-steps", type=int, nargs="+",
+                   help="omniglot: test inner steps to score every model with, on the same "
+                        "episodes, with paired tests against the first (default: the setting's)")
+    p.add_argument("--save-dir", help="omniglot: keep each run's checkpoints in a folder here")
     p.add_argument("--iterations", type=int, default=60000, help="omniglot: meta-iterations")
     p.add_argument("--time-limit", type=float, help="omniglot: seconds of training per run")
     p.add_argument("--test-episodes", type=int, help="omniglot: fixed test episodes (1000; 100 --quick)")

@@ -86,3 +86,17 @@ def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "fewshot"
 
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``; nothing
+    is left behind if the write fails."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -9,8 +9,9 @@ import re
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -22,7 +23,8 @@ def _host_tag() -> str:
     return hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -46,7 +48,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         if m is None:  # the temporary file of another target (".<name>.bak.<...>.tmp")
             continue
         try:
-            dead = m["host"] == _host_tag() and not _running(int(m["pid"]))
+            dead = m["host"] == _host_tag() and not process_running(int(m["pid"]))
             if dead or now - tmp.stat().st_mtime > STALE_SECONDS:
                 tmp.unlink()
                 removed.append(tmp)
@@ -55,12 +57,12 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
+def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A run killed mid-write leaves the previous file intact, never a truncated one; the temporary
     files such runs left are deleted by the next write of ``path``
-    (:func:`remove_stale_temporaries`).
+    (:func:`remove_stale_temporaries`); a write that fails leaves nothing behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +71,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
                                suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -79,6 +81,16 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         raise
 
 
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (:func:`_atomic_write`)."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    """``text`` (UTF-8) to ``path`` atomically (:func:`_atomic_write`)."""
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def default_cache_dir() -> Path:
     """``$FEWSHOT_CACHE`` if set, else ``$XDG_CACHE_HOME/fewshot`` or ``~/.cache/fewshot``."""
     if os.environ.get("FEWSHOT_CACHE"):
@@ -86,17 +98,3 @@ def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "fewshot"
 
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``; nothing
-    is left behind if the write fails."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -9,7 +9,6 @@ a lock file stops two trainings from writing into one folder at once.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import platform
@@ -21,7 +20,7 @@ from typing import Any
 
 import torch
 
-from episodes.io import atomic_write_text
+from episodes.io import atomic_write_text, process_running
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -145,14 +144,6 @@ def prepare_run(out: str | os.PathLike, record: dict[str, Any], resume: bool, ov
     write_json_atomic(record, out / RUN_FILE)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as e:
-        return e.errno == errno.EPERM
-    return True
-
-
 @contextlib.contextmanager
 def run_lock(out: str | os.PathLike) -> Iterator[None]:
     """Hold ``out/.lock`` (holding this process's id) while the body runs.
@@ -174,7 +165,7 @@ def run_lock(out: str | os.PathLike) -> Iterator[None]:
                 pid = int(lock.read_text().strip() or 0)
             except (OSError, ValueError):
                 pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
+            if pid and pid != os.getpid() and process_running(pid):
                 raise RunError(f"{out} is in use by another training (process {pid}): wait for it "
                                f"to finish, or train into another --out") from None
             with contextlib.suppress(FileNotFoundError):

@@ -95,7 +95,12 @@ def parse_values(cls: type, options: Mapping[str, Any], what: str) -> dict[str, 
 def parse_config(cls: type[C], options: Mapping[str, Any], what: str) -> C:
     """Build the config dataclass ``cls`` from ``options`` (see :func:`parse_values`); its
     ``__post_init__`` checks ranges and raises ``ValueError`` naming the option."""
-    return cls(**parse_values(cls, options, what))
+    values = parse_values(cls, options, what)
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"{what} needs {', '.join(missing)}: give {', '.join(missing)}")
+    return cls(**values)
 
 
 def config_dict(config: Any) -> dict[str, Any]:

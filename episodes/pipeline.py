@@ -22,6 +22,7 @@ from typing import Any
 from torch import Tensor
 
 from .images import Box, decode_images
+from .options import parse_config
 
 RESAMPLES = ("area", "bilinear")
 CROPS = ("none", "boxes")
@@ -85,24 +86,17 @@ class ImagePipeline:
     def parse(cls, text: str) -> ImagePipeline:
         """From ``"channels=1,size=28,resample=area,invert=true,crop=none"`` (the format of
         :meth:`describe`; resample, invert and crop may be left out)."""
-        values: dict[str, Any] = {}
+        values: dict[str, str] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, value = part.partition("=")
             if not sep:
                 raise ValueError(f"image pipeline {text!r}: expected key=value pairs separated by "
                                  f"commas, e.g. channels=1,size=28,resample=area,invert=true")
-            key, value = key.strip(), value.strip()
-            if key in ("channels", "size"):
-                if not value.isdigit():
-                    raise ValueError(f"image pipeline {text!r}: {key} must be an integer")
-                values[key] = int(value)
-            elif key == "invert":
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(f"image pipeline {text!r}: invert must be true or false")
-                values[key] = value.lower() in ("true", "1", "yes")
-            else:
-                values[key] = value
-        return cls.from_dict(values, f"image pipeline {text!r}")
+            values[key.strip()] = value.strip()
+        try:
+            return parse_config(cls, values, "the image pipeline")
+        except ValueError as e:
+            raise ValueError(f"image pipeline {text!r}: {e}") from None
 
     def describe(self) -> str:
         """``channels=1,size=28,resample=area,invert=true,crop=none`` (read back by :meth:`parse`)."""

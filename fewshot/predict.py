@@ -58,7 +58,7 @@ def check_predict_pipeline(spec: ModelSpec, pipeline: ImagePipeline | None) -> I
 def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.PathLike,
             query_dir: str | os.PathLike, device: torch.device | str = "cpu",
             convert: bool = True, batch_size: int = 256, *,
-            pipeline: ImagePipeline | None = None) -> list[Prediction]:
+            pipeline: ImagePipeline | None = None, skip_bad: bool = False) -> list[Prediction]:
     """Classify every image of ``query_dir`` among the classes of ``support_dir``.
 
     Args:
@@ -68,19 +68,26 @@ def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.Pat
         convert: convert images whose channel count differs from the model's; if False such an
             image raises an error naming it.
         batch_size: query images per forward pass.
+        skip_bad: leave out unreadable files (support and query) with a warning naming them,
+            instead of raising :class:`~episodes.ImageFileError`; skipped queries get no
+            prediction.
         pipeline: how the model's training images were read from files (required; from
             :func:`fewshot.checkpoint.recorded_pipeline`); support and query files are read
             through it into ``[1, S, C, H, W]`` and ``[1, Q, C, H, W]`` floats in ``[0, 1]``.
     """
     pipeline = check_predict_pipeline(spec, pipeline)
-    classes = scan_class_folders(support_dir)
+    classes = scan_class_folders(support_dir, skip_bad=skip_bad)
     names = list(classes)
     if len(names) < 2:
         raise ValueError(f"support folder {support_dir} has {len(names)} class folder(s): give at "
                          f"least two classes to choose between")
     files = [f for n in names for f in classes[n]]
-    sx, _ = read_images(files, pipeline, convert=convert)
-    sy = torch.tensor([i for i, n in enumerate(names) for _ in classes[n]])
+    sx, kept = read_images(files, pipeline, convert=convert, skip_bad=skip_bad)
+    sy = torch.tensor([i for i, n in enumerate(names) for _ in classes[n]])[kept]
+    empty = [n for i, n in enumerate(names) if not bool((sy == i).any())]
+    if empty:
+        raise ValueError(f"support class folder(s) {', '.join(empty)} in {support_dir} have no "
+                         f"readable image: add images, or remove the folder(s)")
     queries = list_query_images(query_dir)
     learner.eval().to(device)
     sx = to_unit_float(sx.to(device)).unsqueeze(0)
@@ -88,7 +95,10 @@ def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.Pat
     out: list[Prediction] = []
     for s in range(0, len(queries), batch_size):
         chunk = queries[s:s + batch_size]
-        qx, _ = read_images(chunk, pipeline, convert=convert)
+        qx, kept = read_images(chunk, pipeline, convert=convert, skip_bad=skip_bad)
+        chunk = [chunk[i] for i in kept]
+        if not chunk:
+            continue
         qx = to_unit_float(qx.to(device)).unsqueeze(0)
         logits = learner.infer(sx, sy, qx, len(names))
         probs = logits[0].float().softmax(-1)

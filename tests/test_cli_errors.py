@@ -40,6 +40,15 @@ def support_query(tree: Path) -> tuple[Path, Path]:
     return support, query
 
 
+def corrupt_query(tree: Path) -> str:
+    support, query = support_query(tree)
+    bad = tree / "badquery"
+    bad.mkdir(exist_ok=True)
+    (bad / "q.png").write_bytes((query / "q.png").read_bytes())
+    (bad / "broken.png").write_bytes(b"\x89PNG not really")
+    return str(bad)
+
+
 def args_eval(tree: Path, *extra: str) -> list[str]:
     return ["eval", *data_args(tree), "--checkpoint", str(trained(tree) / "last.pt"), "--way", "2",
             "--query", "2", "--episodes", "3", *extra]
@@ -158,6 +167,11 @@ ROWS: list[Row] = [
                                               str(support_query(t)[0]), "--query",
                                               str(support_query(t)[1]), "--output", str(t)],
      r"--output .* is a folder: give a file name"),
+    ("predict an unreadable query", lambda t: ["predict", "--checkpoint",
+                                               str(trained(t) / "last.pt"), "--support",
+                                               str(support_query(t)[0]), "--query",
+                                               corrupt_query(t)],
+     r"broken.png: cannot decode this image .*--skip-bad-images"),
 ]
 
 
@@ -218,3 +232,13 @@ def test_run_json_replay_and_resume(tree: Path, capsys):
     assert "trained 3 steps" in capsys.readouterr().out
     main(["train", *data_args(tree), *TRAIN, "--out", str(run), "--overwrite"])
     assert not (run / "best.pt").exists() and (run / "last.pt").is_file()
+
+
+def test_predict_skips_bad_images_when_asked(shared_tree: Path, capsys):
+    tree = shared_tree
+    main(["predict", "--checkpoint", str(trained(tree) / "last.pt"), "--support",
+          str(support_query(tree)[0]), "--query", corrupt_query(tree), "--skip-bad-images",
+          "--format", "json", "--device", "cpu"])
+    rows = json.loads(capsys.readouterr().out)
+    assert [Path(r["path"]).name for r in rows] == ["q.png"] and rows[0]["label"] in (
+        "class0", "class1")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from episodes import ImageFileError
 from episodes.progress import set_progress
@@ -154,8 +155,15 @@ def replay_defaults(parser: Parser, argv: list[str]) -> None:
     train.set_defaults(**{k: v for k, v in recorded.items() if k in known_dests})
 
 
+def one_line_warning(message: Warning | str, category: type[Warning], *args: object,
+                     **kwargs: object) -> str:
+    """Warnings as ``warning: message`` lines (not Python's file, line and source)."""
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = one_line_warning
     parser = build_parser()
     try:
         replay_defaults(parser, argv)

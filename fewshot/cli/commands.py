@@ -152,7 +152,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     learner, spec, ckpt = load_learner(args.checkpoint, device)
     pipeline = recorded_pipeline(ckpt, args.checkpoint, args.pipeline)
     preds = predict(learner, spec, args.support, args.query, device, convert=not args.no_convert,
-                    batch_size=args.batch_size, pipeline=pipeline)
+                    batch_size=args.batch_size, pipeline=pipeline,
+                    skip_bad=args.skip_bad_images)
     text = format_predictions(preds, args.format)
     if args.output:
         atomic_write_text(text, args.output)

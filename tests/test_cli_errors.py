@@ -242,3 +242,36 @@ def test_predict_skips_bad_images_when_asked(shared_tree: Path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [Path(r["path"]).name for r in rows] == ["q.png"] and rows[0]["label"] in (
         "class0", "class1")
+
+
+def test_decompression_bomb_through_the_cli(tmp_path: Path, capsys, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 50x50 is over twice the limit
+    tree = make_tree(tmp_path)
+    Image.new("L", (50, 50)).save(tree / "data" / "class0" / "bomb.png")
+    with pytest.raises(SystemExit) as info:
+        main(["train", *data_args(tree), *TRAIN, "--out", str(tree / "r")])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert re.search(r"bomb\.png.*decompression.bomb.*--skip-bad-images", err), err
+    with pytest.warns(UserWarning, match=r"skipped .*bomb\.png"):
+        main(["train", *data_args(tree), *TRAIN, "--out", str(tree / "r"), "--skip-bad-images"])
+    assert "trained 2 steps" in capsys.readouterr().out
+
+
+def test_offline_download_through_the_cli(tmp_path: Path, capsys, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--dataset", "omniglot", "--root", str(tmp_path / "omni"), "--download",
+              *TRAIN, "--out", str(tmp_path / "run"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "could not download Omniglot" in err
+    assert not (tmp_path / "omni").exists() and not (tmp_path / "run").exists()

@@ -80,10 +80,14 @@ def changes(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
         old, new = saved["args"].get(key), wanted["args"].get(key)
         if old != new:
             out.append(f"--{key.replace('_', '-')}: {old!r} -> {new!r}")
-    if saved.get("spec") != wanted.get("spec"):
-        old, new = saved.get("spec") or {}, wanted.get("spec") or {}
-        out += [f"model {k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                if old.get(k) != new.get(k)]
+    old, new = saved.get("spec") or {}, wanted.get("spec") or {}
+    for key in sorted(set(old) | set(new)):
+        if key == "options":
+            a, b = old.get(key) or {}, new.get(key) or {}
+            out += [f"--option {k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                    if a.get(k) != b.get(k)]
+        elif old.get(key) != new.get(key) and key not in saved["args"]:  # not said twice
+            out.append(f"model {key}: {old.get(key)!r} -> {new.get(key)!r}")
     return out
 
 

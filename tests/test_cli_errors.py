@@ -275,3 +275,17 @@ def test_offline_download_through_the_cli(tmp_path: Path, capsys, monkeypatch):
     assert info.value.code == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "could not download Omniglot" in err
     assert not (tmp_path / "omni").exists() and not (tmp_path / "run").exists()
+
+
+def test_resume_compares_options_after_conversion(tmp_path: Path, capsys):
+    tree = make_tree(tmp_path)
+    maml = ["--method", "maml", "--option", "hidden=4", "--option", "inner_lr=0.4"]
+    main(["train", *data_args(tree), *TRAIN, *maml, "--option", "first_order=true",
+          "--out", str(tree / "m")])
+    main(["train", *data_args(tree), *TRAIN, *maml, "--option", "first_order=True",
+          "--out", str(tree / "m"), "--resume", "--steps", "3"])
+    assert "trained 3 steps" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", *data_args(tree), *TRAIN, *maml, "--option", "first_order=false",
+              "--out", str(tree / "m"), "--resume", "--steps", "4"])
+    assert "configuration changed (--option first_order: True -> False)" in capsys.readouterr().err

@@ -90,7 +90,10 @@ def test_training_records_each_steps_batch_statistics_and_keeps_meta_gradients(f
 
 
 @pytest.mark.parametrize("use_vmap", [True, False])
-def test_evaluation_normalises_with_each_steps_running_statistics_and_is_inductive(f64, use_vmap):
+def test_evaluation_normalises_queries_with_their_steps_running_statistics_and_is_inductive(
+        f64, use_vmap):
+    """The inner loop keeps the support set's batch statistics (as in training: with fixed
+    statistics its steps overshoot); each query forward uses the set of its step."""
     torch.manual_seed(0)
     net, train_steps, eval_steps = tiny_net(), 2, 4
     stats = StepStatistics(net, train_steps + 1)
@@ -113,8 +116,8 @@ def test_evaluation_normalises_with_each_steps_running_statistics_and_is_inducti
 
     for t in range(T):
         fast = [p.requires_grad_() for p in map(torch.Tensor.clone, params.values())]
-        for k in range(eval_steps):
-            support = F.cross_entropy(reference_forward(fast, sx[t], running_norm(k)), sy[t])
+        for _ in range(eval_steps):
+            support = F.cross_entropy(reference_forward(fast, sx[t], batch_stat_norm([])), sy[t])
             fast = [w - LR * g for w, g in zip(fast, torch.autograd.grad(support, fast), strict=True)]
         ref = reference_forward(fast, qx[t], running_norm(eval_steps))
         assert torch.allclose(logits[t], ref, rtol=0, atol=1e-12)
@@ -172,7 +175,7 @@ def test_bad_configurations_are_refused_with_the_fix():
 def test_per_step_statistics_warn_that_they_are_experimental(recwarn):
     build_learner(ModelSpec("maml", options={"hidden": 4}))
     assert not [w for w in recwarn if "per_step" in str(w.message)]
-    with pytest.warns(UserWarning, match="inner steps overshoot.*bn='transductive'"):
+    with pytest.warns(UserWarning, match="experimental.*inductive.*bn='transductive'"):
         build_learner(ModelSpec("maml", options={"hidden": 4, "bn": "per_step"}))
 
 

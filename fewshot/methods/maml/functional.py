@@ -136,8 +136,10 @@ def task_logits(model: nn.Module, state: Mapping[str, Params], sx: Tensor, sy: T
         sx: support ``[S, C, H, W]``; sy: ``[S]`` in 0..N-1; qx: queries ``[M, C, H, W]``.
         encoder: optional frozen feature extractor run once on sx and qx before the adapted
             ``model`` (ANIL: the encoder is meta-learned but not adapted in the inner loop).
-        stats: per-step BatchNorm statistics (:mod:`fewshot.methods.maml.step_norms`) whose root contains
-            ``model`` (and ``encoder``); None: transductive batch statistics.
+        stats: per-step BatchNorm statistics (:mod:`fewshot.methods.maml.step_norms`) whose root
+            contains ``model`` (and ``encoder``); in evaluation they normalise the query forwards
+            and the inner loop keeps the support set's batch statistics. None: transductive
+            batch statistics.
         tags_out: with ``stats`` in training mode, receives the tags of the recorded statistics.
     Returns:
         ``[M, N]``, or ``[steps, M, N]`` with ``config.all_steps`` (logits after each step; the
@@ -146,9 +148,11 @@ def task_logits(model: nn.Module, state: Mapping[str, Params], sx: Tensor, sy: T
     """
     recorder = BatchStatRecorder() if stats is not None and stats.training else None
 
-    def buffers_of(module: nn.Module) -> Callable[[int], Mapping[str, Tensor | None]]:
-        """Buffers of ``module`` for the forward with the parameters after k updates."""
-        if stats is None:
+    def buffers_of(module: nn.Module, support: bool) -> Callable[[int], Mapping[str, Tensor | None]]:
+        """Buffers of ``module`` for the forward with the parameters after k updates: batch
+        statistics without ``stats``, and for the support forwards in evaluation (fixed statistics
+        in the inner loop make its steps overshoot, see :mod:`.step_norms`)."""
+        if stats is None or (support and not stats.training):
             fixed = bn_free_buffers(module)
             return lambda k: fixed
         stats.check_modes(module)
@@ -156,11 +160,11 @@ def task_logits(model: nn.Module, state: Mapping[str, Params], sx: Tensor, sy: T
 
     with recorder if recorder is not None else nullcontext():
         if encoder is not None:  # the encoder is never adapted: index 0
-            enc = buffers_of(encoder)(0)
-            sx = functional_call(encoder, (state["encoder"], enc), (sx,))
-            qx = functional_call(encoder, (state["encoder"], enc), (qx,))
-        at = buffers_of(model)
-        fast = inner_loop(model, state["params"], at, sx, sy, state["lrs"], config.steps,
+            params = state["encoder"]
+            sx = functional_call(encoder, (params, buffers_of(encoder, True)(0)), (sx,))
+            qx = functional_call(encoder, (params, buffers_of(encoder, False)(0)), (qx,))
+        inner, at = buffers_of(model, True), buffers_of(model, False)
+        fast = inner_loop(model, state["params"], inner, sx, sy, state["lrs"], config.steps,
                           config.first_order, config.adapt, recorder=recorder) or [state["params"]]
         ks = list(range(1, config.steps + 1)) or [0]  # updates behind each entry of fast
         if not config.all_steps:

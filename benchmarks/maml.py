@@ -21,7 +21,7 @@ meta-iterations; scored on fixed test episodes (15 queries per class) with 95% i
 with ``per_step`` is also scored transductively: the training is the same). ``--eval-steps 1 3``
 scores every model with each number of test inner steps on the same episodes, with paired tests
 (``fewshot.evaluate.paired_test``) against the first; ``--save-dir`` keeps the checkpoints (for
-``benchmarks/maml_per_step.py``).
+``benchmarks/maml_per_step.py``), which ``--rescore`` scores again instead of training.
 Published (second / first order): 98.7 / 98.3, 99.9 / 99.2, 95.8 / 89.4, 98.9 / 97.9.
 """
 
@@ -40,7 +40,7 @@ from common import environment, median, omniglot_root, step_times, write_json
 
 from episodes import EpisodeSampler, FixedEpisodes, omniglot
 from episodes.io import default_cache_dir
-from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, train
+from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, load_learner, train
 from fewshot.evaluate import EvalResult, paired_test
 
 SETTINGS = {  # name: n, k, meta-batch, inner steps, inner lr, test steps, train queries
@@ -164,14 +164,19 @@ def accuracy(args: argparse.Namespace, result: dict) -> None:
             learner = build_learner(spec)
             sampler = EpisodeSampler(train_ds, n, k, q, episodes_per_batch=batch, seed=0)
             keep = (str(Path(args.save_dir) / f"{name}-{order}-{bn}") if args.save_dir else None)
-            run = train(learner, spec, sampler, TrainConfig(
-                steps=args.iterations, lr=1e-3, time_limit=args.time_limit, progress=False,
-                checkpoint_dir=keep), device=device)
+            if args.rescore:  # the model kept by an earlier run, scored with the current code
+                learner, _, ckpt = load_learner(Path(keep) / "last.pt", device)
+                steps, seconds = ckpt["step"], ckpt["seconds"]
+            else:
+                run = train(learner, spec, sampler, TrainConfig(
+                    steps=args.iterations, lr=1e-3, time_limit=args.time_limit, progress=False,
+                    checkpoint_dir=keep), device=device)
+                steps, seconds = run.steps, run.seconds
             base = {"setting": name, "order": order, "bn": bn, "meta_batch": batch,
-                    "iterations": run.steps, "train_seconds": run.seconds,
-                    "s_per_iter": run.seconds / max(run.steps, 1)}
-            print(f"{name} {order} order, {bn} BatchNorm: {run.steps} iterations "
-                  f"({run.seconds:.0f} s)", flush=True)
+                    "iterations": steps, "train_seconds": seconds,
+                    "s_per_iter": seconds / max(steps, 1), "rescored": args.rescore}
+            print(f"{name} {order} order, {bn} BatchNorm: {steps} iterations ({seconds:.0f} s)",
+                  flush=True)
             for eval_bn in ([bn, "transductive"] if bn == "per_step" else [bn]):
                 ref = None  # paired tests against the first test steps, same statistics
                 for eval_steps in args.eval_steps or [test_steps]:
@@ -227,6 +232,8 @@ def main() -> None:
                    help="omniglot: test inner steps to score every model with, on the same "
                         "episodes, with paired tests against the first (default: the setting's)")
     p.add_argument("--save-dir", help="omniglot: keep each run's checkpoints in a folder here")
+    p.add_argument("--rescore", action="store_true",
+                   help="omniglot: score the checkpoints in --save-dir instead of training")
     p.add_argument("--iterations", type=int, default=60000, help="omniglot: meta-iterations")
     p.add_argument("--time-limit", type=float, help="omniglot: seconds of training per run")
     p.add_argument("--test-episodes", type=int, help="omniglot: fixed test episodes (1000; 100 --quick)")

@@ -62,6 +62,19 @@ def omniglot_root(root: Path | None) -> Path:
     return root if root is not None else common.omniglot_root()
 
 
+def add_variant(text: str) -> None:
+    """``NAME=BASE:KEY=VALUE,KEY=VALUE``: a label NAME with BASE's method and options, some
+    changed (for ablations: ``relation_noclip=relation:grad_clip=none``)."""
+    name, _, rest = text.partition("=")
+    base, _, changes = rest.partition(":")
+    if not name or base not in METHODS:
+        raise SystemExit(f"--variant {text!r}: expected NAME=BASE:KEY=VALUE,... with BASE one of "
+                         f"{list(METHODS)}")
+    method, options = METHODS[base]
+    METHODS[name] = (method, {**options, **dict(kv.split("=", 1) for kv in changes.split(",")
+                                              if kv)})
+
+
 def spec_for(label: str, channels: int, size: int) -> ModelSpec:
     method, options = METHODS[label]
     return ModelSpec(method, "conv4", channels, size, dict(options))
@@ -237,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--parts", default="omniglot,mini,speed")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"of {list(METHODS)}")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=BASE:KEY=VALUE,...",
+                    help="an extra label: BASE's options with some changed (usable in --methods)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="reduced CPU run")
     ap.add_argument("--omniglot-root", type=Path, default=None,
@@ -267,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, key, None) is not None:
             p[key] = getattr(args, key)
     args.lr_decay_every = p["lr_decay_every"]
+    for text in args.variant:
+        add_variant(text)
     args.methods = args.methods.split(",")
     args.shots = [int(k) for k in args.shots.split(",")]
     if args.threads or args.quick:

@@ -13,7 +13,8 @@ with (appendix A.1): Omniglot 5-way trained with 1 step, tested with 3; mini-Ima
 5, tested with 10; Omniglot 20-way trained and tested with 5. Left unset, ``eval_inner_steps`` is
 :func:`paper_eval_steps` of ``inner_steps``: ``max(3, 2 * inner_steps)`` (0 without inner steps),
 which gives the paper's 3 and 10; for 20-way Omniglot it gives 10 where the paper used 5 (pass
-``eval_inner_steps=5``).
+``eval_inner_steps=5``). Measured on Omniglot 5-way 1-shot: 3 test steps scored 1.64 points above 1
+on the same 500 episodes (paired t-test p = 4e-25; BENCHMARKS.md, issue 9).
 
 BatchNorm (``bn`` option). ``"transductive"`` (default, the original MAML and what MAML++'s code
 does at evaluation): batch statistics in training and evaluation alike (see

@@ -28,7 +28,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backbone", default="conv4", help="conv4 or resnet12")
     g.add_argument("--option", type=option, action="append", default=[], metavar="KEY=VALUE",
                    help="method option, repeatable (e.g. distance=cosine; MAML: inner_steps=5, "
-                   "first_order=true; the README lists each method's options)")
+                   "first_order=true, eval_inner_steps=N (default: the paper's test-time steps, "
+                   "max(3, 2 x inner_steps)); the README lists each method's options)")
     g = p.add_argument_group("episodes")
     g.add_argument("--way", type=way, default=5, help="classes per training episode")
     g.add_argument("--shot", type=positive_int, default=1, help="support images per class")

@@ -1,0 +1,245 @@
+"""Issue 10: does the library give the published numbers, and how fast? One harness, every cell.
+
+A cell is a (method, setting): ProtoNet, Matching Networks (FCE), Relation Networks, MAML (second
+and first order) on Omniglot 5w1s / 5w5s / 20w1s / 20w5s (Vinyals split, test classes) and 5-way
+1/5-shot on the reduced mini-ImageNet (trained on its 64 train classes, scored on its 16 val
+classes: the copy has no test classes). Each cell's protocol (paper and authors' code) is data in
+``reproduce_protocols.py``. Every method of a setting is scored on one fixed episode file (1000
+episodes, 15 queries; ``common.test_episodes``), with paired tests between methods.
+
+Resumable and budgeted: each model trains into ``OUT/checkpoints/<model>/`` (``last.pt``, resumed
+exactly) and stops cleanly before ``--budget-minutes`` run out; results accumulate in
+``OUT/results.json`` (atomic writes). Run the same command again to continue where it stopped.
+
+    python benchmarks/reproduce.py --device cuda --budget-minutes 9      # again until all done
+    python benchmarks/reproduce.py --device cuda --cells 'protonet/*' --budget-minutes 9
+    python benchmarks/reproduce.py --quick          # smoke test: every cell a few steps, CPU
+    python benchmarks/reproduce.py --render [--quick]   # the Markdown table of the results
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import itertools
+import json
+import shutil
+import time
+from pathlib import Path
+
+import common
+import torch
+from reproduce_protocols import SETTINGS, Protocol, protocols
+
+from episodes import ClassDataset, EpisodeSampler, FixedEpisodes, mini_imagenet, omniglot
+from episodes.io import atomic_write_text
+from fewshot import TrainConfig, build_learner, load_learner, make_spec, train
+from fewshot.evaluate import EvalResult, evaluate, paired_test
+
+OUT = Path(__file__).parent / "out"
+QUICK = {"steps": 3, "meta_batch": 2, "val_every": 2, "val_episodes": 5, "test_episodes": 20,
+         "checkpoint_every": 1000}
+FULL = {"val_episodes": 200, "test_episodes": 1000, "checkpoint_every": 1000}
+EVAL_RESERVE_S = 60.0  # budget kept back for scoring and saving, full runs
+
+
+def load_split(dataset: str, split: str, args: argparse.Namespace) -> ClassDataset:
+    """One class split of ``dataset`` ("omniglot" or "mini") on ``args.device``."""
+    if dataset == "omniglot":
+        root = args.omniglot_root or common.omniglot_root()
+        return omniglot(root, split).to(args.device)
+    return mini_imagenet(args.mini_root, split).to(args.device)
+
+
+def splits_of(dataset: str) -> dict[str, str]:
+    """role -> class split: mini-ImageNet's val classes are its test set (the copy has no test)."""
+    return ({"train": "train", "val": "val", "test": "test"} if dataset == "omniglot"
+            else {"train": "train", "val": None, "test": "val"})
+
+
+def settings_for(p: Protocol, args: argparse.Namespace) -> dict:
+    """The protocol's training settings, reduced with --quick (and --steps)."""
+    s = {"steps": p.steps, "meta_batch": p.meta_batch, "val_every": p.val_every,
+         "patience": p.patience}
+    if args.quick:
+        s.update(steps=QUICK["steps"], meta_batch=min(p.meta_batch, QUICK["meta_batch"]),
+                 val_every=QUICK["val_every"] if p.val_every else 0, patience=0)
+    if args.steps is not None:
+        s["steps"] = args.steps
+    return s
+
+
+def train_model(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) -> bool:
+    """Train (or continue) the model of ``p`` within the budget; True once it is finished."""
+    if rec.get("status") == "done":
+        return True
+    s, ds = settings_for(p, args), SETTINGS[p.setting].dataset
+    size, channels = (28, 1) if ds == "omniglot" else (84, 3)
+    spec = make_spec(p.learner, "conv4", channels, size, p.options)
+    torch.manual_seed(0)
+    learner = build_learner(spec)
+    sampler = EpisodeSampler(data["train"], p.train_way, p.train_shot, p.train_query,
+                             episodes_per_batch=s["meta_batch"], seed=0, device=args.device)
+    val = None
+    if s["val_every"] and data.get("val") is not None:
+        val = (data["val"], FixedEpisodes.generate(data["val"], p.val_way or SETTINGS[p.setting].way,
+                                                   p.train_shot, 15, args.p["val_episodes"], seed=1))
+    ckdir = args.out_dir / "checkpoints" / p.model_key
+    chunk = 20 * s["val_every"] if s["patience"] else s["steps"]
+    session = {"date": args.env["date"], "device": args.env["device"],
+               "steps_from": rec.get("steps", 0)}
+    rec.setdefault("sessions", []).append(session)
+    while True:
+        left = args.deadline - time.monotonic() - args.reserve
+        if left <= 0:
+            break
+        target = min(s["steps"], rec.get("steps", 0) + chunk)
+        cfg = TrainConfig(steps=target, lr=p.lr, lr_decay_every=p.lr_halve_every,
+                          val_every=s["val_every"] if val else 0, checkpoint_dir=str(ckdir),
+                          checkpoint_every=args.p["checkpoint_every"], resume=True,
+                          time_limit=rec.get("seconds", 0.0) + left, progress=False)
+        res = train(learner, spec, sampler, cfg, val=val, device=args.device)
+        progressed = res.steps > rec.get("steps", 0)
+        rec.update(steps=res.steps, target_steps=s["steps"], seconds=round(res.seconds, 1),
+                   best_val=res.best_val, select=p.select if val else "last")
+        vals = [(h["val_acc"], -h["step"]) for h in res.history if "val_acc" in h]
+        best_step = -max(vals)[1] if vals else res.steps
+        if res.steps >= s["steps"]:
+            rec.update(status="done", stopped=f"{res.steps} steps")
+        elif s["patience"] and res.steps - best_step >= s["patience"]:
+            rec.update(status="done", stopped=f"early stop at {res.steps} (best val at {best_step})")
+        else:
+            rec["status"] = "training"
+        session.update(steps_to=res.steps, seconds=round(res.seconds, 1))
+        print(f"  {p.model_key}: {res.steps}/{s['steps']} steps, {res.seconds:.0f} s of "
+              f"training ({rec['status']})", flush=True)
+        save(args)
+        if rec["status"] == "done" or not progressed:
+            break
+    rec.setdefault("status", "training")
+    return rec["status"] == "done"
+
+
+def score(p: Protocol, data: dict, model: dict, args: argparse.Namespace) -> EvalResult:
+    """Score the finished model on the setting's shared fixed test episodes."""
+    st = SETTINGS[p.setting]
+    count = args.p["test_episodes"]
+    name = "omniglot-test" if st.dataset == "omniglot" else "mini-val"
+    episodes = common.test_episodes(data["test"], st.way, st.shot, st.query, count, name)
+    ckdir = args.out_dir / "checkpoints" / p.model_key
+    path = ckdir / ("best.pt" if model["select"] == "best" and (ckdir / "best.pt").is_file()
+                    else "last.pt")
+    learner, _, _ = load_learner(path, args.device)
+    return evaluate(learner, episodes, data["test"], batch_size=args.eval_batch,
+                    device=args.device)
+
+
+def paired(results: dict, setting: str) -> None:
+    """Paired tests between every two scored methods of ``setting`` (same episodes)."""
+    cells = {n: c for n, c in results["cells"].items() if c["setting"] == setting}
+    out = {}
+    for (a, ca), (b, cb) in itertools.combinations(sorted(cells.items()), 2):
+        if ca["episodes"] == cb["episodes"]:
+            ra, rb = (EvalResult(torch.tensor(c["accuracies"]), 0, 0, 0) for c in (ca, cb))
+            out[f"{a} - {b}"] = paired_test(ra, rb)
+    results["paired"][setting] = out
+
+
+def save(args: argparse.Namespace) -> None:
+    """Write the results JSON atomically (a killed run keeps the previous file)."""
+    args.results_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(args.results, indent=1), args.results_path)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Train and score the selected cells, setting by setting, until done or out of budget."""
+    cells = [p for n, p in protocols().items()
+             if any(fnmatch.fnmatch(n, pat) for pat in args.cells.split(","))]
+    if not cells:
+        raise SystemExit(f"--cells {args.cells!r} selects no cell of {list(protocols())}")
+    results = args.results
+    loaded: dict[str, dict] = {}
+    for p in cells:
+        if results["cells"].get(p.name, {}).get("status") == "done":
+            continue
+        if args.deadline - time.monotonic() - args.reserve <= 0:
+            break
+        ds = SETTINGS[p.setting].dataset
+        if ds not in loaded:
+            loaded = {ds: {role: load_split(ds, split, args) if split else None
+                           for role, split in splits_of(ds).items()}}
+        print(f"== {p.name}", flush=True)
+        model = results["models"].setdefault(p.model_key, {})
+        if not train_model(p, loaded[ds], model, args):
+            print(f"  {p.name}: training continues in the next call", flush=True)
+            break
+        r = score(p, loaded[ds], model, args)
+        results["cells"][p.name] = {
+            "status": "done", "setting": p.setting, "model": p.model_key,
+            "mode": "smoke (--quick)" if args.quick else "full protocol",
+            "mean": r.mean, "ci95": r.ci95, "episodes": len(r.accuracies), "query": r.q_query,
+            "accuracies": r.accuracies.tolist(), "train_steps": model["steps"],
+            "train_seconds": model["seconds"], "stopped": model.get("stopped"), **args.env}
+        paired(results, p.setting)
+        if args.prune and all(c.name in results["cells"] for c in protocols().values()
+                              if c.model_key == p.model_key):
+            shutil.rmtree(args.out_dir / "checkpoints" / p.model_key, ignore_errors=True)
+            model["pruned"] = True
+        print(f"  {p.name}: {r} (published {p.published})", flush=True)
+        save(args)
+    done = sum(results["cells"].get(p.name, {}).get("status") == "done" for p in cells)
+    print(f"{done} of {len(cells)} selected cells scored"
+          + ("" if done == len(cells) else ": run the same command again to continue"), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--cells", default="*", help="comma-separated names or patterns, e.g. "
+                    "'protonet/*,*/mini-5w1s' (default: all)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the real run)")
+    ap.add_argument("--budget-minutes", type=float, default=None,
+                    help="stop cleanly before this many minutes (resume with the same command)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"smoke test: every cell {QUICK['steps']} steps, meta-batch <= "
+                         f"{QUICK['meta_batch']}, {QUICK['test_episodes']} test episodes, 1 thread")
+    ap.add_argument("--steps", type=int, default=None, help="override every cell's steps")
+    ap.add_argument("--test-episodes", type=int, default=None)
+    ap.add_argument("--eval-batch", type=int, default=25)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out-dir", type=Path, default=None,
+                    help="results.json and checkpoints (default benchmarks/out/reproduce[-quick])")
+    ap.add_argument("--omniglot-root", type=Path, default=None,
+                    help="Omniglot PNG layout (default: written from ../shared/data/omniglot)")
+    ap.add_argument("--mini-root", type=Path, default=common.SHARED / "miniimagenet")
+    ap.add_argument("--prune", action="store_true",
+                    help="delete a model's checkpoints once all its cells are scored (keeps the "
+                         "folder carried between GPU calls small)")
+    ap.add_argument("--render", action="store_true", help="print the Markdown table and exit")
+    args = ap.parse_args(argv)
+    args.out_dir = args.out_dir or OUT / ("reproduce-quick" if args.quick else "reproduce")
+    args.results_path = args.out_dir / "results.json"
+    if args.render:
+        from reproduce_render import markdown
+        print(markdown(json.loads(args.results_path.read_text()) if args.results_path.is_file()
+                       else {"cells": {}, "models": {}, "paired": {}}, protocols()))
+        return
+    if args.quick or args.threads:
+        torch.set_num_threads(args.threads or 1)
+    args.p = dict(QUICK if args.quick else FULL)
+    if args.test_episodes:
+        args.p["test_episodes"] = args.test_episodes
+    start = time.monotonic()
+    args.deadline = start + (60 * args.budget_minutes if args.budget_minutes else float("inf"))
+    args.reserve = 0.0 if args.quick else EVAL_RESERVE_S
+    args.env = {k: v for k, v in common.environment(torch.device(args.device)).items()}
+    args.results = (json.loads(args.results_path.read_text()) if args.results_path.is_file()
+                    else {"cells": {}, "models": {}, "paired": {}})
+    run(args)
+    wall = time.monotonic() - start
+    args.results.setdefault("calls", []).append({**args.env, "wall_seconds": round(wall, 1)})
+    save(args)
+    print(f"wall {wall:.0f} s; results in {args.results_path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+
+import pytest
 
 from fewshot.cli import main
 
@@ -45,18 +45,23 @@ def test_train_eval_predict(tree: Path, capsys):
     assert [r[1] for r in sorted(rows)] == ["class0", "class5"]
 
 
-def test_help_explains_every_option():
-    out = subprocess.run([sys.executable, "-m", "fewshot.cli", "train", "--help"],
-                         capture_output=True, text=True, check=True).stdout
+def help_text(capsys, *command: str) -> str:
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_explains_every_option(capsys):
+    out = help_text(capsys, "train")
     for flag in ("--way", "--shot", "--resume", "--amp", "--episodes-per-step", "--split-dir",
                  "--overwrite", "--config"):
         assert flag in out
     flat = " ".join(out.split())
     for default in ("(default: 2000)", "(default: 0.001)", "(default: protonet)", "(default: 5)"):
         assert default in flat
-    for command in ("", "demo", "eval", "predict"):
-        text = subprocess.run([sys.executable, "-m", "fewshot.cli", *command.split(), "--help"],
-                              capture_output=True, text=True, check=True).stdout
+    for command in ((), ("demo",), ("eval",), ("predict",)):
+        text = help_text(capsys, *command)
         assert "``" not in text and ":func:" not in text and "default: None" not in text
 
 

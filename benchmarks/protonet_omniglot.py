@@ -124,6 +124,8 @@ def main() -> None:
     p.add_argument("--test-episodes", type=int, default=1000)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--skip-accuracy", action="store_true")
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--shots", type=int, nargs="+", default=[1, 5], help="test shots to train for")
     p.add_argument("--out", default="benchmarks/out/protonet_omniglot.json")
     if p.parse_known_args()[0].quick:  # smaller defaults; flags given explicitly still win
         p.set_defaults(train_way=20, budgets=[60, 180], val_episodes=100, val_every=100,
@@ -133,10 +135,12 @@ def main() -> None:
     env = environment(device)
     print(env)
     splits = omniglot_splits(device)
-    print("throughput (median of timed steps):")
-    rows = throughput(splits["train"], device, args.batches, iters=10 if args.quick else 50)
+    rows = []
+    if not args.skip_throughput:
+        print("throughput (median of timed steps):")
+        rows = throughput(splits["train"], device, args.batches, iters=10 if args.quick else 50)
     results = [] if args.skip_accuracy else [train_and_score(splits, device, s, args, args.budgets)
-                                             for s in (1, 5)]
+                                             for s in args.shots]
     write_json({"env": env, "args": vars(args), "throughput": rows, "accuracy": results}, args.out)
     print(f"written to {args.out}")
 

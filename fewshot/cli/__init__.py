@@ -95,6 +95,7 @@ def build_parser() -> Parser:
     add_data_args(p)
     add_train_args(p)
     p.set_defaults(func=commands.cmd_train)
+    parser.subcommands["train"] = p
 
     p = sub.add_parser("eval", help="score a checkpoint on fixed episodes (mean, 95%% interval)")
     add_data_args(p)
@@ -150,10 +151,9 @@ def replay_defaults(parser: Parser, argv: list[str]) -> None:
     for flag in ("method", "backbone"):
         if flag in spec:
             recorded[flag] = spec[flag]
-    train = next(a for a in parser._subparsers._group_actions[0].choices.items()  # noqa: SLF001
-                 if a[0] == "train")[1]
-    known_dests = {a.dest for a in train._actions}  # noqa: SLF001
-    train.set_defaults(**{k: v for k, v in recorded.items() if k in known_dests})
+    train = parser.subcommands["train"]
+    dests = {a.dest for a in train._actions}  # noqa: SLF001 - argparse has no public list
+    train.set_defaults(**{k: v for k, v in recorded.items() if k in dests})
 
 
 def one_line_warning(message: Warning | str, category: type[Warning], *args: object,

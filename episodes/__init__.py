@@ -10,6 +10,7 @@ from .natural import AnnotationError, cub, mini_imagenet, stanford_dogs
 from .omniglot import omniglot
 from .pipeline import ImagePipeline, read_image, read_images, to_unit_float
 from .sampler import EpisodeSampler, FixedEpisodes, check_episode_shape
+from .sine import SineTasks, sine_episode
 from .synthetic import stroke_characters
 
 __all__ = [
@@ -17,6 +18,6 @@ __all__ = [
     "mini_imagenet", "stanford_dogs",
     "ClassDataset", "Episode", "EpisodeSampler", "FixedEpisodes", "ImageFileError",
     "ImagePipeline", "read_image", "read_images", "to_unit_float",
-    "TensorClassDataset", "check_episode_shape", "decode_image", "decode_images", "image_folder",
-    "omniglot", "ratio_split", "read_split_file", "scan_class_folders", "stroke_characters",
+    "SineTasks", "TensorClassDataset", "check_episode_shape", "decode_image", "decode_images", "image_folder",
+    "omniglot", "ratio_split", "read_split_file", "scan_class_folders", "sine_episode", "stroke_characters",
 ]

@@ -17,6 +17,9 @@ from torch import Tensor
 class Episode:
     """A batch of T N-way K-shot Q-query episodes.
 
+    Regression tasks (:class:`episodes.SineTasks`) use the same type with inputs ``[T, K, 1]``,
+    float targets ``[T, K]`` and one output (``N = 1``).
+
     Attributes:
         support_x: float images ``[T, N*K, C, H, W]``, class-major (the K images of class 0 first).
         support_y: labels ``[T, N*K]`` in ``0..N-1``.

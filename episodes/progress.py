@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # bars only ever go to a terminal: never tqdm.auto's notebook widget
 
 _enabled = True
 

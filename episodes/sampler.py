@@ -203,8 +203,9 @@ class FixedEpisodes:
                                  self.items[s:s + batch_size], self.k_shot, device)
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_torch_save({"classes": self.classes, "items": self.items, "k_shot": self.k_shot,
-                           "fingerprint": self.fingerprint}, path)
+        # clone(): ``classes`` is a view of a larger tensor, whose whole storage torch.save writes
+        atomic_torch_save({"classes": self.classes.clone(), "items": self.items.clone(),
+                           "k_shot": self.k_shot, "fingerprint": self.fingerprint}, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FixedEpisodes:

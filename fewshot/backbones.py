@@ -88,8 +88,14 @@ def feature_shape(backbone: nn.Module, in_channels: int, image_size: int) -> tor
 BACKBONES = {"conv4": Conv4, "resnet12": ResNet12}
 
 
-def make_backbone(name: str, in_channels: int, **kwargs) -> nn.Module:
-    """Build a backbone by name ("conv4" or "resnet12")."""
+def make_backbone(name: str, in_channels: int, hidden: int | None = None, **kwargs) -> nn.Module:
+    """Build a backbone by name ("conv4" or "resnet12"); ``hidden``: Conv-4's width (the
+    methods' ``hidden`` option; None: 64), an error for other backbones."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}: choose one of {sorted(BACKBONES)}")
+    if hidden is not None:
+        if name != "conv4":
+            raise ValueError(f"option hidden (the width of Conv-4) applies to backbone conv4, "
+                             f"not {name!r}: remove it")
+        kwargs["hidden"] = hidden
     return BACKBONES[name](in_channels=in_channels, **kwargs)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from episodes import ClassDataset, Episode, EpisodeSampler, FixedEpisodes
+from episodes import ClassDataset, Episode, EpisodeSampler, FixedEpisodes, SineTasks
 
 from .checkpoint import load_checkpoint, restore_model, save_checkpoint
 from .episode_norm import deferred_running_stats
@@ -99,24 +99,33 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
+def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSampler | SineTasks,
           config: TrainConfig, val: tuple[ClassDataset, FixedEpisodes] | None = None,
           device: torch.device | str | None = None) -> TrainResult:
     """Meta-train ``learner`` on episodes from ``sampler``.
 
     Args:
-        spec: the learner's spec (saved in checkpoints, checked on resume).
+        spec: the learner's spec (saved in checkpoints, checked on resume); None for a learner
+            built by hand rather than from a spec, which then cannot write checkpoints.
+        sampler: an :class:`~episodes.EpisodeSampler`, or :class:`~episodes.SineTasks`
+            (regression: float targets, no accuracy is logged, no image pipeline is recorded).
         val: a validation dataset and fixed episodes drawn from it.
-        device: where the learner trains (default: the sampler's dataset device). Episodes are
-            moved there if the sampler produces them elsewhere.
+        device: where the learner trains (default: the device of the sampler's dataset, or of
+            ``SineTasks``). Episodes are moved there if the sampler produces them elsewhere.
     """
-    device = torch.device(device) if device is not None else sampler.dataset.device
+    dataset = getattr(sampler, "dataset", None)  # None: SineTasks
+    if device is None:
+        device = dataset.device if dataset is not None else sampler.device
+    device = torch.device(device)
     learner.to(device)
     optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr,
                                  weight_decay=config.weight_decay)
     scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every, config.lr_decay)
                  if config.lr_decay_every > 0 else None)
     ckdir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    if ckdir is not None and spec is None:
+        raise ValueError("checkpoints need the learner's ModelSpec: build the learner with "
+                         "build_learner(spec) and pass spec, or set checkpoint_dir=None")
     step, seconds, best, history = 0, 0.0, None, []
     if config.resume and ckdir is not None and (ckdir / "last.pt").is_file():
         ckpt = load_checkpoint(ckdir / "last.pt", map_location=device)
@@ -131,7 +140,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
     def checkpoint(name: str) -> None:
         if ckdir is not None:
             save_checkpoint(ckdir / name, learner, spec, optimizer=optimizer.state_dict(),
-                            pipeline=sampler.dataset.pipeline,
+                            pipeline=dataset.pipeline if dataset is not None else None,
                             scheduler=scheduler.state_dict() if scheduler else None,
                             sampler=sampler.state_dict(), rng=rng_state(), step=step,
                             seconds=seconds, best=best, history=history, config=asdict(config))
@@ -170,7 +179,9 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
         if step % LOG_EVERY == 0:  # .tolist() waits for the device: only every LOG_EVERY steps
             run_loss, run_acc = (sums / LOG_EVERY).tolist()
             sums.zero_()
-            log.record({"step": step, "loss": run_loss, "acc": run_acc, "seconds": seconds})
+            classify = not ep.query_y.is_floating_point()  # float targets: regression, no accuracy
+            log.record({"step": step, "loss": run_loss, **({"acc": run_acc} if classify else {}),
+                        "seconds": seconds})
         log.update()
         if val is not None and config.val_every and step % config.val_every == 0:
             validate()
@@ -188,11 +199,13 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
     return TrainResult(step, seconds, step * sampler.episodes_per_batch, best, history)
 
 
-def step_chunk(learner: EpisodicLearner, sampler: EpisodeSampler, config: TrainConfig,
+def step_chunk(learner: EpisodicLearner, sampler: EpisodeSampler | SineTasks, config: TrainConfig,
                device: torch.device) -> int:
     """Episodes per forward: ``config.episodes_per_forward``, else all T of a step if their
     training forward and backward fit the memory budget, else the most that fit."""
     t = sampler.episodes_per_batch
+    if not isinstance(sampler, EpisodeSampler):  # SineTasks: small vectors, one forward
+        return min(config.episodes_per_forward or t, t)
     if config.episodes_per_forward is not None or t == 1:
         return min(config.episodes_per_forward or 1, t)
     per_episode = training_bytes_per_episode(learner, sampler.n_way, sampler.k_shot,
@@ -216,6 +229,8 @@ def accumulate(learner: EpisodicLearner, ep: Episode, parts: list[slice], amp: b
                                  ep.n_way)
                 loss = learner.loss(logits.float(), ep.query_y[part]) * share
             loss.backward()
+            classify = not ep.query_y.is_floating_point()  # float targets: regression
             total += torch.stack([loss.detach().float(),
-                                  share * (logits.argmax(-1) == ep.query_y[part]).float().mean()])
+                                  share * (logits.argmax(-1) == ep.query_y[part]).float().mean()
+                                  if classify else loss.new_zeros(())])
     return total

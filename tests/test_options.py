@@ -21,6 +21,8 @@ from fewshot.registry import canonical
     ("maml", {"bn": "batch"}, "bn must be one of transductive, per_step"),
     ("relation", {"hidden": "-3"}, "option hidden must be >= 1"),
     ("matching", {"fce_steps": "-1"}, "option fce_steps must be >= 0"),
+    ("protonet", {"hidden": "0"}, "option hidden must be >= 1"),
+    ("matching", {"hidden": "-2"}, "option hidden must be >= 1"),
     ("nosuch", {}, "unknown method 'nosuch': choose one of .*protonet"),
 ])
 def test_bad_options_name_the_option_and_the_choices(method, options, message):
@@ -49,3 +51,14 @@ def test_tuple_and_augmentation_options():
         parse_config(AugmentConfig, {"fill": "mirror"}, "augmentation")
     with pytest.raises(ValueError, match="option hflip must be a probability"):
         parse_config(AugmentConfig, {"hflip": "2"}, "augmentation")
+
+
+@pytest.mark.parametrize("method", ["protonet", "matching", "maml"])
+def test_hidden_sets_the_conv4_width_and_is_refused_for_other_backbones(method):
+    from fewshot import build_learner
+
+    learner = build_learner(make_spec(method, "conv4", 1, 28, {"hidden": 8}))
+    convs = [m for m in learner.modules() if m.__class__.__name__ == "Conv2d"]
+    assert convs and {c.out_channels for c in convs} == {8}
+    with pytest.raises(ValueError, match="hidden .*applies to backbone conv4, not 'resnet12'"):
+        build_learner(make_spec(method, "resnet12", 3, 84, {"hidden": 8}))

@@ -109,3 +109,12 @@ def test_way_and_shot_may_differ_between_training_and_evaluation(tiny_dataset):
     train_ep = EpisodeSampler(ds, 10, 1, 2).sample()
     eval_ep = next(FixedEpisodes.generate(ds, 3, 5, 1, 4).batches(ds))
     assert (train_ep.n_way, train_ep.k_shot) == (10, 1) and (eval_ep.n_way, eval_ep.k_shot) == (3, 5)
+
+
+def test_fixed_episodes_file_holds_only_the_episodes(tiny_dataset, tmp_path):
+    """The saved file holds the [E, N] classes and [E, N, K+Q] items, not the storage of the
+    [E, C] tensor the classes were cut from."""
+    episodes = FixedEpisodes.generate(tiny_dataset(num_classes=200, per_class=4), 2, 1, 1, 500, seed=0)
+    episodes.save(tmp_path / "e.pt")
+    index_bytes = 8 * (episodes.classes.numel() + episodes.items.numel())
+    assert (tmp_path / "e.pt").stat().st_size < index_bytes + 4096

@@ -169,6 +169,18 @@ class MatchingNet(EpisodicLearner):
         self.backbone, self.scale, self.normalize_query = backbone, scale, normalize_query
         self.fce = FullContextEmbedding(feature_dim, fce_steps) if fce else None
 
+    def attention(self, support_x: Tensor, query_x: Tensor) -> Tensor:
+        """Log of each query's attention over the support set (with FCE when on): support_x
+        ``[T, S, C, H, W]``, query_x ``[T, M, C, H, W]`` -> ``[T, M, S]`` (``exp`` sums to 1 over S)."""
+        return self.feature_attention(*embed_episode(self.backbone, support_x, query_x))
+
+    def feature_attention(self, support: Tensor, query: Tensor) -> Tensor:
+        """:meth:`attention` from features ``[T, S, *F]``, ``[T, M, *F]`` -> ``[T, M, S]``."""
+        s, q = support.flatten(2), query.flatten(2)
+        if self.fce is not None:
+            s, q = self.fce(s, q)
+        return cosine_attention(q, s, self.scale, self.normalize_query)
+
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
                 ) -> Tensor:
         """Returns ``log P(y | x, S)`` ``[T, M, N]`` (log-probabilities, usable as logits)."""
@@ -182,12 +194,9 @@ class MatchingNet(EpisodicLearner):
         return self.backbone(x)
 
     def head(self, support: Tensor, support_y: Tensor, query: Tensor, n_way: int) -> Tensor:
-        """Full-context embeddings (if on) and attention over features ``[T, S, *F]``,
-        ``[T, M, *F]`` -> log-probabilities ``[T, M, N]``."""
-        s, q = support.flatten(2), query.flatten(2)
-        if self.fce is not None:
-            s, q = self.fce(s, q)
-        return matching_log_probs(s, support_y, q, n_way, self.scale, self.normalize_query)
+        """Log-probabilities ``[T, M, N]`` from features ``[T, S, *F]``, ``[T, M, *F]``."""
+        return attention_to_class_log_probs(self.feature_attention(support, query), support_y,
+                                            n_way)
 
     def loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
         """Negative log-likelihood of log-probabilities ``[T, M, N]`` against labels ``[T, M]``."""
@@ -198,21 +207,24 @@ class MatchingNet(EpisodicLearner):
 class MatchingConfig:
     """Options of ``--method matching``: full-context embeddings (``fce``) with ``fce_steps``
     processing steps, ``scale`` of the attention logits, ``normalize_query`` (cosine attention;
-    ``normalize_query=true scale=1`` is the behaviour before issue 9)."""
+    ``normalize_query=true scale=1`` is the behaviour before issue 9), ``hidden`` (Conv-4 width;
+    None: 64)."""
 
     fce: bool = True
     fce_steps: int = 5
     scale: float = 1.0
     normalize_query: bool = False
+    hidden: int | None = None
 
     def __post_init__(self) -> None:
         check(self.fce_steps >= 0, "fce_steps", ">= 0", self.fce_steps)
         check(self.scale > 0, "scale", "> 0", self.scale)
+        check(self.hidden is None or self.hidden >= 1, "hidden", ">= 1 (conv4 width)", self.hidden)
 
 
 @register("matching", MatchingConfig)
 def build_matching(spec: ModelSpec, config: MatchingConfig) -> MatchingNet:
-    backbone = make_backbone(spec.backbone, spec.in_channels)
+    backbone = make_backbone(spec.backbone, spec.in_channels, config.hidden)
     dim = feature_shape(backbone, spec.in_channels, spec.image_size).numel()
     return MatchingNet(backbone, dim, fce=config.fce, fce_steps=config.fce_steps,
                        scale=config.scale, normalize_query=config.normalize_query)

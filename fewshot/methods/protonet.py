@@ -8,6 +8,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from episodes.options import check
+
 from ..backbones import make_backbone
 from ..learner import EpisodicLearner, ModelSpec, embed_episode
 from ..registry import register
@@ -71,12 +73,18 @@ class ProtoNet(EpisodicLearner):
 
 @dataclass
 class ProtoNetConfig:
-    """Options of ``--method protonet``: ``distance`` between queries and prototypes."""
+    """Options of ``--method protonet``: ``distance`` between queries and prototypes, ``hidden``
+    (Conv-4 width; None: 64)."""
 
     distance: Literal["euclidean", "cosine"] = "euclidean"
+    hidden: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self.hidden is None or self.hidden >= 1, "hidden", ">= 1 (conv4 width)", self.hidden)
 
 
 @register("protonet", ProtoNetConfig)
 def build_protonet(spec: ModelSpec, config: ProtoNetConfig) -> ProtoNet:
-    return ProtoNet(make_backbone(spec.backbone, spec.in_channels), distance=config.distance)
+    return ProtoNet(make_backbone(spec.backbone, spec.in_channels, config.hidden),
+                    distance=config.distance)
 

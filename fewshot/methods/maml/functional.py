@@ -8,7 +8,9 @@ attribute is copied and no special layer class is needed. The pieces:
   order by default (the inner gradients stay differentiable functions of the outer parameters);
   ``first_order=True`` treats them as constants (``detach``).
 - :func:`task_logits`: adapt on one task's support set, return its query logits (optionally after
-  every step, for the multi-step loss of MAML++), optionally with a frozen encoder (ANIL).
+  every step, for the multi-step loss of MAML++), optionally with a frozen encoder (ANIL). The
+  inner loss is cross-entropy, or any ``loss_fn`` (:func:`mse_loss`: regression, e.g. the
+  sine waves of :class:`episodes.SineTasks`).
 - :func:`batched_logits`: run a one-task function over T tasks with ``torch.func.vmap`` or a plain
   loop, optionally in chunks whose graphs are rebuilt one at a time during backward (bounded memory).
 
@@ -112,16 +114,24 @@ def inner_loop(model: nn.Module, params: Params, buffers: Buffers | None, x: Ten
     return history
 
 
+def mse_loss(prediction: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error for regression tasks: prediction ``[S, D]`` against target ``[S, D]``, or
+    ``[S, 1]`` against ``[S]`` (one output, as :class:`episodes.SineTasks`)."""
+    return F.mse_loss(prediction.reshape(target.shape), target)
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     """How one task is adapted: inner ``steps``, ``first_order``, ``all_steps`` (return query logits
     after every step, ``[steps, M, N]``, instead of only the last, ``[M, N]``), ``adapt`` (names of
-    adapted parameters, None = all)."""
+    adapted parameters, None = all), ``loss_fn`` of the inner loop (``loss_fn(model(sx), sy)``;
+    :func:`mse_loss` for regression)."""
 
     steps: int = 1
     first_order: bool = False
     all_steps: bool = False
     adapt: tuple[str, ...] | None = None
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
 
 
 def task_logits(model: nn.Module, state: Mapping[str, Params], sx: Tensor, sy: Tensor,
@@ -133,7 +143,8 @@ def task_logits(model: nn.Module, state: Mapping[str, Params], sx: Tensor, sy: T
     Args:
         state: ``{"params": model params, "lrs": inner rates (tensors, see :func:`step_lr`),
             "encoder": encoder params}`` (``"encoder"`` only with an encoder).
-        sx: support ``[S, C, H, W]``; sy: ``[S]`` in 0..N-1; qx: queries ``[M, C, H, W]``.
+        sx: support ``[S, C, H, W]`` (or any ``[S, ...]`` the model takes); sy: ``[S]`` in 0..N-1
+            (float targets for regression, with ``config.loss_fn``); qx: queries ``[M, ...]``.
         encoder: optional frozen feature extractor run once on sx and qx before the adapted
             ``model`` (ANIL: the encoder is meta-learned but not adapted in the inner loop).
         stats: per-step BatchNorm statistics (:mod:`fewshot.methods.maml.step_norms`) whose root
@@ -165,7 +176,8 @@ def task_logits(model: nn.Module, state: Mapping[str, Params], sx: Tensor, sy: T
             qx = functional_call(encoder, (params, buffers_of(encoder, False)(0)), (qx,))
         inner, at = buffers_of(model, True), buffers_of(model, False)
         fast = inner_loop(model, state["params"], inner, sx, sy, state["lrs"], config.steps,
-                          config.first_order, config.adapt, recorder=recorder) or [state["params"]]
+                          config.first_order, config.adapt, config.loss_fn,
+                          recorder) or [state["params"]]
         ks = list(range(1, config.steps + 1)) or [0]  # updates behind each entry of fast
         if not config.all_steps:
             fast, ks = fast[-1:], ks[-1:]

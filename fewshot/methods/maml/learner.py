@@ -49,13 +49,16 @@ from episodes.options import check
 from ...backbones import feature_shape, make_backbone
 from ...learner import EpisodicLearner, ModelSpec
 from ...registry import register
-from .functional import TaskConfig, maml_logits
+from .functional import TaskConfig, maml_logits, mse_loss
 from .step_norms import StepStatistics, dotted_key
 
 PER_STEP_WARNING = (
     "bn='per_step' is experimental: queries are normalised with per-step running statistics "
     "(inductive), which scored 11 points below transductive statistics on Omniglot 5-way 1-shot "
     "(BENCHMARKS.md, issue 9). Use bn='transductive' (the default) for accuracy.")
+
+
+LOSSES = {"cross_entropy": F.cross_entropy, "mse": mse_loss}
 
 
 def paper_eval_steps(inner_steps: int) -> int:
@@ -85,6 +88,9 @@ class MAML(EpisodicLearner):
         use_vmap: tasks in parallel with vmap (True), a loop (False), or None: vmap except on
             the CPU, where the loop is faster (:func:`fewshot.methods.maml.functional.batched_logits`);
             chunk_size: tasks per chunk.
+        loss: ``"cross_entropy"`` (classification) or ``"mse"`` (regression: the head's
+            ``n_way`` outputs are the prediction, the targets are floats, e.g.
+            :class:`episodes.SineTasks` with ``n_way=1``), in the inner loop and the outer loss.
     """
 
     grad_at_eval = True
@@ -94,8 +100,11 @@ class MAML(EpisodicLearner):
                  first_order: bool = False, learn_lr: bool = False, multi_step_loss: bool = False,
                  msl_anneal: int = 5000, anil: bool = False, head: str = "linear",
                  bn: str = "transductive", use_vmap: bool | None = None,
-                 chunk_size: int | None = None) -> None:
+                 chunk_size: int | None = None, loss: str = "cross_entropy") -> None:
         super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        self.loss_fn = LOSSES[loss]
         if head not in ("linear", "zero"):
             raise ValueError(f"head must be 'linear' or 'zero', got {head!r}")
         if bn not in ("transductive", "per_step"):
@@ -144,13 +153,18 @@ class MAML(EpisodicLearner):
         lrs = ({n: self.lrs[dotted_key(n)] for n in params} if self.learn_lr
                else dict.fromkeys(params, self.inner_lr))
         enc = dict(self.net.backbone.named_parameters()) if self.anil else None
+        if self.loss_fn is mse_loss and not support_y.is_floating_point():
+            raise ValueError("a MAML built with loss='mse' regresses float targets (e.g. "
+                             "episodes.SineTasks), but these episodes have class labels: build it "
+                             "with loss='cross_entropy'")
         steps = self.inner_steps if self.training else self.eval_inner_steps
         msl = self.training and self.multi_step_loss
         if not self.training:  # evaluation: no meta-gradient graph
             params, enc = _detached(params), _detached(enc)
             lrs = {n: v.detach() if isinstance(v, Tensor) else v for n, v in lrs.items()}
         logits = maml_logits(model, params, lrs, support_x, support_y, query_x,
-                             TaskConfig(steps, self.first_order, all_steps=msl),
+                             TaskConfig(steps, self.first_order, all_steps=msl,
+                                        loss_fn=self.loss_fn),
                              self.net.backbone if self.anil else None, enc, self.use_vmap,
                              self.chunk_size, self.bn_stats)
         if msl:
@@ -170,17 +184,17 @@ class MAML(EpisodicLearner):
         self.iteration += 1
 
     def loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
-        """Cross-entropy of the final logits ``[T, M, N]``; with the multi-step loss in training,
-        the weighted sum over the logits after every inner step (the iteration counter advances
-        in :meth:`end_step`, once per optimizer step however many chunks the step has)."""
+        """The loss (cross-entropy or mean squared error) of the final logits ``[T, M, N]``
+        against ``query_y`` ``[T, M]``; with the multi-step loss in training, the weighted sum over
+        the logits after every inner step (the iteration counter advances in :meth:`end_step`,
+        once per optimizer step however many chunks the step has)."""
         step_logits, self._step_logits = self._step_logits, None
         if step_logits is None or not self.training:
-            return super().loss(logits, query_y)
+            return self.loss_fn(logits.flatten(0, 1), query_y.flatten(0, 1))
         weights = self.step_weights().to(logits.device)
-        t, s, m, n = step_logits.shape
-        per_step = F.cross_entropy(step_logits.transpose(0, 1).reshape(s, t * m, n).flatten(0, 1),
-                                   query_y.flatten().repeat(s), reduction="none")
-        return (per_step.view(s, -1).mean(1) * weights).sum()
+        per_step = torch.stack([self.loss_fn(step_logits[:, k].flatten(0, 1), query_y.flatten(0, 1))
+                                for k in range(step_logits.shape[1])])
+        return (per_step * weights).sum()
 
 
 def _detached(params: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
@@ -232,7 +246,6 @@ class MAMLConfig:
 def build_maml(spec: ModelSpec, config: MAMLConfig) -> MAML:
     options = asdict(config)
     hidden, use_vmap = options.pop("hidden"), options.pop("vmap")
-    kw = {} if hidden is None else {"hidden": hidden}
-    backbone = make_backbone(spec.backbone, spec.in_channels, **kw)
+    backbone = make_backbone(spec.backbone, spec.in_channels, hidden)
     dim = feature_shape(backbone, spec.in_channels, spec.image_size).numel()
     return MAML(backbone, dim, use_vmap=use_vmap, **options)

@@ -1,7 +1,9 @@
-"""Helpers shared by the benchmark scripts: real data from ../shared, fixed test episodes, timing.
+"""Helpers shared by the benchmark scripts: real data from ``shared/data``, fixed test episodes,
+timing.
 
 Importing it puts this checkout on ``sys.path``, so the scripts run from a checkout that is not
-pip-installed."""
+pip-installed. The data folder is ``shared/data`` inside the checkout when there is one (a device
+call carries that folder, not the ``../shared`` beside the checkout), else ``../shared/data``."""
 
 from __future__ import annotations
 
@@ -16,18 +18,27 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, when not pip-installed
+CHECKOUT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(CHECKOUT))  # the checkout, when not pip-installed
 
 from episodes import ClassDataset, FixedEpisodes, omniglot  # noqa: E402
 from episodes.io import default_cache_dir  # noqa: E402
 from episodes.omniglot import find_omniglot_root  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+def shared_data(checkout: Path = CHECKOUT) -> Path:
+    """``checkout/shared/data`` if it exists, else ``checkout/../shared/data``."""
+    inside = checkout / "shared" / "data"
+    return inside if inside.is_dir() else checkout.parent / "shared" / "data"
+
+
+SHARED = shared_data()
 
 
 def omniglot_root(shared: Path = SHARED / "omniglot") -> Path:
-    """The official Omniglot layout: written once from ../shared's npz files by its
-    ``materialize.py`` into the cache folder (or ``$OMNIGLOT_ROOT`` if set)."""
+    """The official Omniglot layout: ``$OMNIGLOT_ROOT`` if set, else written once from the npz
+    files of ``shared/data/omniglot`` by its ``materialize.py`` into the cache folder
+    (``$FEWSHOT_CACHE``, default ``~/.cache/fewshot``)."""
     if os.environ.get("OMNIGLOT_ROOT"):
         return Path(os.environ["OMNIGLOT_ROOT"])
     dest = default_cache_dir() / "omniglot-official"

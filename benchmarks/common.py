@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+import tarfile
 import time
 from datetime import date
 from pathlib import Path
@@ -115,3 +116,22 @@ def write_json(obj: dict, path: str | os.PathLike) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     tmp.replace(path)
+
+
+def pack_folder(folder: Path, dest: Path, max_mb: float) -> None:
+    """Write ``folder`` into the tar file ``dest`` (paths relative to its parent): a file named
+    ``results.json`` first, then the others smallest first, leaving out (and naming) what would
+    take the tar over ``max_mb`` MiB, the most a file brought back from a device call may be."""
+    files = sorted((f for f in folder.rglob("*") if f.is_file()),
+                   key=lambda f: (f.name != "results.json", f.stat().st_size))
+    total, left = 0, []
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(dest, "w") as tar:
+        for f in files:
+            if total + f.stat().st_size > max_mb * 2**20:
+                left.append(str(f.relative_to(folder)))
+                continue
+            total += f.stat().st_size
+            tar.add(f, arcname=str(f.relative_to(folder.parent)))
+    print(f"packed {folder} into {dest} ({total / 2**20:.1f} MiB)"
+          + (f"; left out (too large to carry): {', '.join(left)}" if left else ""), flush=True)

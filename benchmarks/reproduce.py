@@ -27,7 +27,6 @@ import fnmatch
 import itertools
 import json
 import shutil
-import tarfile
 import time
 from pathlib import Path
 
@@ -48,6 +47,7 @@ QUICK = {"steps": 2, "meta_batch": 1, "train_query": 5, "val_every": 1, "val_epi
          "test_episodes": 4, "checkpoint_every": 1000}
 FULL = {"val_episodes": 200, "test_episodes": 1000, "checkpoint_every": 1000}
 EVAL_RESERVE_S = 60.0  # budget kept back for scoring and saving, full runs
+CHUNK_S = 60.0  # full runs: wall seconds per train() call, between which the budget is checked
 PACK_FILE_MB = 15  # --pack: a file that comes back from a device call is at most 16 MiB
 
 
@@ -76,9 +76,22 @@ def settings_for(p: Protocol, args: argparse.Namespace) -> dict:
                  val_every=QUICK["val_every"] if p.val_every else 0, patience=0)
     if args.steps is not None:
         s["steps"] = args.steps
-    s["chunk"] = (-(-s["steps"] // 2) if args.quick else  # quick: two calls
-                  20 * s["val_every"] if s["patience"] else s["steps"])
+    s["chunk"] = -(-s["steps"] // 2) if args.quick else None  # quick: two calls; else adaptive
     return s
+
+
+def next_target(s: dict, done: int, best_step: int, left: float, per_step: float | None) -> int:
+    """The step the next train() call stops at: the whole --quick half, else about CHUNK_S of
+    wall time (or what is left, if less) at the ``per_step`` seconds of the last call (one
+    validation interval for the first call), in whole validation intervals so that validation
+    keeps its schedule, and never past the early-stopping point ``best_step + patience``. The
+    wall time includes validation and checkpoints, which train()'s own time_limit does not count."""
+    if s["chunk"]:
+        return min(s["steps"], done + s["chunk"])
+    unit = s["val_every"] or 1
+    units = 1 if per_step is None else max(1, int(min(CHUNK_S, left) / per_step / unit))
+    target = min(s["steps"], (done // unit + units) * unit)
+    return min(target, best_step + s["patience"]) if s["patience"] else target
 
 
 def train_model(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) -> bool:
@@ -104,21 +117,23 @@ def train_model(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) ->
     session = {"date": args.env["date"], "device": args.env["device"],
                "steps_from": rec.get("steps", 0)}
     rec.setdefault("sessions", []).append(session)
+    per_step, best_step = None, rec.get("best_step", 0)
     while True:
-        left = args.deadline - time.monotonic() - args.reserve
+        left, t = args.deadline - time.monotonic() - args.reserve, time.monotonic()
         if left <= 0:
             break
-        target = min(s["steps"], rec.get("steps", 0) + s["chunk"])
+        target = next_target(s, rec.get("steps", 0), best_step, left, per_step)
         cfg = TrainConfig(steps=target, lr=p.lr, lr_decay_every=p.lr_halve_every,
                           val_every=s["val_every"] if val else 0, checkpoint_dir=str(ckdir),
                           checkpoint_every=args.p["checkpoint_every"], resume=True,
                           time_limit=rec.get("seconds", 0.0) + left, progress=False)
         res = train(learner, spec, sampler, cfg, val=val, device=args.device)
         progressed = res.steps > rec.get("steps", 0)
-        rec.update(steps=res.steps, target_steps=s["steps"], seconds=round(res.seconds, 1),
-                   best_val=res.best_val, select=p.select if val else "last")
+        per_step = (time.monotonic() - t) / max(1, res.steps - rec.get("steps", 0))
         vals = [(h["val_acc"], -h["step"]) for h in res.history if "val_acc" in h]
         best_step = -max(vals)[1] if vals else res.steps
+        rec.update(steps=res.steps, target_steps=s["steps"], seconds=round(res.seconds, 1),
+                   best_val=res.best_val, best_step=best_step, select=p.select if val else "last")
         if res.steps >= s["steps"]:
             rec.update(status="done", stopped=f"{res.steps} steps")
         elif s["patience"] and res.steps - best_step >= s["patience"]:
@@ -273,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     save(args)
     print(f"wall {wall:.0f} s; results in {args.results_path}", flush=True)
     if args.pack:
-        pack(args.out_dir, args.pack)
+        common.pack_folder(args.out_dir, args.pack, PACK_FILE_MB)
 
 
 def run_mode(args: argparse.Namespace) -> str:
@@ -296,25 +311,6 @@ def render(results: dict | None, args: argparse.Namespace) -> None:
         return
     splice(args.splice, text, smoke=args.quick)
     print(f"{args.splice}: table rewritten from {args.results_path}")
-
-
-def pack(out_dir: Path, dest: Path) -> None:
-    """Write ``out_dir`` (results.json first, then the checkpoints, smallest first) to the tar
-    file ``dest``, leaving out what would take it over PACK_FILE_MB; a model whose checkpoint is
-    left out restarts from step 0 when the run continues from the tar."""
-    files = sorted((f for f in out_dir.rglob("*") if f.is_file()),
-                   key=lambda f: (f.name != "results.json", f.stat().st_size))
-    total, left = 0, []
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(dest, "w") as tar:
-        for f in files:
-            if total + f.stat().st_size > PACK_FILE_MB * 2**20:
-                left.append(str(f.relative_to(out_dir)))
-                continue
-            total += f.stat().st_size
-            tar.add(f, arcname=str(f.relative_to(out_dir.parent)))
-    print(f"packed {out_dir} into {dest} ({total / 2**20:.1f} MiB)"
-          + (f"; left out (too large to carry): {', '.join(left)}" if left else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -88,19 +89,28 @@ def test_quick_cells_json_and_table(tiny_data: Path, capsys: pytest.CaptureFixtu
         reproduce.main(["--cells", CELLS, "--out-dir", str(out)])
 
 
-def test_resume_after_budget(tiny_data: Path) -> None:
+def test_resume_after_budget(tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A call whose budget runs out mid-training leaves the cell to the next call, which
     continues the same model from its checkpoint (carried in the --pack tar, as between device
     calls) and scores it."""
     out, cell, key = tiny_data / "out", "maml/omniglot-5w1s", "maml-omniglot-5w1s1q-b32"
     args = ["--quick", "--cells", cell, "--test-episodes", "2", "--steps", "12"]
     tar = tiny_data / "device-out" / "reproduce.tar"
-    reproduce.main([*args, "--out-dir", str(out), "--budget-minutes", "0.005", "--pack", str(tar)])
+    train = reproduce.train
+
+    def train_then_wait(*a, **kw):  # the budget (1.2 s) runs out after the first train() call
+        res = train(*a, **kw)
+        time.sleep(1.2)
+        return res
+
+    monkeypatch.setattr(reproduce, "train", train_then_wait)
+    reproduce.main([*args, "--out-dir", str(out), "--budget-minutes", "0.02", "--pack", str(tar)])
+    monkeypatch.setattr(reproduce, "train", train)
     results = json.loads((out / "results.json").read_text())
     model = results["models"][key]
     assert cell not in results["cells"] and model["status"] == "training"
     first = model["steps"]
-    assert 0 < first < 12
+    assert 0 < first <= 6  # the first of the two --quick train() calls, or part of it
     with tarfile.open(tar) as t:  # the next call starts from the tar alone
         t.extractall(tiny_data / "next", filter="data")
     out = tiny_data / "next" / out.name
@@ -127,6 +137,21 @@ def test_missing_checkpoint_restarts(tiny_data: Path, capsys: pytest.CaptureFixt
     assert "checkpoint is missing" in capsys.readouterr().out
     model = json.loads((out / "results.json").read_text())["models"][key]
     assert model["steps"] == 1 and [s["steps_from"] for s in model["sessions"]] == [0]
+
+
+def test_next_target() -> None:
+    """Full runs train in calls of about CHUNK_S wall seconds, in whole validation intervals,
+    never past the early-stopping point; --quick in two halves."""
+    s = {"steps": 1000, "val_every": 100, "patience": 300, "chunk": None}
+    assert reproduce.next_target(s, 0, 0, 500.0, None) == 100  # first call: one interval
+    per_step = reproduce.CHUNK_S / 250  # 250 steps fit in CHUNK_S
+    assert reproduce.next_target(s, 100, 100, 500.0, per_step) == 300
+    assert reproduce.next_target(s, 100, 100, reproduce.CHUNK_S / 2, per_step) == 200
+    assert reproduce.next_target(s, 100, 100, 1.0, per_step) == 200  # at least one interval
+    assert reproduce.next_target(s, 300, 100, 500.0, per_step) == 400  # early stop at 100 + 300
+    s = {"steps": 1000, "val_every": 0, "patience": 0, "chunk": None}
+    assert reproduce.next_target(s, 990, 0, 500.0, per_step) == 1000
+    assert reproduce.next_target({"steps": 5, "chunk": 3}, 3, 0, 500.0, None) == 5
 
 
 def test_render_every_cell_and_unrun(tmp_path: Path) -> None:

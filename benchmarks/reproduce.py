@@ -303,13 +303,13 @@ def run_mode(args: argparse.Namespace) -> str:
 
 def render(results: dict | None, args: argparse.Namespace) -> None:
     """Print the Markdown of ``results`` (None: nothing run yet), or splice it into --splice."""
-    from reproduce_render import markdown, splice
+    from reproduce_render import is_smoke, markdown, splice
 
     text = markdown(results, protocols(), smoke=args.quick)
     if args.splice is None:
         print(text)
         return
-    splice(args.splice, text, smoke=args.quick)
+    splice(args.splice, text, smoke=is_smoke(results, args.quick))  # never in the results' place
     print(f"{args.splice}: table rewritten from {args.results_path}")
 
 

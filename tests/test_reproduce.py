@@ -39,12 +39,13 @@ def tiny(classes: int, channels: int, size: int, seed: int) -> TensorClassDatase
 
 @pytest.fixture
 def tiny_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Tiny Omniglot-shaped (60/20/20 classes, 1 x 28 x 28) and mini-ImageNet-shaped (5 + 5
-    classes, RGB, 28x28 rather than 84x84 for speed: the harness takes the size from the data)
-    splits; fixed test episodes saved in ``tmp_path`` instead of benchmarks/episodes."""
+    """Tiny Omniglot-shaped (60/20/20 classes, grayscale) and mini-ImageNet-shaped (5 + 5
+    classes, RGB) splits, all 16x16 for speed (the harness takes the size from the data; 16 is
+    the least Conv-4's four poolings take); fixed test episodes saved in ``tmp_path`` instead of
+    benchmarks/episodes."""
     sizes = {("omniglot", "train"): 60, ("omniglot", "val"): 20, ("omniglot", "test"): 20,
              ("mini", "train"): 5, ("mini", "val"): 5}
-    data = {key: tiny(n, 1 if key[0] == "omniglot" else 3, 28, i)
+    data = {key: tiny(n, 1 if key[0] == "omniglot" else 3, 16, i)
             for i, (key, n) in enumerate(sizes.items())}
     monkeypatch.setattr(reproduce, "load_split", lambda ds, split, args: data[ds, split])
 
@@ -195,6 +196,13 @@ def test_splice_between_markers(tmp_path: Path) -> None:
     assert text.count("| not yet run |") == 30
     reproduce.main(["--render", "--quick", "--splice", str(md), "--out-dir", str(tmp_path / "x")])
     assert "old smoke" not in md.read_text() and "after\n" in md.read_text()
+    smoke = tmp_path / "smoke"  # smoke results rendered without --quick still go to the smoke place
+    smoke.mkdir()
+    (smoke / "results.json").write_text(json.dumps({"mode": "smoke (--quick)", "cells": {},
+                                                    "models": {}, "paired": {}}))
+    table_before = md.read_text().split("<!-- reproduce-smoke:start -->")[0]
+    reproduce.main(["--render", "--splice", str(md), "--out-dir", str(smoke)])
+    assert md.read_text().split("<!-- reproduce-smoke:start -->")[0] == table_before
     (tmp_path / "C.md").write_text("no markers\n")
     with pytest.raises(SystemExit, match="reproduce-table:start"):
         reproduce.main(["--render", "--splice", str(tmp_path / "C.md"), "--out-dir",

@@ -12,10 +12,13 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from episodes import ClassDataset, FixedEpisodes
+from episodes import ClassDataset, FixedEpisodes, to_unit_float
+from episodes.episode import class_major_labels
 from episodes.io import atomic_write_text
+from episodes.sampler import gather_episode
 
 from .learner import EpisodicLearner
+from .memory import bytes_per_item, chunks, image_chunk, items_per_chunk, memory_budget
 
 
 def confidence_interval(accuracies: Tensor) -> float:
@@ -58,29 +61,110 @@ class EvalResult:
 
 
 def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
-             batch_size: int = 50, device: torch.device | str | None = None,
-             amp: bool = False) -> EvalResult:
+             batch_size: int | None = None, device: torch.device | str | None = None,
+             amp: bool = False, max_memory: int | None = None) -> EvalResult:
     """Accuracy of ``learner`` (in eval mode) on each of ``episodes`` drawn from ``dataset``.
 
+    Memory stays within a budget (:func:`fewshot.memory.memory_budget`: ``max_memory`` bytes, or
+    a share of the device's free memory). Learners with per-image features embed each distinct
+    image of the episodes once, in chunks of images, and score the episodes from the features;
+    the others run whole episodes, as many per forward as fit. Both give the accuracies an
+    unchunked pass gives.
+
     Args:
-        batch_size: episodes per forward pass.
+        batch_size: episodes per pass (of the head, or of the whole learner); None: the most
+            that fit the budget.
         device: where episodes go (default: the learner's parameters' device).
         amp: bfloat16 autocast.
+        max_memory: bytes one forward may take (None: from the device's free memory).
     """
     if device is None:
         device = next(learner.parameters()).device
     device = torch.device(device)
+    episodes.check(dataset)
+    budget = memory_budget(device, max_memory)
     was_training = learner.training
     learner.eval()
-    accs = []
     try:
-        for ep in episodes.batches(dataset, batch_size, device):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = learner.infer(ep.support_x, ep.support_y, ep.query_x, ep.n_way)
-            accs.append((logits.argmax(-1) == ep.query_y).float().mean(1).cpu())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            if learner.features_per_image():
+                accs = _from_features(learner, episodes, dataset, batch_size, device, budget)
+            else:
+                accs = _from_episodes(learner, episodes, dataset, batch_size, device, budget)
     finally:
         learner.train(was_training)
-    return EvalResult(torch.cat(accs), episodes.n_way, episodes.k_shot, episodes.q_query)
+    return EvalResult(accs, episodes.n_way, episodes.k_shot, episodes.q_query)
+
+
+def _accuracy(logits: Tensor, query_y: Tensor) -> Tensor:
+    return (logits.argmax(-1) == query_y).float().mean(1).cpu()
+
+
+def _from_episodes(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
+                   batch_size: int | None, device: torch.device, budget: int) -> Tensor:
+    """Whole episodes through ``learner.infer``, ``batch_size`` (or as many as fit) at a time."""
+    if batch_size is None:
+        probe = gather_episode(dataset, episodes.classes[:1], episodes.items[:1],
+                               episodes.k_shot, device)
+        per_episode = bytes_per_item(lambda: learner.infer(
+            probe.support_x, probe.support_y, probe.query_x, probe.n_way))
+        batch_size = items_per_chunk(per_episode, budget, len(episodes))
+    accs = []
+    for ep in episodes.batches(dataset, batch_size, device):
+        accs.append(_accuracy(learner.infer(ep.support_x, ep.support_y, ep.query_x, ep.n_way),
+                              ep.query_y))
+    return torch.cat(accs)
+
+
+def embed_items(learner: EpisodicLearner, dataset: ClassDataset, index: Tensor,
+                device: torch.device, budget: int) -> Tensor:
+    """``learner.embed`` of the dataset's images ``index`` (long ``[U]``) -> ``[U, *F]``,
+    as many images per forward as fit ``budget``, without autograd."""
+    chunk = image_chunk(learner.embed, dataset.image_shape, device, budget, total=len(index))
+    with torch.no_grad():
+        return torch.cat([learner.embed(to_unit_float(dataset.load(index[s]).to(device)))
+                          for s in chunks(len(index), chunk)])
+
+
+def _from_features(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
+                   batch_size: int | None, device: torch.device, budget: int) -> Tensor:
+    """Embed the distinct images of a group of episodes once, then score the group's episodes
+    from their features with ``learner.head``, ``batch_size`` (or as many as fit) at a time.
+    A group is every episode when all their features fit half the budget."""
+    n, k, kq = episodes.items.shape[1], episodes.k_shot, episodes.items.shape[2]
+    feat_shape = _feature_shape(learner, dataset, device)
+    feat_bytes = 4 * math.prod(feat_shape)
+    unique_all = episodes.items.unique()
+    per_group = (len(episodes) if len(unique_all) * feat_bytes <= budget // 2
+                 else max(1, (budget // 2) // (n * kq * feat_bytes)))
+    if batch_size is None:
+        sf = torch.zeros(1, n * k, *feat_shape, device=device)
+        qf = torch.zeros(1, n * (kq - k), *feat_shape, device=device)
+        sy = class_major_labels(1, n, k, device)
+        with torch.no_grad():
+            per_episode = bytes_per_item(lambda: learner.head(sf, sy, qf, n))
+        batch_size = items_per_chunk(per_episode + n * kq * feat_bytes, budget // 2)
+    support_y = class_major_labels(1, n, k, device)
+    query_y = class_major_labels(1, n, kq - k, device)
+    accs = []
+    for group in chunks(len(episodes), per_group):
+        unique, inverse = episodes.items[group].unique(return_inverse=True)
+        feats = embed_items(learner, dataset, unique, device, budget)
+        inverse = inverse.to(device)
+        for s in chunks(inverse.shape[0], batch_size):
+            f = feats[inverse[s]]  # [G, N, K+Q, *F]
+            g = f.shape[0]
+            with torch.no_grad():
+                logits = learner.head(f[:, :, :k].flatten(1, 2), support_y.expand(g, -1),
+                                      f[:, :, k:].flatten(1, 2), n)
+            accs.append(_accuracy(logits, query_y.expand(g, -1)))
+    return torch.cat(accs)
+
+
+def _feature_shape(learner: EpisodicLearner, dataset: ClassDataset, device: torch.device
+                   ) -> torch.Size:
+    with torch.no_grad():
+        return learner.embed(torch.zeros(1, *dataset.image_shape, device=device)).shape[1:]
 
 
 def paired_test(a: EvalResult, b: EvalResult) -> dict[str, float]:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .episode_norm import PerEpisodeNorm
+
 
 @dataclass
 class ModelSpec:
@@ -44,10 +46,29 @@ class EpisodicLearner(nn.Module, ABC):
     loop); evaluation then runs with gradients enabled. ``grad_clip`` is the gradient-norm limit the
     training loop applies (through :meth:`clip_gradients`) when its own ``grad_clip`` is None
     (None: no clipping).
+
+    ``per_episode_norm``: the learner's layouts are episode-major (every tensor its modules see
+    is ``[T * b, ...]``, episode by episode), so BatchNorm with batch statistics can normalise
+    each episode on its own (:mod:`fewshot.episode_norm`): T batched episodes then train exactly
+    as T single episodes, and a step split into chunks as the whole step.
+
+    Learners whose logits come from per-image features (``features_per_image()`` True) also
+    implement :meth:`embed` (images -> features) and :meth:`head` (features -> logits) with
+    ``forward == head(embed(support), embed(query))``; evaluation and prediction then embed each
+    image once, in memory-bounded chunks (:mod:`fewshot.memory`).
     """
 
     grad_at_eval: bool = False
     grad_clip: float | None = None
+    per_episode_norm: bool = False
+
+    def __call__(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
+                 ) -> Tensor:
+        running = getattr(self, "_running_stats", None)
+        if not self.per_episode_norm or (support_x.shape[0] == 1 and running is None):
+            return super().__call__(support_x, support_y, query_x, n_way)
+        with PerEpisodeNorm(support_x.shape[0], running):
+            return super().__call__(support_x, support_y, query_x, n_way)
 
     @abstractmethod
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
@@ -55,11 +76,28 @@ class EpisodicLearner(nn.Module, ABC):
         """Args: support_x ``[T, N*K, C, H, W]``, support_y ``[T, N*K]`` in 0..N-1, query_x
         ``[T, M, C, H, W]``. Returns: logits ``[T, M, N]`` (higher = more likely)."""
 
+    def features_per_image(self) -> bool:
+        """True when, in eval mode, each image's features depend on that image alone, so
+        :meth:`embed` and :meth:`head` can stand in for ``forward``."""
+        return False
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Features of images ``[B, C, H, W]`` -> ``[B, *F]`` (see :meth:`features_per_image`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not embed images one by one")
+
+    def head(self, support: Tensor, support_y: Tensor, query: Tensor, n_way: int) -> Tensor:
+        """Logits from features: support ``[T, N*K, *F]``, query ``[T, M, *F]`` -> ``[T, M, N]``."""
+        raise NotImplementedError(f"{type(self).__name__} does not embed images one by one")
+
     def infer(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int) -> Tensor:
         """``forward`` for evaluation and prediction: without autograd unless ``grad_at_eval``,
         and with the result detached."""
         with torch.set_grad_enabled(self.grad_at_eval):
             return self(support_x, support_y, query_x, n_way).detach()
+
+    def end_step(self) -> None:
+        """Called by the training loop after each optimizer step (learners with a schedule of
+        their own advance it here)."""
 
     def clip_gradients(self, max_norm: float) -> None:
         """Clip the gradient norm of all parameters together to ``max_norm`` (learners that clip

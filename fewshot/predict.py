@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from episodes import ImagePipeline, read_images, scan_class_folders, to_unit_float
 from episodes.images import is_image_file
 
 from .learner import EpisodicLearner, ModelSpec
+from .memory import bytes_per_item, chunks, image_chunk, items_per_chunk, memory_budget
 
 
 @dataclass
@@ -57,8 +59,9 @@ def check_predict_pipeline(spec: ModelSpec, pipeline: ImagePipeline | None) -> I
 
 def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.PathLike,
             query_dir: str | os.PathLike, device: torch.device | str = "cpu",
-            convert: bool = True, batch_size: int = 256, *,
-            pipeline: ImagePipeline | None = None, skip_bad: bool = False) -> list[Prediction]:
+            convert: bool = True, batch_size: int | None = None, *,
+            pipeline: ImagePipeline | None = None, skip_bad: bool = False,
+            max_memory: int | None = None) -> list[Prediction]:
     """Classify every image of ``query_dir`` among the classes of ``support_dir``.
 
     Args:
@@ -67,13 +70,16 @@ def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.Pat
         query_dir: images to label (searched recursively).
         convert: convert images whose channel count differs from the model's; if False such an
             image raises an error naming it.
-        batch_size: query images per forward pass.
+        batch_size: query images read and scored per pass (None: as many as fit the budget).
         skip_bad: leave out unreadable files (support and query) with a warning naming them,
             instead of raising :class:`~episodes.ImageFileError`; skipped queries get no
             prediction.
         pipeline: how the model's training images were read from files (required; from
             :func:`fewshot.checkpoint.recorded_pipeline`); support and query files are read
             through it into ``[1, S, C, H, W]`` and ``[1, Q, C, H, W]`` floats in ``[0, 1]``.
+        max_memory: bytes one forward may take (None: a share of the device's free memory).
+            Learners with per-image features embed the support set once, in chunks, and each
+            query once; the predictions do not depend on the chunking.
     """
     pipeline = check_predict_pipeline(spec, pipeline)
     classes = scan_class_folders(support_dir, skip_bad=skip_bad)
@@ -90,18 +96,39 @@ def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.Pat
                          f"readable image: add images, or remove the folder(s)")
     queries = list_query_images(query_dir)
     learner.eval().to(device)
-    sx = to_unit_float(sx.to(device)).unsqueeze(0)
+    device = torch.device(device)
+    budget = memory_budget(device, max_memory)
     sy = sy.to(device).unsqueeze(0)
+    if learner.features_per_image():
+        chunk = image_chunk(learner.embed, tuple(sx.shape[1:]), device, budget)
+        with torch.no_grad():
+            support = torch.cat([learner.embed(to_unit_float(sx[s].to(device)))
+                                 for s in chunks(len(sx), chunk)]).unsqueeze(0)
+
+        def score(qx: Tensor) -> Tensor:
+            with torch.no_grad():
+                return learner.head(support, sy, learner.embed(qx[0]).unsqueeze(0), len(names))
+    else:
+        sx = to_unit_float(sx.to(device)).unsqueeze(0)
+        one, two = (bytes_per_item(lambda q=q: learner.infer(sx, sy, sx[:, :q], len(names)))
+                    for q in (1, 2))
+        chunk = items_per_chunk(max(two - one, 1), max(budget - (2 * one - two), 1))
+        if len(queries) > (batch_size or chunk):
+            warnings.warn(f"{spec.method} normalises queries with the statistics of their batch: "
+                          f"the {len(queries)} queries are scored {batch_size or chunk} at a time, "
+                          "so their predictions depend on that number; give a larger "
+                          "--max-memory to score them in one pass", stacklevel=2)
+
+        def score(qx: Tensor) -> Tensor:
+            return learner.infer(sx, sy, qx, len(names))
     out: list[Prediction] = []
-    for s in range(0, len(queries), batch_size):
-        chunk = queries[s:s + batch_size]
-        qx, kept = read_images(chunk, pipeline, convert=convert, skip_bad=skip_bad)
-        chunk = [chunk[i] for i in kept]
-        if not chunk:
+    for s in chunks(len(queries), batch_size or chunk):
+        part = queries[s]
+        qx, kept = read_images(part, pipeline, convert=convert, skip_bad=skip_bad)
+        part = [part[i] for i in kept]
+        if not part:
             continue
-        qx = to_unit_float(qx.to(device)).unsqueeze(0)
-        logits = learner.infer(sx, sy, qx, len(names))
-        probs = logits[0].float().softmax(-1)
+        probs = score(to_unit_float(qx.to(device)).unsqueeze(0))[0].float().softmax(-1)
         p, label = probs.max(-1)
-        out += [Prediction(f, names[int(c)], float(q)) for f, c, q in zip(chunk, label, p, strict=True)]
+        out += [Prediction(f, names[int(c)], float(q)) for f, c, q in zip(part, label, p, strict=True)]
     return out

@@ -10,17 +10,22 @@ as an uninterrupted one would.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-from episodes import ClassDataset, EpisodeSampler, FixedEpisodes
+from episodes import ClassDataset, Episode, EpisodeSampler, FixedEpisodes
 
 from .checkpoint import load_checkpoint, restore_model, save_checkpoint
+from .episode_norm import deferred_running_stats
 from .evaluate import evaluate
 from .learner import EpisodicLearner, ModelSpec
 from .logs import TrainLog
+from .memory import chunks, memory_budget
+from .step_size import episodes_per_forward, training_bytes_per_episode
 
 LOG_EVERY = 20
 
@@ -42,6 +47,11 @@ class TrainConfig:
             is None, no clipping, for most learners).
         progress: report running loss and accuracy (a bar on a terminal, plain lines
             otherwise; :class:`fewshot.logs.TrainLog`); ``metrics.jsonl`` is written regardless.
+        max_memory: bytes a training forward and backward may take (None: a share of the
+            device's free memory, :func:`fewshot.memory.memory_budget`); validation too.
+        episodes_per_forward: split each step's T episodes into forwards of this many and
+            accumulate their gradients (None: all T if they fit ``max_memory``, else the most
+            that fit). The result does not depend on it (:mod:`fewshot.episode_norm`).
     """
 
     steps: int = 1000
@@ -57,6 +67,8 @@ class TrainConfig:
     time_limit: float | None = None
     grad_clip: float | None = None
     progress: bool = True
+    max_memory: int | None = None
+    episodes_per_forward: int | None = None
 
 
 @dataclass
@@ -126,13 +138,15 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
 
     def validate() -> None:
         nonlocal best
-        acc = evaluate(learner, val[1], val[0], device=device, amp=config.amp).mean
+        acc = evaluate(learner, val[1], val[0], device=device, amp=config.amp,
+                       max_memory=config.max_memory).mean
         log.record({"step": step, "val_acc": acc, "seconds": seconds})
         if best is None or acc > best:
             best = acc
             checkpoint("best.pt")
 
     learner.train()
+    parts = chunks(sampler.episodes_per_batch, step_chunk(learner, sampler, config, device))
     log = TrainLog(None if config.time_limit else config.steps, step, history, ckdir,
                    enabled=config.progress)
     sums = torch.zeros(2, device=device)
@@ -141,22 +155,18 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
         if config.time_limit is not None and seconds >= config.time_limit:
             break
         ep = sampler.sample().to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
-            logits = learner(ep.support_x, ep.support_y, ep.query_x, ep.n_way)
-            loss = learner.loss(logits.float(), ep.query_y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        sums += accumulate(learner, ep, parts, config.amp)
         clip = config.grad_clip if config.grad_clip is not None else learner.grad_clip
         if clip is not None:
             learner.clip_gradients(clip)
         optimizer.step()
+        learner.end_step()
         if scheduler is not None:
             scheduler.step()
         step += 1
         now = time.perf_counter()
         seconds, tick = seconds + now - tick, now
-        sums += torch.stack([loss.detach().float(),
-                             (logits.argmax(-1) == ep.query_y).float().mean()])
         if step % LOG_EVERY == 0:  # .tolist() waits for the device: only every LOG_EVERY steps
             run_loss, run_acc = (sums / LOG_EVERY).tolist()
             sums.zero_()
@@ -176,3 +186,36 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
         validate()
     checkpoint("last.pt")
     return TrainResult(step, seconds, step * sampler.episodes_per_batch, best, history)
+
+
+def step_chunk(learner: EpisodicLearner, sampler: EpisodeSampler, config: TrainConfig,
+               device: torch.device) -> int:
+    """Episodes per forward: ``config.episodes_per_forward``, else all T of a step if their
+    training forward and backward fit the memory budget, else the most that fit."""
+    t = sampler.episodes_per_batch
+    if config.episodes_per_forward is not None or t == 1:
+        return min(config.episodes_per_forward or 1, t)
+    per_episode = training_bytes_per_episode(learner, sampler.n_way, sampler.k_shot,
+                                             sampler.q_query, sampler.dataset.image_shape, device)
+    return episodes_per_forward(per_episode, memory_budget(device, config.max_memory), t)
+
+
+def accumulate(learner: EpisodicLearner, ep: Episode, parts: list[slice], amp: bool) -> Tensor:
+    """Forward and backward of the episode batch ``ep`` (T episodes) in the chunks ``parts``,
+    each chunk's loss weighted by its share of the T episodes, so the summed gradients are the
+    whole batch's. Returns ``[loss, accuracy]`` of the batch (on the device, not synchronised)."""
+    t = len(ep)
+    device = ep.support_x.device
+    total = torch.zeros(2, device=device)
+    defer = len(parts) > 1 and learner.per_episode_norm
+    with deferred_running_stats(learner, len(parts)) if defer else nullcontext():
+        for part in parts:
+            share = (part.stop - part.start) / t
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = learner(ep.support_x[part], ep.support_y[part], ep.query_x[part],
+                                 ep.n_way)
+                loss = learner.loss(logits.float(), ep.query_y[part]) * share
+            loss.backward()
+            total += torch.stack([loss.detach().float(),
+                                  share * (logits.argmax(-1) == ep.query_y[part]).float().mean()])
+    return total

@@ -116,14 +116,15 @@ def test_predict_reads_raw_files_as_the_loader_did(fake_omniglot, trained, tmp_p
         want_s.append(images[:1])
         want_q += [(f.name, img) for f, img in zip(files[1:], images[1:], strict=True)]
     seen = []
-    infer = learner.infer
-    learner.infer = lambda sx, sy, qx, n: seen.append((sx, qx)) or infer(sx, sy, qx, n)
+    embed = learner.embed  # predict embeds the support images, then the queries
+    learner.embed = lambda x: seen.append(x) or embed(x)
     preds = predict(learner, spec, support, query, pipeline=recorded_pipeline(ckpt, trained))
-    sx, qx = seen[0]
+    sx, qx = seen[-2:]
     want_q = [img for _, img in sorted(want_q)]
-    assert torch.equal(sx[0], to_unit_float(torch.cat(want_s)))  # identical tensors
-    assert torch.equal(qx[0], to_unit_float(torch.stack(want_q)))
-    logits = infer(sx, torch.arange(3).unsqueeze(0), to_unit_float(torch.stack(want_q))[None], 3)
+    assert torch.equal(sx, to_unit_float(torch.cat(want_s)))  # identical tensors
+    assert torch.equal(qx, to_unit_float(torch.stack(want_q)))
+    logits = learner.infer(sx[None], torch.arange(3).unsqueeze(0),
+                           to_unit_float(torch.stack(want_q))[None], 3)
     assert [p.label for p in preds] == [sorted(p.name for p in support.iterdir())[i]
                                         for i in logits[0].argmax(-1).tolist()]
 

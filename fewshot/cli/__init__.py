@@ -15,7 +15,23 @@ from episodes.progress import set_progress
 
 from ..runs import RunError, read_run
 from . import commands
-from .args import Parser, add_data_args, count, device, fail, option, positive_float, positive_int, way
+from .args import (
+    Parser,
+    add_data_args,
+    count,
+    device,
+    episodes_per_step,
+    fail,
+    memory_size,
+    option,
+    positive_float,
+    positive_int,
+    way,
+)
+
+MAX_MEMORY_HELP = ("memory one forward pass may take, e.g. 2GB (default: on a GPU half its free "
+                   "memory, on a CPU 1 GiB or a quarter of the free memory); forwards are split "
+                   "into chunks that fit, with the same results")
 
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, KeyError,
                ImageFileError, RunError)
@@ -34,8 +50,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--way", type=way, default=5, help="classes per training episode")
     g.add_argument("--shot", type=positive_int, default=1, help="support images per class")
     g.add_argument("--query", type=positive_int, default=15, help="query images per class")
-    g.add_argument("--episodes-per-step", type=positive_int, default=1,
-                   help="episodes batched into each optimizer step")
+    g.add_argument("--episodes-per-step", type=episodes_per_step, default="auto",
+                   help="episodes batched into each optimizer step; auto: 1 on a CPU, on a GPU "
+                   "as many as keep it busy and fit --max-memory (steps that do not fit are "
+                   "split into chunks with the same result)")
     g.add_argument("--val-way", type=way, help="way of validation episodes (default: "
                    "--way)")
     g.add_argument("--val-shot", type=positive_int, help="shot of validation episodes (default: "
@@ -64,6 +82,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--time-limit", type=positive_float, help="stop after this many seconds of "
                    "training")
     g.add_argument("--amp", action="store_true", help="bfloat16 mixed precision")
+    g.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     g.add_argument("--seed", type=int, default=0, help="seed of sampling and initialisation")
     g = p.add_argument_group("run")
     g.add_argument("--out", default="runs/train", help="run folder for run.json, metrics.jsonl, "
@@ -109,7 +128,9 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0, help="seed of the fixed episodes")
     p.add_argument("--episodes-file", help="load the fixed episodes from this file, or save them "
                    "there if it does not exist, so every model is scored on the same episodes")
-    p.add_argument("--batch-size", type=positive_int, default=50, help="episodes per forward pass")
+    p.add_argument("--batch-size", type=positive_int, help="episodes per pass (default: as many "
+                   "as fit --max-memory)")
+    p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     p.add_argument("--json", help="write per-episode accuracies, mean and interval here")
     p.set_defaults(func=commands.cmd_eval)
 
@@ -122,8 +143,9 @@ def build_parser() -> Parser:
                    "checkpoint that does not record it (e.g. channels=1,size=28,resample=area,"
                    "invert=true); checkpoints written by fewshot train record it")
     p.add_argument("--format", choices=commands.FORMATS, default="tsv", help="output format")
-    p.add_argument("--batch-size", type=positive_int, default=256,
-                   help="query images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, help="query images per pass (default: as "
+                   "many as fit --max-memory)")
+    p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     p.add_argument("--no-convert", action="store_true",
                    help="refuse images whose channels differ from the model's")
     p.add_argument("--skip-bad-images", action="store_true",

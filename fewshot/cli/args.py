@@ -12,6 +12,7 @@ from typing import NoReturn
 import torch
 
 from episodes.registry import DATASETS, load_dataset
+from fewshot.memory import parse_bytes
 
 MIN_IMAGE_SIZE = 16  # four 2x2 max-pools (Conv-4, ResNet-12) need at least 16 pixels
 
@@ -63,6 +64,25 @@ positive_float = bounded(float, 0, strict=True)
 fraction = bounded(float, 0)
 image_size = bounded(int, MIN_IMAGE_SIZE)
 way = bounded(int, 2)
+
+
+def memory_size(text: str) -> int:
+    """An argparse type: a memory size such as ``2GB``, ``512MB`` or ``1.5GiB`` (bytes)."""
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def episodes_per_step(text: str) -> int | str:
+    """An argparse type: ``auto`` or a whole number >= 1."""
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be auto or a whole number >= 1, got {text!r}"
+                                         ) from None
 
 
 def device(text: str) -> str:

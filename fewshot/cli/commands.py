@@ -19,9 +19,12 @@ from episodes.sampler import FLAGS
 
 from ..checkpoint import check_pipeline, load_checkpoint, load_learner, recorded_pipeline
 from ..evaluate import evaluate
+from ..learner import EpisodicLearner
+from ..memory import memory_budget
 from ..predict import Prediction, predict
 from ..registry import build_learner, make_spec, method_config
-from ..runs import check_run_folder, prepare_run, run_lock, run_record
+from ..runs import RUN_FILE, check_run_folder, prepare_run, read_run, run_lock, run_record
+from ..step_size import auto_episodes_per_step, training_bytes_per_episode
 from ..train import TrainConfig, train
 from .args import check_data_args, dataset_from_args, output_file, output_folder, pick_device
 
@@ -82,6 +85,23 @@ def recorded_args(args: argparse.Namespace, augment: dict) -> dict:
     return out
 
 
+def resolve_episodes_per_step(args: argparse.Namespace, learner: EpisodicLearner,
+                              image_shape: tuple[int, ...], device: torch.device) -> int:
+    """``--episodes-per-step``, or for ``auto`` the number chosen for this device (a resumed run
+    keeps the number its ``run.json`` recorded)."""
+    if args.episodes_per_step != "auto":
+        return args.episodes_per_step
+    run_file = Path(args.out) / RUN_FILE
+    if args.resume and run_file.is_file():
+        recorded = (read_run(run_file).get("resolved") or {}).get("episodes_per_step")
+        if recorded:
+            return int(recorded)
+    per_episode = training_bytes_per_episode(learner.to(device), args.way, args.shot, args.query,
+                                             image_shape, device)
+    return auto_episodes_per_step(per_episode, args.way * (args.shot + args.query),
+                                  memory_budget(device, args.max_memory), device)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     check_data_args(args)
@@ -100,7 +120,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     spec = make_spec(args.method, args.backbone, train_ds.image_shape[0], train_ds.image_shape[1],
                      options)
     learner = build_learner(spec)
-    sampler = EpisodeSampler(train_ds, args.way, args.shot, args.query, args.episodes_per_step,
+    per_step = resolve_episodes_per_step(args, learner, train_ds.image_shape, device)
+    sampler = EpisodeSampler(train_ds, args.way, args.shot, args.query, per_step,
                              num_batches=args.steps, seed=args.seed, augment=augment)
     val = None
     if args.val_episodes > 0:
@@ -116,8 +137,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = TrainConfig(steps=args.steps, lr=args.lr, lr_decay_every=args.lr_decay_every,
                          val_every=args.val_every, checkpoint_dir=args.out,
                          checkpoint_every=args.checkpoint_every, resume=args.resume, amp=args.amp,
-                         time_limit=args.time_limit, progress=not args.quiet)
+                         time_limit=args.time_limit, progress=not args.quiet,
+                         max_memory=args.max_memory)
     record = run_record(recorded_args(args, augment_values), spec.to_dict())
+    record["resolved"] = {"episodes_per_step": per_step}
     with run_lock(args.out):
         prepare_run(args.out, record, resume=args.resume, overwrite=args.overwrite)
         result = train(learner, spec, sampler, config, val=val, device=device)
@@ -136,7 +159,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     check_pipeline(spec, ckpt["pipeline"], ds, source=args.checkpoint)
     episodes = fixed_episodes(ds, args.way, args.shot, args.query, args.episodes, args.seed,
                               args.episodes_file)
-    result = evaluate(learner, episodes, ds, batch_size=args.batch_size, device=device)
+    result = evaluate(learner, episodes, ds, batch_size=args.batch_size, device=device,
+                      max_memory=args.max_memory)
     print(f"{args.dataset} {args.split}: {result}")
     if args.json:
         result.save_json(args.json)
@@ -153,7 +177,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     pipeline = recorded_pipeline(ckpt, args.checkpoint, args.pipeline)
     preds = predict(learner, spec, args.support, args.query, device, convert=not args.no_convert,
                     batch_size=args.batch_size, pipeline=pipeline,
-                    skip_bad=args.skip_bad_images)
+                    skip_bad=args.skip_bad_images, max_memory=args.max_memory)
     text = format_predictions(preds, args.format)
     if args.output:
         atomic_write_text(text, args.output)

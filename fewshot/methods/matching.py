@@ -159,6 +159,8 @@ class MatchingNet(EpisodicLearner):
             [-scale, scale]); False as the reference code.
     """
 
+    per_episode_norm = True
+
     def __init__(self, backbone: nn.Module, feature_dim: int | None = None, fce: bool = True,
                  fce_steps: int = 5, scale: float = 1.0, normalize_query: bool = False) -> None:
         super().__init__()
@@ -171,7 +173,18 @@ class MatchingNet(EpisodicLearner):
                 ) -> Tensor:
         """Returns ``log P(y | x, S)`` ``[T, M, N]`` (log-probabilities, usable as logits)."""
         s, q = embed_episode(self.backbone, support_x, query_x)
-        s, q = s.flatten(2), q.flatten(2)
+        return self.head(s, support_y, q, n_way)
+
+    def features_per_image(self) -> bool:
+        return True
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def head(self, support: Tensor, support_y: Tensor, query: Tensor, n_way: int) -> Tensor:
+        """Full-context embeddings (if on) and attention over features ``[T, S, *F]``,
+        ``[T, M, *F]`` -> log-probabilities ``[T, M, N]``."""
+        s, q = support.flatten(2), query.flatten(2)
         if self.fce is not None:
             s, q = self.fce(s, q)
         return matching_log_probs(s, support_y, q, n_way, self.scale, self.normalize_query)

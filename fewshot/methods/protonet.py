@@ -45,6 +45,8 @@ def protonet_logits(support: Tensor, support_y: Tensor, query: Tensor, n_way: in
 class ProtoNet(EpisodicLearner):
     """A backbone plus :func:`protonet_logits`, batched over the T episodes of a step."""
 
+    per_episode_norm = True
+
     def __init__(self, backbone: nn.Module, distance: str = "euclidean") -> None:
         super().__init__()
         if distance not in ("euclidean", "cosine"):
@@ -54,7 +56,17 @@ class ProtoNet(EpisodicLearner):
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
                 ) -> Tensor:
         s, q = embed_episode(self.backbone, support_x, query_x)
-        return protonet_logits(s.flatten(2), support_y, q.flatten(2), n_way, self.distance)
+        return self.head(s, support_y, q, n_way)
+
+    def features_per_image(self) -> bool:
+        return True
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def head(self, support: Tensor, support_y: Tensor, query: Tensor, n_way: int) -> Tensor:
+        return protonet_logits(support.flatten(2), support_y, query.flatten(2), n_way,
+                               self.distance)
 
 
 @dataclass

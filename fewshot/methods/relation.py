@@ -189,6 +189,8 @@ class RelationNet(EpisodicLearner):
             (None: no clipping).
     """
 
+    per_episode_norm = True
+
     def __init__(self, embedding: nn.Module, relation: nn.Module, separate_passes: bool = True,
                  grad_clip: float | None = 0.5) -> None:
         super().__init__()
@@ -197,17 +199,31 @@ class RelationNet(EpisodicLearner):
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
                 ) -> Tensor:
-        if self.separate_passes:
-            return torch.stack([
-                relation_scores(self.relation, feature_maps(self.embedding, sx).unsqueeze(0),
-                                sy.unsqueeze(0), feature_maps(self.embedding, qx).unsqueeze(0),
-                                n_way)[0]
-                for sx, sy, qx in zip(support_x, support_y, query_x, strict=True)])
-        s, q = embed_episode(self.embedding, support_x, query_x)
-        if s.dim() != 5:
-            raise ValueError(f"the relation network's embedding must return feature maps "
-                             f"[B, C, h, w], got features of shape {tuple(s.shape[2:])}")
-        return relation_scores(self.relation, s, support_y, q, n_way)
+        if self.separate_passes:  # BatchNorm statistics per episode (PerEpisodeNorm) and set
+            t = support_x.shape[0]
+            s = feature_maps(self.embedding, support_x.flatten(0, 1))
+            q = feature_maps(self.embedding, query_x.flatten(0, 1))
+            s, q = s.view(t, -1, *s.shape[1:]), q.view(t, -1, *q.shape[1:])
+        else:
+            s, q = embed_episode(self.embedding, support_x, query_x)
+            if s.dim() != 5:
+                raise ValueError(f"the relation network's embedding must return feature maps "
+                                 f"[B, C, h, w], got features of shape {tuple(s.shape[2:])}")
+        return self.head(s, support_y, q, n_way)
+
+    def features_per_image(self) -> bool:
+        """False when the embedding normalises with batch statistics at test time
+        (``batch_stats_at_test``): an image's features then depend on its batch."""
+        return all(m.track_running_stats for m in self.embedding.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm))
+
+    def embed(self, x: Tensor) -> Tensor:
+        return feature_maps(self.embedding, x)
+
+    def head(self, support: Tensor, support_y: Tensor, query: Tensor, n_way: int) -> Tensor:
+        """Relation scores from feature maps ``[T, S, C, h, w]``, ``[T, M, C, h, w]`` ->
+        ``[T, M, N]``."""
+        return relation_scores(self.relation, support, support_y, query, n_way)
 
     def clip_gradients(self, max_norm: float) -> None:
         """Clip the gradient norm of the embedding and of the relation module, each to

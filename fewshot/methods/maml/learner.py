@@ -165,14 +165,18 @@ class MAML(EpisodicLearner):
         final[-1] = 1.0
         return (1 - frac) * torch.full((s,), 1.0 / s) + frac * final
 
+    def end_step(self) -> None:
+        """Advance the multi-step loss annealing by one meta-iteration."""
+        self.iteration += 1
+
     def loss(self, logits: Tensor, query_y: Tensor) -> Tensor:
         """Cross-entropy of the final logits ``[T, M, N]``; with the multi-step loss in training,
-        the weighted sum over the logits after every inner step (the iteration counter advances)."""
+        the weighted sum over the logits after every inner step (the iteration counter advances
+        in :meth:`end_step`, once per optimizer step however many chunks the step has)."""
         step_logits, self._step_logits = self._step_logits, None
         if step_logits is None or not self.training:
             return super().loss(logits, query_y)
         weights = self.step_weights().to(logits.device)
-        self.iteration += 1
         t, s, m, n = step_logits.shape
         per_step = F.cross_entropy(step_logits.transpose(0, 1).reshape(s, t * m, n).flatten(0, 1),
                                    query_y.flatten().repeat(s), reduction="none")

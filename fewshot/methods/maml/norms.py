@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from ...episode_norm import BN_ARGS, bind_args
+
 
 def _normalise(x: Tensor, dims: list[int], eps: float, weight: Tensor | None,
                bias: Tensor | None, shape: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
@@ -65,13 +67,6 @@ def layer_norm(x: Tensor, normalized_shape: Sequence[int], weight: Tensor | None
     return _normalise(x, list(range(x.dim() - n, x.dim())), eps, weight, bias, shape)[0]
 
 
-def bind_args(signature: tuple[str, ...], args: tuple, kwargs: dict) -> dict:
-    values = dict(zip(signature, args, strict=False))
-    values.update(kwargs or {})
-    return values
-
-
-BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
 IN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "use_input_stats",
            "momentum", "eps")
 LN_ARGS = ("input", "normalized_shape", "weight", "bias", "eps")

@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
                          f"{QUICK['meta_batch']}, {QUICK['test_episodes']} test episodes, 1 thread")
     ap.add_argument("--steps", type=int, default=None, help="override every cell's steps")
     ap.add_argument("--test-episodes", type=int, default=None)
-    ap.add_argument("--eval-batch", type=int, default=25)
+    ap.add_argument("--eval-batch", type=int, default=None,
+                    help="test episodes per pass (default: as many as fit, fewshot.memory)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out-dir", type=Path, default=None,
                     help="results.json and checkpoints (default benchmarks/out/reproduce[-quick])")

@@ -200,7 +200,10 @@ def test_learner_options_eval_steps_learned_lr_multistep_and_head_size():
     assert learner.step_weights().tolist() == [0.5, 0.5]
     learner.loss(learner(sx, sy, qx, N), qy).backward()
     assert all(p.grad is not None and p.grad.shape == (2,) for p in learner.lrs.values())
+    learner.end_step()  # the training loop's call after each optimizer step
+    assert learner.step_weights().tolist() == [0.25, 0.75]
     learner.loss(learner(sx, sy, qx, N), qy)
+    learner.end_step()
     assert learner.step_weights().tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="n_way=3"):
         learner(sx[:, :6], sy[:, :6] % 3, qx, 3)

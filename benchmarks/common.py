@@ -1,7 +1,9 @@
-"""Helpers shared by the benchmark scripts: real data from ../shared, fixed test episodes, timing.
+"""Helpers shared by the benchmark scripts: real data from ``shared/data``, fixed test episodes,
+timing.
 
 Importing it puts this checkout on ``sys.path``, so the scripts run from a checkout that is not
-pip-installed."""
+pip-installed. The data folder is ``shared/data`` inside the checkout when there is one (a device
+call carries that folder, not the ``../shared`` beside the checkout), else ``../shared/data``."""
 
 from __future__ import annotations
 
@@ -10,24 +12,34 @@ import os
 import platform
 import subprocess
 import sys
+import tarfile
 import time
 from datetime import date
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, when not pip-installed
+CHECKOUT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(CHECKOUT))  # the checkout, when not pip-installed
 
 from episodes import ClassDataset, FixedEpisodes, omniglot  # noqa: E402
 from episodes.io import default_cache_dir  # noqa: E402
 from episodes.omniglot import find_omniglot_root  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+def shared_data(checkout: Path = CHECKOUT) -> Path:
+    """``checkout/shared/data`` if it exists, else ``checkout/../shared/data``."""
+    inside = checkout / "shared" / "data"
+    return inside if inside.is_dir() else checkout.parent / "shared" / "data"
+
+
+SHARED = shared_data()
 
 
 def omniglot_root(shared: Path = SHARED / "omniglot") -> Path:
-    """The official Omniglot layout: written once from ../shared's npz files by its
-    ``materialize.py`` into the cache folder (or ``$OMNIGLOT_ROOT`` if set)."""
+    """The official Omniglot layout: ``$OMNIGLOT_ROOT`` if set, else written once from the npz
+    files of ``shared/data/omniglot`` by its ``materialize.py`` into the cache folder
+    (``$FEWSHOT_CACHE``, default ``~/.cache/fewshot``)."""
     if os.environ.get("OMNIGLOT_ROOT"):
         return Path(os.environ["OMNIGLOT_ROOT"])
     dest = default_cache_dir() / "omniglot-official"
@@ -104,3 +116,22 @@ def write_json(obj: dict, path: str | os.PathLike) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     tmp.replace(path)
+
+
+def pack_folder(folder: Path, dest: Path, max_mb: float) -> None:
+    """Write ``folder`` into the tar file ``dest`` (paths relative to its parent): a file named
+    ``results.json`` first, then the others smallest first, leaving out (and naming) what would
+    take the tar over ``max_mb`` MiB, the most a file brought back from a device call may be."""
+    files = sorted((f for f in folder.rglob("*") if f.is_file()),
+                   key=lambda f: (f.name != "results.json", f.stat().st_size))
+    total, left = 0, []
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(dest, "w") as tar:
+        for f in files:
+            if total + f.stat().st_size > max_mb * 2**20:
+                left.append(str(f.relative_to(folder)))
+                continue
+            total += f.stat().st_size
+            tar.add(f, arcname=str(f.relative_to(folder.parent)))
+    print(f"packed {folder} into {dest} ({total / 2**20:.1f} MiB)"
+          + (f"; left out (too large to carry): {', '.join(left)}" if left else ""), flush=True)

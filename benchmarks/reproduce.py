@@ -14,7 +14,10 @@ exactly) and stops cleanly before ``--budget-minutes`` run out; results accumula
     python benchmarks/reproduce.py --device cuda --budget-minutes 9      # again until all done
     python benchmarks/reproduce.py --device cuda --cells 'protonet/*' --budget-minutes 9
     python benchmarks/reproduce.py --quick          # smoke test: every cell a few steps, CPU
-    python benchmarks/reproduce.py --render [--quick]   # the Markdown table of the results
+    python benchmarks/reproduce.py --render [--quick] [--splice BENCHMARKS.md]  # the table
+
+Between device calls the results folder travels as one tar file (``--pack``); BENCHMARKS.md
+("Reproduction table") gives the commands.
 """
 
 from __future__ import annotations
@@ -37,10 +40,15 @@ from fewshot import TrainConfig, build_learner, load_learner, make_spec, train
 from fewshot.evaluate import EvalResult, evaluate, paired_test
 
 OUT = Path(__file__).parent / "out"
-QUICK = {"steps": 3, "meta_batch": 2, "val_every": 2, "val_episodes": 5, "test_episodes": 20,
-         "checkpoint_every": 1000}
+# --quick: every cell through the same code path, with less work per cell: 2 optimizer steps in two
+# train() calls (the second resumes from the checkpoint of the first), 1 episode per step with at
+# most 5 training queries per class, validation after each step on 2 episodes, 4 test episodes.
+QUICK = {"steps": 2, "meta_batch": 1, "train_query": 5, "val_every": 1, "val_episodes": 2,
+         "test_episodes": 4, "checkpoint_every": 1000}
 FULL = {"val_episodes": 200, "test_episodes": 1000, "checkpoint_every": 1000}
 EVAL_RESERVE_S = 60.0  # budget kept back for scoring and saving, full runs
+CHUNK_S = 60.0  # full runs: wall seconds per train() call, between which the budget is checked
+PACK_FILE_MB = 15  # --pack: a file that comes back from a device call is at most 16 MiB
 
 
 def load_split(dataset: str, split: str, args: argparse.Namespace) -> ClassDataset:
@@ -58,59 +66,82 @@ def splits_of(dataset: str) -> dict[str, str]:
 
 
 def settings_for(p: Protocol, args: argparse.Namespace) -> dict:
-    """The protocol's training settings, reduced with --quick (and --steps)."""
-    s = {"steps": p.steps, "meta_batch": p.meta_batch, "val_every": p.val_every,
-         "patience": p.patience}
+    """The protocol's training settings, reduced with --quick (and --steps). ``chunk``: steps per
+    train() call (each call after the first resumes from ``last.pt``; --quick: two calls)."""
+    s = {"steps": p.steps, "meta_batch": p.meta_batch, "query": p.train_query,
+         "val_every": p.val_every, "patience": p.patience}
     if args.quick:
         s.update(steps=QUICK["steps"], meta_batch=min(p.meta_batch, QUICK["meta_batch"]),
+                 query=min(p.train_query, QUICK["train_query"]),
                  val_every=QUICK["val_every"] if p.val_every else 0, patience=0)
     if args.steps is not None:
         s["steps"] = args.steps
+    s["chunk"] = -(-s["steps"] // 2) if args.quick else None  # quick: two calls; else adaptive
     return s
+
+
+def next_target(s: dict, done: int, best_step: int, left: float, per_step: float | None) -> int:
+    """The step the next train() call stops at: the whole --quick half, else about CHUNK_S of
+    wall time (or what is left, if less) at the ``per_step`` seconds of the last call (one
+    validation interval for the first call), in whole validation intervals so that validation
+    keeps its schedule, and never past the early-stopping point ``best_step + patience``. The
+    wall time includes validation and checkpoints, which train()'s own time_limit does not count."""
+    if s["chunk"]:
+        return min(s["steps"], done + s["chunk"])
+    unit = s["val_every"] or 1
+    units = 1 if per_step is None else max(1, int(min(CHUNK_S, left) / per_step / unit))
+    target = min(s["steps"], (done // unit + units) * unit)
+    return min(target, best_step + s["patience"]) if s["patience"] else target
 
 
 def train_model(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) -> bool:
     """Train (or continue) the model of ``p`` within the budget; True once it is finished."""
+    ckdir = args.out_dir / "checkpoints" / p.model_key
+    if rec.get("steps") and not (ckdir / "last.pt").is_file():
+        print(f"  {p.model_key}: its checkpoint is missing (not carried back?): training restarts "
+              f"from step 0", flush=True)
+        rec.clear()
     if rec.get("status") == "done":
         return True
-    s, ds = settings_for(p, args), SETTINGS[p.setting].dataset
-    size, channels = (28, 1) if ds == "omniglot" else (84, 3)
-    spec = make_spec(p.learner, "conv4", channels, size, p.options)
+    s, pipe = settings_for(p, args), data["train"].pipeline  # Omniglot 1 x 28, mini 3 x 84
+    spec = make_spec(p.learner, "conv4", pipe.channels, pipe.size, p.options)
     torch.manual_seed(0)
     learner = build_learner(spec)
-    sampler = EpisodeSampler(data["train"], p.train_way, p.train_shot, p.train_query,
+    sampler = EpisodeSampler(data["train"], p.train_way, p.train_shot, s["query"],
                              episodes_per_batch=s["meta_batch"], seed=0, device=args.device)
     val = None
     if s["val_every"] and data.get("val") is not None:
         val = (data["val"], FixedEpisodes.generate(data["val"], p.val_way or SETTINGS[p.setting].way,
                                                    p.train_shot, 15, args.p["val_episodes"], seed=1))
-    ckdir = args.out_dir / "checkpoints" / p.model_key
-    chunk = 20 * s["val_every"] if s["patience"] else s["steps"]
+    rec["episodes"] = f"{p.train_way}w{p.train_shot}s{s['query']}q x {s['meta_batch']}"
     session = {"date": args.env["date"], "device": args.env["device"],
                "steps_from": rec.get("steps", 0)}
     rec.setdefault("sessions", []).append(session)
+    per_step, best_step = None, rec.get("best_step", 0)
     while True:
-        left = args.deadline - time.monotonic() - args.reserve
+        left, t = args.deadline - time.monotonic() - args.reserve, time.monotonic()
         if left <= 0:
             break
-        target = min(s["steps"], rec.get("steps", 0) + chunk)
+        target = next_target(s, rec.get("steps", 0), best_step, left, per_step)
         cfg = TrainConfig(steps=target, lr=p.lr, lr_decay_every=p.lr_halve_every,
                           val_every=s["val_every"] if val else 0, checkpoint_dir=str(ckdir),
                           checkpoint_every=args.p["checkpoint_every"], resume=True,
                           time_limit=rec.get("seconds", 0.0) + left, progress=False)
         res = train(learner, spec, sampler, cfg, val=val, device=args.device)
         progressed = res.steps > rec.get("steps", 0)
-        rec.update(steps=res.steps, target_steps=s["steps"], seconds=round(res.seconds, 1),
-                   best_val=res.best_val, select=p.select if val else "last")
+        per_step = (time.monotonic() - t) / max(1, res.steps - rec.get("steps", 0))
         vals = [(h["val_acc"], -h["step"]) for h in res.history if "val_acc" in h]
         best_step = -max(vals)[1] if vals else res.steps
+        rec.update(steps=res.steps, target_steps=s["steps"], seconds=round(res.seconds, 1),
+                   best_val=res.best_val, best_step=best_step, select=p.select if val else "last")
         if res.steps >= s["steps"]:
             rec.update(status="done", stopped=f"{res.steps} steps")
         elif s["patience"] and res.steps - best_step >= s["patience"]:
             rec.update(status="done", stopped=f"early stop at {res.steps} (best val at {best_step})")
         else:
             rec["status"] = "training"
-        session.update(steps_to=res.steps, seconds=round(res.seconds, 1))
+        session.update(steps_to=res.steps, seconds=round(res.seconds, 1),
+                       train_calls=session.get("train_calls", 0) + 1)
         print(f"  {p.model_key}: {res.steps}/{s['steps']} steps, {res.seconds:.0f} s of "
               f"training ({rec['status']})", flush=True)
         save(args)
@@ -165,21 +196,27 @@ def run(args: argparse.Namespace) -> None:
         if args.deadline - time.monotonic() - args.reserve <= 0:
             break
         ds = SETTINGS[p.setting].dataset
-        if ds not in loaded:
+        if ds not in loaded:  # each dataset's splits are read once and shared by its cells
+            t = time.monotonic()
             loaded = {ds: {role: load_split(ds, split, args) if split else None
                            for role, split in splits_of(ds).items()}}
+            print(f"== {ds}: splits read in {time.monotonic() - t:.0f} s", flush=True)
         print(f"== {p.name}", flush=True)
         model = results["models"].setdefault(p.model_key, {})
+        t = time.monotonic()
         if not train_model(p, loaded[ds], model, args):
             print(f"  {p.name}: training continues in the next call", flush=True)
             break
+        t_train, t = time.monotonic() - t, time.monotonic()
         r = score(p, loaded[ds], model, args)
         results["cells"][p.name] = {
-            "status": "done", "setting": p.setting, "model": p.model_key,
-            "mode": "smoke (--quick)" if args.quick else "full protocol",
+            "status": "done", "setting": p.setting, "model": p.model_key, "mode": results["mode"],
             "mean": r.mean, "ci95": r.ci95, "episodes": len(r.accuracies), "query": r.q_query,
             "accuracies": r.accuracies.tolist(), "train_steps": model["steps"],
-            "train_seconds": model["seconds"], "stopped": model.get("stopped"), **args.env}
+            "train_seconds": model["seconds"], "score_seconds": round(time.monotonic() - t, 1),
+            "stopped": model.get("stopped"), **args.env}
+        print(f"  {p.name}: {t_train:.0f} s training call(s) with validation and checkpoints, "
+              f"{time.monotonic() - t:.0f} s scoring", flush=True)
         paired(results, p.setting)
         if args.prune and all(c.name in results["cells"] for c in protocols().values()
                               if c.model_key == p.model_key):
@@ -204,25 +241,38 @@ def main(argv: list[str] | None = None) -> None:
                          f"{QUICK['meta_batch']}, {QUICK['test_episodes']} test episodes, 1 thread")
     ap.add_argument("--steps", type=int, default=None, help="override every cell's steps")
     ap.add_argument("--test-episodes", type=int, default=None)
-    ap.add_argument("--eval-batch", type=int, default=25)
+    ap.add_argument("--eval-batch", type=int, default=None,
+                    help="test episodes per pass (default: as many as fit, fewshot.memory)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out-dir", type=Path, default=None,
                     help="results.json and checkpoints (default benchmarks/out/reproduce[-quick])")
     ap.add_argument("--omniglot-root", type=Path, default=None,
-                    help="Omniglot PNG layout (default: written from ../shared/data/omniglot)")
-    ap.add_argument("--mini-root", type=Path, default=common.SHARED / "miniimagenet")
+                    help="Omniglot PNG layout (default: $OMNIGLOT_ROOT, else written once from "
+                         "shared/data/omniglot, see benchmarks/common.py)")
+    ap.add_argument("--mini-root", type=Path, default=common.SHARED / "miniimagenet",
+                    help=f"mini-ImageNet folder (default {common.SHARED / 'miniimagenet'})")
     ap.add_argument("--prune", action="store_true",
                     help="delete a model's checkpoints once all its cells are scored (keeps the "
                          "folder carried between GPU calls small)")
+    ap.add_argument("--pack", type=Path, default=None, metavar="TAR",
+                    help="after the run, write the results folder to TAR (files over "
+                         f"{PACK_FILE_MB} MiB left out) to carry it to the next call")
     ap.add_argument("--render", action="store_true", help="print the Markdown table and exit")
+    ap.add_argument("--splice", type=Path, default=None, metavar="MD",
+                    help="with --render: write the table into MD between its markers instead")
     args = ap.parse_args(argv)
     args.out_dir = args.out_dir or OUT / ("reproduce-quick" if args.quick else "reproduce")
     args.results_path = args.out_dir / "results.json"
+    results = (json.loads(args.results_path.read_text()) if args.results_path.is_file()
+               else None)
     if args.render:
-        from reproduce_render import markdown
-        print(markdown(json.loads(args.results_path.read_text()) if args.results_path.is_file()
-                       else {"cells": {}, "models": {}, "paired": {}}, protocols()))
+        render(results, args)
         return
+    mode = run_mode(args)
+    results = results or {"mode": mode, "cells": {}, "models": {}, "paired": {}}
+    if results.setdefault("mode", mode) != mode:
+        raise SystemExit(f"{args.results_path} holds results of another kind of run "
+                         f"({results['mode']}), this one would be {mode}: give another --out-dir")
     if args.quick or args.threads:
         torch.set_num_threads(args.threads or 1)
     args.p = dict(QUICK if args.quick else FULL)
@@ -232,13 +282,36 @@ def main(argv: list[str] | None = None) -> None:
     args.deadline = start + (60 * args.budget_minutes if args.budget_minutes else float("inf"))
     args.reserve = 0.0 if args.quick else EVAL_RESERVE_S
     args.env = {k: v for k, v in common.environment(torch.device(args.device)).items()}
-    args.results = (json.loads(args.results_path.read_text()) if args.results_path.is_file()
-                    else {"cells": {}, "models": {}, "paired": {}})
+    args.results = results
     run(args)
     wall = time.monotonic() - start
     args.results.setdefault("calls", []).append({**args.env, "wall_seconds": round(wall, 1)})
     save(args)
     print(f"wall {wall:.0f} s; results in {args.results_path}", flush=True)
+    if args.pack:
+        common.pack_folder(args.out_dir, args.pack, PACK_FILE_MB)
+
+
+def run_mode(args: argparse.Namespace) -> str:
+    """What the results of this command are: the smoke test, the full protocol, or reduced."""
+    if args.quick:
+        return "smoke (--quick)"
+    cuts = [f"--{k.replace('_', '-')} {v}" for k, v in (("steps", args.steps),
+                                                          ("test_episodes", args.test_episodes))
+            if v is not None]
+    return f"reduced ({', '.join(cuts)})" if cuts else "full protocol"
+
+
+def render(results: dict | None, args: argparse.Namespace) -> None:
+    """Print the Markdown of ``results`` (None: nothing run yet), or splice it into --splice."""
+    from reproduce_render import is_smoke, markdown, splice
+
+    text = markdown(results, protocols(), smoke=args.quick)
+    if args.splice is None:
+        print(text)
+        return
+    splice(args.splice, text, smoke=is_smoke(results, args.quick))  # never in the results' place
+    print(f"{args.splice}: table rewritten from {args.results_path}")
 
 
 if __name__ == "__main__":

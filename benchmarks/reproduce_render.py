@@ -1,9 +1,18 @@
 """Markdown of ``benchmarks/reproduce.py``'s results JSON: the reproduction table (every cell,
-measured or "not yet run", the published number beside it), paired tests, and the protocols."""
+measured or "not yet run", the published number beside it), paired tests, and the protocols; and
+:func:`splice`, which writes it into BENCHMARKS.md between its markers."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from reproduce_protocols import SETTINGS, Protocol
+
+MARKERS = {False: "reproduce-table", True: "reproduce-smoke"}  # smoke -> marker name
+SMOKE = "SMOKE, not a result"
+MINI_NOTE = ("† Published on the full mini-ImageNet: its 20 **test** classes, 600 images per "
+             "class. Ours: the reduced copy's 16 **val** classes, 100 images per class (its test "
+             "classes are withheld): not comparable with the published figure.")
 
 
 def _training(model: dict | None) -> str:
@@ -11,26 +20,42 @@ def _training(model: dict | None) -> str:
         return "-"
     sec = model["seconds"]
     took = f"{sec:.0f} s" if sec < 600 else f"{sec / 60:.0f} min"
-    return f"{model['steps']:,} / {model['target_steps']:,} steps, {took}"
+    shape = f"{model['episodes']}, " if "episodes" in model else ""
+    return f"{shape}{model['steps']:,} / {model['target_steps']:,} steps, {took}"
+
+
+def _published(p: Protocol) -> str:
+    pub = f"{p.published:.2f}" + (f" +- {p.published_ci:.2f}" if p.published_ci else "")
+    return pub + (" †" if SETTINGS[p.setting].dataset == "mini" else "")
+
+
+def _protocol(p: Protocol) -> str:
+    """The protocol in a few words: training episodes x per step, steps (at most), model kept."""
+    kept = "best val" if p.select == "best" else "last"
+    return (f"{p.train_way}w{p.train_shot}s{p.train_query}q x {p.meta_batch}, "
+            f"{'<= ' if p.patience else ''}{p.steps:,} steps, {kept}")
 
 
 def results_table(results: dict, cells: dict[str, Protocol]) -> list[str]:
-    """One row per cell, in protocol order."""
-    lines = ["| cell | ours: test accuracy % (95% interval) | published % | test episodes "
-             "(queries) | training: steps, time | how it stopped | device | date |",
-             "|---|---|---|---|---|---|---|---|"]
+    """One row per cell, in protocol order: measured, or "not yet run"."""
+    lines = ["| cell | published % | ours: test accuracy % (95% interval) | protocol: episodes "
+             "(way, shot, queries) x per step, steps, model kept | trained: episodes x per step, "
+             "steps, time | test episodes (queries) | how it stopped | device | date |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, p in cells.items():
         c, model = results["cells"].get(name), results["models"].get(p.model_key)
-        pub = f"{p.published:.2f}" + (f" +- {p.published_ci:.2f}" if p.published_ci else "")
         if c is None:
-            state = ("not yet run" if not model else
-                     f"not yet run (training: {model.get('steps', 0):,} steps so far)")
-            lines.append(f"| {name} | {state} | {pub} | - | {_training(model)} | - | - | - |")
+            state = ("not yet run" if not model or not model.get("steps") else
+                     f"not yet run (training: {model['steps']:,} steps so far)")
+            lines.append(f"| {name} | {_published(p)} | {state} | {_protocol(p)} | "
+                         f"{_training(model)} | - | - | - | - |")
             continue
-        smoke = " (smoke run, not a result)" if c["mode"].startswith("smoke") else ""
-        lines.append(f"| {name} | {100 * c['mean']:.2f} +- {100 * c['ci95']:.2f}{smoke} | {pub} | "
-                     f"{c['episodes']} ({c['query']}) | {_training(model)} | {c['stopped']} | "
-                     f"{c['device']} | {c['date']} |")
+        label = ("" if c["mode"] == "full protocol" else f" ({SMOKE})"
+                 if c["mode"].startswith("smoke") else f" ({c['mode']}, not the full protocol)")
+        lines.append(f"| {name} | {_published(p)} | {100 * c['mean']:.2f} +- "
+                     f"{100 * c['ci95']:.2f}{label} | {_protocol(p)} | {_training(model)} | "
+                     f"{c['episodes']} ({c['query']}) | {c['stopped']} | {c['device']} | "
+                     f"{c['date']} |")
     return lines
 
 
@@ -63,15 +88,48 @@ def protocol_table(cells: dict[str, Protocol]) -> list[str]:
     return lines
 
 
-def markdown(results: dict, cells: dict[str, Protocol]) -> str:
-    """The whole section body: results, paired tests, protocols."""
+def is_smoke(results: dict | None, smoke: bool) -> bool:
+    """Whether ``results`` are (or, with none yet, would be) ``--quick`` smoke results."""
+    if results is None:
+        return smoke
+    modes = [results.get("mode", "")] + [c["mode"] for c in results["cells"].values()]
+    return any(m.startswith("smoke") for m in modes)
+
+
+def markdown(results: dict | None, cells: dict[str, Protocol], smoke: bool = False) -> str:
+    """The section body: results (every cell), then for full-protocol results the paired tests
+    and the protocols. ``results`` None: no call has run yet; ``smoke``: label them as the
+    --quick smoke test (so are results in which any cell is one)."""
+    smoke = is_smoke(results, smoke)
+    results = results or {"cells": {}, "models": {}, "paired": {}}
     calls = results.get("calls", [])
-    head = [f"{len(results['cells'])} of {len(cells)} cells scored, over {len(calls)} call(s) "
-            f"({sum(c['wall_seconds'] for c in calls) / 60:.1f} min of wall time); every method "
-            "of a setting on the same fixed test episodes (Omniglot: Vinyals test classes; "
-            "mini-ImageNet: the reduced copy's 16 **val** classes, its test classes being "
-            "withheld, so not comparable with the published figures).", ""]
-    return "\n".join(head + results_table(results, cells)
-                     + ["", "Paired tests between methods on the same episodes:", ""]
-                     + paired_table(results) + ["", "Protocols (reproduce_protocols.py):", ""]
-                     + protocol_table(cells))
+    scored = len([n for n in cells if n in results["cells"]])
+    head = [f"**{SMOKE.upper()}: the `--quick` smoke test.** Every cell ran the harness's whole code "
+            "path (build, train with a checkpoint and a resume, score, paired tests) on a few "
+            "steps and episodes: the accuracies say that it runs, not what the methods reach.", ""
+            ] if smoke else []
+    head += [f"{scored} of {len(cells)} cells scored, over {len(calls)} call(s) "
+             f"({sum(c['wall_seconds'] for c in calls) / 60:.1f} min of wall time); every method "
+             "of a setting on the same fixed test episodes (Omniglot: the Vinyals split's test "
+             "classes; mini-ImageNet: see †). Rendered by `python benchmarks/reproduce.py "
+             f"--render{' --quick' if smoke else ''}` from `{'reproduce-quick' if smoke else 'reproduce'}"
+             "/results.json`.", ""]
+    body = head + results_table(results, cells) + ["", MINI_NOTE]
+    if smoke:  # paired tests of a smoke run mean nothing: they are in its results.json
+        return "\n".join(body)
+    body += ["", "Paired tests between methods on the same episodes:", ""]
+    body += paired_table(results) if results["paired"] else ["(none yet)"]
+    body += ["", "Protocols (`benchmarks/reproduce_protocols.py`):", ""]
+    return "\n".join(body + protocol_table(cells))
+
+
+def splice(path: Path, text: str, smoke: bool) -> None:
+    """Replace what lies between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in ``path``
+    with ``text`` (NAME from :data:`MARKERS`); both markers must be there, once each."""
+    start, end = (f"<!-- {MARKERS[smoke]}:{k} -->" for k in ("start", "end"))
+    doc = Path(path).read_text()
+    if doc.count(start) != 1 or doc.count(end) != 1 or doc.index(start) > doc.index(end):
+        raise SystemExit(f"{path}: needs the lines {start} and {end}, once each and in that "
+                         f"order, around the table to rewrite")
+    before, rest = doc.split(start)
+    Path(path).write_text(f"{before}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")

@@ -1,11 +1,14 @@
 """benchmarks/reproduce.py (issue 10's harness): --quick on a few cells with tiny data, the results
-JSON, the rendered table, and resuming a cell whose budget ran out; the full --quick (every cell on
-the real data) is marked slow and skips without ../shared/data."""
+JSON, the rendered table and its splicing into a Markdown file, resuming a cell whose budget ran out
+from a packed results folder; the full --quick (every cell on the real data) is marked slow and
+skips without the shared data (see benchmarks/common.py)."""
 
 from __future__ import annotations
 
 import json
 import sys
+import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +18,11 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import reproduce  # noqa: E402
+import reproduce_render  # noqa: E402
 
 from episodes import FixedEpisodes, ImagePipeline, TensorClassDataset  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = reproduce.common.SHARED
 CELLS = "protonet/omniglot-5w1s,protonet/omniglot-20w1s,maml_fo/mini-5w1s"
 
 
@@ -35,11 +39,13 @@ def tiny(classes: int, channels: int, size: int, seed: int) -> TensorClassDatase
 
 @pytest.fixture
 def tiny_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Tiny Omniglot-shaped (60/20/20 classes, 28x28) and mini-ImageNet-shaped (5 + 5 classes,
-    84x84) splits; fixed test episodes saved in ``tmp_path`` instead of benchmarks/episodes."""
+    """Tiny Omniglot-shaped (60/20/20 classes, grayscale) and mini-ImageNet-shaped (5 + 5
+    classes, RGB) splits, all 16x16 for speed (the harness takes the size from the data; 16 is
+    the least Conv-4's four poolings take); fixed test episodes saved in ``tmp_path`` instead of
+    benchmarks/episodes."""
     sizes = {("omniglot", "train"): 60, ("omniglot", "val"): 20, ("omniglot", "test"): 20,
              ("mini", "train"): 5, ("mini", "val"): 5}
-    data = {key: tiny(n, 1 if key[0] == "omniglot" else 3, 28 if key[0] == "omniglot" else 84, i)
+    data = {key: tiny(n, 1 if key[0] == "omniglot" else 3, 16, i)
             for i, (key, n) in enumerate(sizes.items())}
     monkeypatch.setattr(reproduce, "load_split", lambda ds, split, args: data[ds, split])
 
@@ -58,13 +64,17 @@ def tiny_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def test_quick_cells_json_and_table(tiny_data: Path, capsys: pytest.CaptureFixture) -> None:
     out = tiny_data / "out"
-    reproduce.main(["--quick", "--cells", CELLS, "--out-dir", str(out), "--test-episodes", "6"])
+    reproduce.main(["--quick", "--cells", CELLS, "--out-dir", str(out), "--test-episodes", "3"])
     results = json.loads((out / "results.json").read_text())
     assert set(results["cells"]) == set(CELLS.split(","))
     for cell in results["cells"].values():
         assert cell["status"] == "done" and cell["mode"] == "smoke (--quick)"
-        assert len(cell["accuracies"]) == cell["episodes"] == 6 and cell["query"] == 15
+        assert len(cell["accuracies"]) == cell["episodes"] == 3 and cell["query"] == 15
         assert 0 <= cell["mean"] <= 1 and cell["train_steps"] == reproduce.QUICK["steps"]
+    for model in results["models"].values():  # two train() calls, the second resumed
+        assert [(s["steps_from"], s["train_calls"]) for s in model["sessions"]] == [(0, 2)]
+    assert results["models"]["protonet-omniglot-60w1s5q-b1"]["episodes"] == "60w1s5q x 1"
+    assert results["models"]["maml_fo-mini-5w1s15q-b4"]["episodes"] == "5w1s5q x 1"
     # ProtoNet 5- and 20-way 1-shot are one 60-way model, trained once and scored twice
     assert results["cells"]["protonet/omniglot-5w1s"]["model"] == \
         results["cells"]["protonet/omniglot-20w1s"]["model"]
@@ -72,30 +82,131 @@ def test_quick_cells_json_and_table(tiny_data: Path, capsys: pytest.CaptureFixtu
     capsys.readouterr()
     reproduce.main(["--render", "--out-dir", str(out)])
     table = capsys.readouterr().out
-    assert "| protonet/omniglot-5w1s |" in table and "smoke run, not a result" in table
-    assert "| 98.80 |" in table  # the published number beside the cell
+    assert "| protonet/omniglot-5w1s | 98.80 |" in table  # the published number beside it
+    assert table.count("(SMOKE, not a result)") == 3 and "SMOKE, NOT A RESULT" in table
     assert table.count("not yet run") == 30 - 3
-    assert "49.42 +- 0.78" in table  # a cell not run still shows its published number
+    assert "49.42 +- 0.78 †" in table  # a cell not run still shows its published number
+    with pytest.raises(SystemExit, match="another kind of run"):  # never mixed with full ones
+        reproduce.main(["--cells", CELLS, "--out-dir", str(out)])
 
 
-def test_resume_after_budget(tiny_data: Path) -> None:
+def test_resume_after_budget(tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A call whose budget runs out mid-training leaves the cell to the next call, which
-    continues the same model from its checkpoint and scores it."""
+    continues the same model from its checkpoint (carried in the --pack tar, as between device
+    calls) and scores it."""
     out, cell, key = tiny_data / "out", "maml/omniglot-5w1s", "maml-omniglot-5w1s1q-b32"
-    args = ["--quick", "--cells", cell, "--out-dir", str(out), "--test-episodes", "4",
-            "--steps", "30"]
-    reproduce.main([*args, "--budget-minutes", "0.005"])
+    args = ["--quick", "--cells", cell, "--test-episodes", "2", "--steps", "12"]
+    tar = tiny_data / "device-out" / "reproduce.tar"
+    train = reproduce.train
+
+    def train_then_wait(*a, **kw):  # the budget (1.2 s) runs out after the first train() call
+        res = train(*a, **kw)
+        time.sleep(1.2)
+        return res
+
+    monkeypatch.setattr(reproduce, "train", train_then_wait)
+    reproduce.main([*args, "--out-dir", str(out), "--budget-minutes", "0.02", "--pack", str(tar)])
+    monkeypatch.setattr(reproduce, "train", train)
     results = json.loads((out / "results.json").read_text())
     model = results["models"][key]
     assert cell not in results["cells"] and model["status"] == "training"
     first = model["steps"]
-    assert 0 < first < 30
-    reproduce.main(args)
+    assert 0 < first <= 6  # the first of the two --quick train() calls, or part of it
+    with tarfile.open(tar) as t:  # the next call starts from the tar alone
+        t.extractall(tiny_data / "next", filter="data")
+    out = tiny_data / "next" / out.name
+    assert (out / "checkpoints" / key / "last.pt").is_file()
+    reproduce.main([*args, "--out-dir", str(out)])
     results = json.loads((out / "results.json").read_text())
     model = results["models"][key]
-    assert results["cells"][cell]["status"] == "done" and model["steps"] == 30
+    assert results["cells"][cell]["status"] == "done" and model["steps"] == 12
     assert [s["steps_from"] for s in model["sessions"]] == [0, first]
     assert len(results["calls"]) == 2
+
+
+def test_missing_checkpoint_restarts(tiny_data: Path, capsys: pytest.CaptureFixture) -> None:
+    """A model whose checkpoint did not come back (too large to carry) trains again from 0."""
+    out, cell, key = tiny_data / "out", "matching/omniglot-5w1s", "matching-omniglot-5w1s15q-b1"
+    args = ["--quick", "--cells", cell, "--out-dir", str(out), "--test-episodes", "2"]
+    reproduce.main([*args, "--steps", "3", "--budget-minutes", "0"])  # no time: nothing trained
+    reproduce.main([*args, "--steps", "1"])
+    (out / "checkpoints" / key / "last.pt").unlink()
+    results = json.loads((out / "results.json").read_text())
+    del results["cells"][cell]  # as if the budget had run out before scoring
+    (out / "results.json").write_text(json.dumps(results))
+    reproduce.main([*args, "--steps", "1"])
+    assert "checkpoint is missing" in capsys.readouterr().out
+    model = json.loads((out / "results.json").read_text())["models"][key]
+    assert model["steps"] == 1 and [s["steps_from"] for s in model["sessions"]] == [0]
+
+
+def test_next_target() -> None:
+    """Full runs train in calls of about CHUNK_S wall seconds, in whole validation intervals,
+    never past the early-stopping point; --quick in two halves."""
+    s = {"steps": 1000, "val_every": 100, "patience": 300, "chunk": None}
+    assert reproduce.next_target(s, 0, 0, 500.0, None) == 100  # first call: one interval
+    per_step = reproduce.CHUNK_S / 250  # 250 steps fit in CHUNK_S
+    assert reproduce.next_target(s, 100, 100, 500.0, per_step) == 300
+    assert reproduce.next_target(s, 100, 100, reproduce.CHUNK_S / 2, per_step) == 200
+    assert reproduce.next_target(s, 100, 100, 1.0, per_step) == 200  # at least one interval
+    assert reproduce.next_target(s, 300, 100, 500.0, per_step) == 400  # early stop at 100 + 300
+    s = {"steps": 1000, "val_every": 0, "patience": 0, "chunk": None}
+    assert reproduce.next_target(s, 990, 0, 500.0, per_step) == 1000
+    assert reproduce.next_target({"steps": 5, "chunk": 3}, 3, 0, 500.0, None) == 5
+
+
+def test_render_every_cell_and_unrun(tmp_path: Path) -> None:
+    """The table has a row for each of the 30 cells with its published number; cells without a
+    result say "not yet run"; a full-protocol result is not labelled smoke, a --quick one is."""
+    cells = reproduce.protocols()
+    empty = reproduce_render.markdown(None, cells)
+    for name, p in cells.items():
+        row = next(line for line in empty.splitlines() if line.startswith(f"| {name} |"))
+        assert f"| {p.published:.2f}" in row and "| not yet run |" in row
+    assert "SMOKE" not in empty and "0 of 30 cells scored" in empty
+    name, p = "maml/omniglot-20w5s", cells["maml/omniglot-20w5s"]
+    results = {"mode": "full protocol", "paired": {}, "calls": [{"wall_seconds": 540.0}],
+               "models": {p.model_key: {"steps": 60000, "target_steps": 60000, "seconds": 5400.0,
+                                        "episodes": "20w5s5q x 16"}},
+               "cells": {name: {"mode": "full protocol", "mean": 0.9876, "ci95": 0.0012,
+                                "episodes": 1000, "query": 15, "stopped": "60000 steps",
+                                "device": "NVIDIA H100 80GB HBM3", "date": "2026-11-24"}}}
+    table = reproduce_render.markdown(results, cells)
+    assert (f"| {name} | 98.90 | 98.76 +- 0.12 | 20w5s5q x 16, 60,000 steps, last | 20w5s5q x "
+            "16, 60,000 / 60,000 steps, 90 min | 1000 (15) | 60000 steps | NVIDIA H100 80GB HBM3 | "
+            "2026-11-24 |") in table
+    assert table.count("| not yet run |") == 29 and "SMOKE" not in table
+    results["mode"] = results["cells"][name]["mode"] = "smoke (--quick)"
+    smoke = reproduce_render.markdown(results, cells)
+    assert "98.76 +- 0.12 (SMOKE, not a result)" in smoke and smoke.startswith("**SMOKE")
+    results["mode"] = results["cells"][name]["mode"] = "reduced (--steps 500)"
+    reduced = reproduce_render.markdown(results, cells)
+    assert "98.76 +- 0.12 (reduced (--steps 500), not the full protocol)" in reduced
+
+
+def test_splice_between_markers(tmp_path: Path) -> None:
+    md = tmp_path / "B.md"
+    md.write_text("# B\nintro\n<!-- reproduce-table:start -->\nold table\n"
+                  "<!-- reproduce-table:end -->\nafter\n<!-- reproduce-smoke:start -->\nold smoke\n"
+                  "<!-- reproduce-smoke:end -->\n")
+    reproduce.main(["--render", "--splice", str(md), "--out-dir", str(tmp_path / "none")])
+    text = md.read_text()
+    assert text.startswith("# B\nintro\n<!-- reproduce-table:start -->\n0 of 30 cells scored")
+    assert "old table" not in text and "after\n<!-- reproduce-smoke:start -->\nold smoke" in text
+    assert text.count("| not yet run |") == 30
+    reproduce.main(["--render", "--quick", "--splice", str(md), "--out-dir", str(tmp_path / "x")])
+    assert "old smoke" not in md.read_text() and "after\n" in md.read_text()
+    smoke = tmp_path / "smoke"  # smoke results rendered without --quick still go to the smoke place
+    smoke.mkdir()
+    (smoke / "results.json").write_text(json.dumps({"mode": "smoke (--quick)", "cells": {},
+                                                    "models": {}, "paired": {}}))
+    table_before = md.read_text().split("<!-- reproduce-smoke:start -->")[0]
+    reproduce.main(["--render", "--splice", str(md), "--out-dir", str(smoke)])
+    assert md.read_text().split("<!-- reproduce-smoke:start -->")[0] == table_before
+    (tmp_path / "C.md").write_text("no markers\n")
+    with pytest.raises(SystemExit, match="reproduce-table:start"):
+        reproduce.main(["--render", "--splice", str(tmp_path / "C.md"), "--out-dir",
+                        str(tmp_path / "none")])
 
 
 @pytest.mark.slow

@@ -109,8 +109,20 @@ def environment(device: torch.device) -> dict:
             "command": " ".join(sys.argv)}
 
 
+def peak_memory(device: torch.device | str = "cpu") -> dict:
+    """This process's peak memory so far: resident set size (GB) and, on a GPU,
+    ``torch.cuda.max_memory_allocated`` (GB). Every benchmark reports it beside its times."""
+    import resource
+    out = {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+    if torch.device(device).type == "cuda":
+        out["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+    return out
+
+
 def write_json(obj: dict, path: str | os.PathLike) -> None:
-    """Write ``obj`` as JSON atomically (a run killed mid-write keeps the previous file)."""
+    """Write ``obj`` as JSON atomically (a run killed mid-write keeps the previous file), with
+    the process's peak memory so far (:func:`peak_memory`) under ``"peak_memory"``."""
+    obj = {**obj, "peak_memory": peak_memory("cuda" if torch.cuda.is_available() else "cpu")}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

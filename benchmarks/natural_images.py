@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts this checkout on sys.path)
+import common  # puts this checkout on sys.path
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -231,6 +231,8 @@ def main() -> None:
         part_speed(args, report, device)
     if "accuracy" in parts:
         part_accuracy(args, report, device)
+    report["peak_memory"] = common.peak_memory(device)
+    print(json.dumps(report["peak_memory"]))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
 

@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> None:
             "mean": r.mean, "ci95": r.ci95, "episodes": len(r.accuracies), "query": r.q_query,
             "accuracies": r.accuracies.tolist(), "train_steps": model["steps"],
             "train_seconds": model["seconds"], "score_seconds": round(time.monotonic() - t, 1),
-            "stopped": model.get("stopped"), **args.env}
+            "stopped": model.get("stopped"), **common.peak_memory(args.device), **args.env}
         print(f"  {p.name}: {t_train:.0f} s training call(s) with validation and checkpoints, "
               f"{time.monotonic() - t:.0f} s scoring", flush=True)
         paired(results, p.setting)
@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     args.results = results
     run(args)
     wall = time.monotonic() - start
-    args.results.setdefault("calls", []).append({**args.env, "wall_seconds": round(wall, 1)})
+    args.results.setdefault("calls", []).append({**args.env, "wall_seconds": round(wall, 1),
+                                                 **common.peak_memory(args.device)})
     save(args)
     print(f"wall {wall:.0f} s; results in {args.results_path}", flush=True)
     if args.pack:

@@ -66,7 +66,7 @@ def child(cfg: dict) -> dict:
     eval_s = time.perf_counter() - start
     return {"train_episodes_per_s": result.episodes / result.seconds,
             "eval_episodes_per_s": cfg["episodes"] / eval_s,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}  # as common.peak_memory
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
 class ChannelsLast:

@@ -89,7 +89,15 @@ BACKBONES = {"conv4": Conv4, "resnet12": ResNet12}
 
 
 def make_backbone(name: str, in_channels: int, **kwargs) -> nn.Module:
-    """Build a backbone by name ("conv4" or "resnet12")."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}: choose one of {sorted(BACKBONES)}")
-    return BACKBONES[name](in_channels=in_channels, **kwargs)
+    """Build a backbone by name: "conv4", "resnet12", a torchvision classification model
+    ("resnet18", ...) or "timm:<name>" (:mod:`fewshot.zoo`), without weights."""
+    if name in BACKBONES:
+        return BACKBONES[name](in_channels=in_channels, **kwargs)
+    from .zoo import external_backbone
+
+    backbone = external_backbone(name, in_channels, **kwargs)
+    if backbone is None:
+        raise ValueError(f"unknown backbone {name!r}: choose conv4, resnet12, a torchvision "
+                         f"classification model (resnet18, efficientnet_b0, ...: "
+                         f"torchvision.models.list_models()) or timm:<name> (timm installed)")
+    return backbone

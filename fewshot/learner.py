@@ -61,6 +61,16 @@ class EpisodicLearner(nn.Module, ABC):
         with torch.set_grad_enabled(self.grad_at_eval):
             return self(support_x, support_y, query_x, n_way).detach()
 
+    def batch_logits(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """Training logits of one batch drawn by the training loop's sampler, and its labels.
+
+        Episode batches (:class:`episodes.Episode`): ``forward`` on the support set and queries,
+        logits ``[T, N*Q, N]`` and labels ``query_y`` ``[T, N*Q]``. Learners trained on other
+        batches (supervised pre-training on :class:`episodes.LabelledBatch`) override this and
+        :meth:`loss`.
+        """
+        return self(batch.support_x, batch.support_y, batch.query_x, batch.n_way), batch.query_y
+
     def clip_gradients(self, max_norm: float) -> None:
         """Clip the gradient norm of all parameters together to ``max_norm`` (learners that clip
         per module override this)."""

@@ -1,10 +1,12 @@
 """The one meta-training loop, for every learner.
 
 Each step draws a batch of T episodes (already on the device), computes the learner's loss over all
-of them and takes one optimizer step. Validation on fixed episodes keeps the best checkpoint;
-``last.pt`` is written atomically every ``checkpoint_every`` steps and holds everything needed to
-resume (weights, optimizer, schedule, sampler and RNG states), so a resumed run finishes exactly
-as an uninterrupted one would.
+of them and takes one optimizer step. The same loop pre-trains a classifier on ordinary
+mini-batches (:class:`episodes.ImageBatchSampler`): the learner turns whatever batch the sampler
+draws into logits and labels (:meth:`EpisodicLearner.batch_logits`). Validation on fixed
+episodes keeps the best checkpoint; ``last.pt`` is written atomically every ``checkpoint_every``
+steps and holds everything needed to resume (weights, optimizer, schedule, sampler and RNG
+states), so a resumed run finishes exactly as an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
@@ -31,8 +34,9 @@ class TrainConfig:
 
     Attributes:
         steps: optimizer steps (each on ``sampler.episodes_per_batch`` episodes).
-        lr, weight_decay: Adam settings; lr_decay_every: halve (times ``lr_decay``) the learning
-            rate every that many steps (0: never).
+        lr, weight_decay: optimizer settings; optimizer: "adam" or "sgd" (with ``momentum``).
+        schedule: "step": multiply the learning rate by ``lr_decay`` every ``lr_decay_every``
+            steps (0: never); "cosine": anneal it to 0 over ``steps``.
         val_every: validate every that many steps (0: only at the end, if val episodes are given).
         checkpoint_dir: where ``last.pt`` and ``best.pt`` go (None: no checkpoints).
         checkpoint_every: write ``last.pt`` every that many steps.
@@ -49,6 +53,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_decay_every: int = 0
     lr_decay: float = 0.5
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = 0.9
+    schedule: Literal["step", "cosine"] = "step"
     val_every: int = 0
     checkpoint_dir: str | None = None
     checkpoint_every: int = 100
@@ -87,12 +94,30 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
+def make_optimizer(params: Any, config: TrainConfig
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """The optimizer and learning-rate schedule of ``config`` over ``params``."""
+    if config.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.schedule == "cosine":
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
+    return optimizer, (torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every,
+                                                       config.lr_decay)
+                       if config.lr_decay_every > 0 else None)
+
+
+def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler | Any,
           config: TrainConfig, val: tuple[ClassDataset, FixedEpisodes] | None = None,
           device: torch.device | str | None = None) -> TrainResult:
-    """Meta-train ``learner`` on episodes from ``sampler``.
+    """Meta-train ``learner`` on episodes from ``sampler`` (or pre-train it on the labelled
+    mini-batches of an :class:`episodes.ImageBatchSampler`).
 
     Args:
+        sampler: anything with ``sample()``, ``state_dict()``/``load_state_dict()``,
+            ``dataset`` and ``episodes_per_batch`` whose batches ``learner.batch_logits`` takes.
         spec: the learner's spec (saved in checkpoints, checked on resume).
         val: a validation dataset and fixed episodes drawn from it.
         device: where the learner trains (default: the sampler's dataset device). Episodes are
@@ -100,10 +125,8 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
     """
     device = torch.device(device) if device is not None else sampler.dataset.device
     learner.to(device)
-    optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
-    scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every, config.lr_decay)
-                 if config.lr_decay_every > 0 else None)
+    optimizer, scheduler = make_optimizer([p for p in learner.parameters() if p.requires_grad],
+                                          config)
     ckdir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     step, seconds, best, history = 0, 0.0, None, []
     if config.resume and ckdir is not None and (ckdir / "last.pt").is_file():
@@ -140,10 +163,10 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
     while step < config.steps:
         if config.time_limit is not None and seconds >= config.time_limit:
             break
-        ep = sampler.sample().to(device, non_blocking=True)
+        batch = sampler.sample().to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp):
-            logits = learner(ep.support_x, ep.support_y, ep.query_x, ep.n_way)
-            loss = learner.loss(logits.float(), ep.query_y)
+            logits, labels = learner.batch_logits(batch)
+            loss = learner.loss(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = config.grad_clip if config.grad_clip is not None else learner.grad_clip
@@ -156,7 +179,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec, sampler: EpisodeSampler,
         now = time.perf_counter()
         seconds, tick = seconds + now - tick, now
         sums += torch.stack([loss.detach().float(),
-                             (logits.argmax(-1) == ep.query_y).float().mean()])
+                             (logits.argmax(-1) == labels).float().mean()])
         if step % LOG_EVERY == 0:  # .tolist() waits for the device: only every LOG_EVERY steps
             run_loss, run_acc = (sums / LOG_EVERY).tolist()
             sums.zero_()

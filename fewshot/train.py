@@ -11,6 +11,7 @@ states), so a resumed run finishes exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +37,8 @@ class TrainConfig:
         steps: optimizer steps (each on ``sampler.episodes_per_batch`` episodes).
         lr, weight_decay: optimizer settings; optimizer: "adam" or "sgd" (with ``momentum``).
         schedule: "step": multiply the learning rate by ``lr_decay`` every ``lr_decay_every``
-            steps (0: never); "cosine": anneal it to 0 over ``steps``.
+            steps (0: never); "cosine": anneal it to 0 over ``steps`` (a run resumed with more
+            ``steps`` anneals over the new number from where it is).
         val_every: validate every that many steps (0: only at the end, if val episodes are given).
         checkpoint_dir: where ``last.pt`` and ``best.pt`` go (None: no checkpoints).
         checkpoint_every: write ``last.pt`` every that many steps.
@@ -102,8 +104,10 @@ def make_optimizer(params: Any, config: TrainConfig
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.schedule == "cosine":
-        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
+    if config.schedule == "cosine":  # closed form of the step count, so resuming is exact
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps)
+                                                        / config.steps)))
     return optimizer, (torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every,
                                                        config.lr_decay)
                        if config.lr_decay_every > 0 else None)

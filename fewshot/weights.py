@@ -25,7 +25,10 @@ def _load(path: Path, flag: str) -> object:
         raise FileNotFoundError(f"{flag} {path} does not exist: check the path")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" not in str(e):  # torch's text for objects weights_only refuses
+            raise ValueError(f"{flag} {path} is not a readable PyTorch file: give a state dict "
+                             f"saved with torch.save") from None
         raise ValueError(f"{flag} {path} holds objects other than tensors and plain containers, "
                          f"so it was not loaded: save the weights with "
                          f"torch.save(model.state_dict(), path)") from None

@@ -143,8 +143,9 @@ def _finetune(backbone: nn.Module, sx: Tensor, sy: Tensor, qx: Tensor, n_way: in
     def embed(x: Tensor) -> Tensor:  # [t, B, C, H, W] -> [t, B, D] with each episode's copy
         if not tuned:
             return extract_features(backbone, x.flatten(0, 1), chunk_size).view(t, x.shape[1], -1)
-        return torch.cat([vmap(embed_one)(tuned, x[:, i:i + chunk_size])
-                          for i in range(0, x.shape[1], max(1, chunk_size // t))], 1)
+        per_episode = max(1, chunk_size // t)  # images of each episode per forward pass
+        return torch.cat([vmap(embed_one)(tuned, x[:, i:i + per_episode])
+                          for i in range(0, x.shape[1], per_episode)], 1)
 
     with torch.no_grad():
         start = embed(sx)

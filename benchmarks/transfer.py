@@ -17,6 +17,11 @@ at a time, its per-episode accuracies saved after each block; everything accumul
     python benchmarks/transfer.py --preset full --device cuda --budget-minutes 9
     python benchmarks/transfer.py --quick --backbones conv4            # smoke test, CPU
     python benchmarks/transfer.py --render [--quick]                   # the Markdown table
+
+Scoring: heads on frozen features, ProtoNet and Meta-Baseline (whose classifier is the prototype
+head, Euclidean or cosine) run the backbone once over the distinct test images the episodes use
+(``fewshot.heads.scoring``: the accuracies of ``evaluate``, tested), not once per episode;
+fine-tuning heads run on the images of every episode.
 """
 
 from __future__ import annotations
@@ -54,8 +59,9 @@ from episodes import (
 from episodes.io import atomic_write_text
 from fewshot import TrainConfig, build_learner, load_learner, make_spec, train
 from fewshot.evaluate import EvalResult, evaluate, paired_test
-from fewshot.heads import head_config
+from fewshot.heads import PrototypeHead, head_config
 from fewshot.heads.scoring import episode_features, evaluate_features, evaluate_head
+from fewshot.methods.protonet import ProtoNet
 from fewshot.weights import backbone_of, load_backbone_weights
 
 OUT = Path(__file__).parent / "out"
@@ -130,6 +136,11 @@ def score_cell(backbone: str, shot: int, method: str, test_ds: ClassDataset,
     path = args.out_dir / "checkpoints" / key / "last.pt"
     learner, _, _ = load_learner(path, args.device)
     config = head_config(head, args.preset.head_options.get(head, {})) if head else None
+    if head is None and isinstance(learner, ProtoNet) and (
+            learner.scale is None or float(learner.scale) > 0):
+        # ProtoNet's and Meta-Baseline's own classifier is the prototype head (a positive
+        # scale leaves the argmax as it is): each image's features once instead of per episode
+        head, config = "prototype", PrototypeHead(learner.distance)
     while len(cell["accuracies"]) < count and left(args) > 0:
         start = len(cell["accuracies"])
         block = subset(episodes, start, count if head in FEATURE_HEADS else
@@ -156,7 +167,7 @@ def score_cell(backbone: str, shot: int, method: str, test_ds: ClassDataset,
     cell.update(status="done" if done else "scoring", episodes=len(acc), query=15,
                 mean=float(acc.double().mean()) if len(acc) else None,
                 ci95=EvalResult(acc, 5, shot, 15).ci95 if len(acc) > 1 else None,
-                head_options=None if config is None else vars(config), model=key,
+                scored_with=None if config is None else {"head": head, **vars(config)}, model=key,
                 mode=f"preset {args.preset_name}", **args.env)
     print(f"  {name}: {len(acc)}/{count} episodes"
           + (f", {100 * cell['mean']:.2f} +- {100 * cell['ci95']:.2f} %" if len(acc) > 1 else ""),

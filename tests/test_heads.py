@@ -182,6 +182,26 @@ def test_head_options_are_typed():
     assert head_config("two-stage", {"lr": "1e-4"}).lr == 1e-4
 
 
+def test_protonet_scored_as_its_prototype_head():
+    """ProtoNet's (and Meta-Baseline's: cosine, learned positive scale) own forward and the
+    prototype head on its backbone give the same accuracies on the same episodes."""
+    from fewshot import build_learner, make_spec
+    from fewshot.heads import PrototypeHead
+
+    g = torch.Generator().manual_seed(4)
+    images = torch.randint(0, 256, (40, 1, 16, 16), generator=g, dtype=torch.uint8)
+    ds = TensorClassDataset(images, torch.arange(5).repeat_interleave(8),
+                            [f"c{i}" for i in range(5)])
+    episodes = FixedEpisodes.generate(ds, 3, 2, 3, 9, seed=1)
+    for options in ({}, {"distance": "cosine", "learn_scale": True}):
+        torch.manual_seed(0)
+        learner = build_learner(make_spec("protonet", "conv4", 1, 16, options))
+        own = evaluate(learner, episodes, ds, batch_size=4)
+        head = evaluate_head(learner.backbone, "prototype", PrototypeHead(learner.distance),
+                             episodes, ds, batch_size=4)
+        assert torch.equal(own.accuracies, head.accuracies), options
+
+
 def test_features_once_equals_images_per_episode():
     """evaluate_head (each image's features once) gives evaluate(HeadLearner)'s accuracies."""
     g = torch.Generator().manual_seed(3)

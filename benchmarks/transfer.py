@@ -137,7 +137,7 @@ def score_cell(backbone: str, shot: int, method: str, test_ds: ClassDataset,
     learner, _, _ = load_learner(path, args.device)
     config = head_config(head, args.preset.head_options.get(head, {})) if head else None
     if head is None and isinstance(learner, ProtoNet) and (
-            learner.scale is None or float(learner.scale) > 0):
+            learner.scale is None or float(torch.as_tensor(learner.scale).detach()) > 0):
         # ProtoNet's and Meta-Baseline's own classifier is the prototype head (a positive
         # scale leaves the argmax as it is): each image's features once instead of per episode
         head, config = "prototype", PrototypeHead(learner.distance)

@@ -164,11 +164,12 @@ def test_finetune_batched_equals_one_episode_at_a_time():
     backbone = Conv4(1)
     sx, sy, qx = episode(t=3)
     options = {"steps": 3, "head_init": "zero", "optimizer": "adam", "lr": 0.01}
-    together = finetune_logits(backbone, sx, sy, qx, 3,
-                               head_config("finetune", {**options, "episodes_per_chunk": 3}))
     alone = finetune_logits(backbone, sx, sy, qx, 3,
                             head_config("finetune", {**options, "episodes_per_chunk": 1}))
-    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+    for vmap in (True, False):  # vmap over the episodes' copies, or one after another
+        together = finetune_logits(backbone, sx, sy, qx, 3, head_config(
+            "finetune", {**options, "episodes_per_chunk": 3, "vmap": vmap}))
+        torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
 
 
 def test_head_options_are_typed():

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import common
@@ -231,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
                     "(resume with the same command)")
     ap.add_argument("--steps", type=int, help="override every model's steps (smoke runs)")
     ap.add_argument("--test-episodes", type=int, help="override the preset's test episodes")
+    ap.add_argument("--finetune-episodes", type=int, help="override the preset's episodes of the "
+                    "fine-tuning cells (the first of the test episodes)")
     ap.add_argument("--block", type=int, default=20, help="episodes scored between saves "
                     "(fine-tuning heads, meta-learners)")
     ap.add_argument("--eval-batch", type=int, default=20, help="episodes per forward / head fit")
@@ -243,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     args.preset_name = "quick" if args.quick else args.preset
     args.preset = PRESETS[args.preset_name]
+    if args.finetune_episodes:
+        args.preset = replace(args.preset, finetune_episodes=args.finetune_episodes)
     args.out_dir = args.out_dir or OUT / f"transfer-{args.preset_name}"
     args.results_path = args.out_dir / "results.json"
     results = (json.loads(args.results_path.read_text()) if args.results_path.is_file()

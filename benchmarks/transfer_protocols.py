@@ -25,10 +25,10 @@ Settings, with where they come from (read, not copied):
   100 head steps at 0.01, then 50 steps of head and backbone at 0.001).
 
 Presets scale the steps and episodes: ``full`` is the above (a GPU run); ``cpu`` is a reduced
-protocol for the 2-core development machine (Conv-4: about a day; BENCHMARKS.md gives the
-estimate): 3,000 pre-training steps (30 epochs), ProtoNet trained on 5-way episodes for 3,000
-steps, 500 Meta-Baseline steps, fine-tuning cells on the first 100 of the 1,000 test episodes
-(paired with ProtoNet on those 100); ``quick`` is a smoke test.
+protocol for the 2-core development machine (Conv-4 only: about a day; ResNet-12 needs a GPU;
+BENCHMARKS.md gives the estimate): 3,000 pre-training steps (30 epochs), ProtoNet trained on
+5-way episodes for 3,000 steps, 300 Meta-Baseline steps, fine-tuning cells on the first 50 of the
+1,000 test episodes (paired with ProtoNet on those 50); ``quick`` is a smoke test.
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ class Preset:
 
 PRESETS = {
     "full": Preset(),
-    "cpu": Preset(pretrain_steps=3000, protonet_steps=3000, metabaseline_steps=500,
-                  test_episodes=1000, finetune_episodes=100, protonet_ways=(5, 5)),
+    "cpu": Preset(pretrain_steps=3000, protonet_steps=3000, metabaseline_steps=300,
+                  test_episodes=1000, finetune_episodes=50, protonet_ways=(5, 5)),
     "quick": Preset(pretrain_steps=3, protonet_steps=3, metabaseline_steps=3, test_episodes=20,
                     finetune_episodes=4, protonet_ways=(5, 5),
                     head_options={"linear": {"epochs": 3}, "cosine": {"epochs": 3},

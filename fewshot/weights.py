@@ -1,6 +1,6 @@
 """Backbone weights from local files, read with ``torch.load(weights_only=True)``.
 
-A weights file is either a fewshot checkpoint (its learner's ``backbone.*`` weights are taken:
+A weights file is either a fewshot checkpoint (its learner's backbone weights are taken:
 a supervised pre-training's ``best.pt``, a ProtoNet's, ...) or a plain state dict of the backbone
 (``torch.save(backbone.state_dict(), path)``; torchvision's and timm's weight files are such
 files; a dict holding it under ``"state_dict"`` or ``"model"``, and DataParallel's ``module.``
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+BACKBONE_PATHS = ("backbone", "net.backbone", "embedding")  # ProtoNet & co, MAML, Relation
 
 
 def _load(path: Path, flag: str) -> object:
@@ -51,8 +53,12 @@ def read_backbone_state(path: str | os.PathLike, flag: str = "--weights"
     path = Path(path)
     obj = _load(path, flag)
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
-        state = {k[len("backbone."):]: v for k, v in obj["model"].items()
-                 if k.startswith("backbone.")}
+        state = {}
+        for prefix in BACKBONE_PATHS:  # the learner's backbone, wherever it keeps it
+            state = {k[len(prefix) + 1:]: v for k, v in obj["model"].items()
+                     if k.startswith(prefix + ".")}
+            if state:
+                break
         if not state:
             raise ValueError(f"{flag} {path} is a checkpoint of a {obj['spec']['method']} model, "
                              f"which has no backbone to take weights from")
@@ -107,7 +113,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, name: st
 def backbone_of(learner: nn.Module) -> nn.Module:
     """The backbone of a learner (``learner.backbone``; MAML's ``net.backbone``; Relation
     Networks' ``embedding``)."""
-    for path in ("backbone", "net.backbone", "embedding"):
+    for path in BACKBONE_PATHS:
         try:
             return learner.get_submodule(path)
         except AttributeError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from transfer_protocols import BACKBONES, METHODS, SHOTS, cell_name, model_key, training
+from transfer_protocols import BACKBONES, FEATURE_HEADS, METHODS, SHOTS, cell_name, model_key, training
 
 
 def _minutes(seconds: float | None) -> str:
@@ -32,13 +32,18 @@ def _paired(test: dict | None) -> str:
             f"(t {test['t_test_p']:.2g}, W {test['wilcoxon_p']:.2g})")
 
 
-def _time(results: dict, cell: dict | None, key: str) -> str:
+def _time(results: dict, cell: dict | None, key: str, shot: int) -> str:
+    """The model's training (shared by the cells of a pre-training), the features of the test
+    images through it (shared by the feature heads of a shot) and the cell's own scoring."""
     model = results["models"].get(key, {})
     shared = "shared " if key.startswith("pretrain-") else ""
     train = (f"{shared}training {_minutes(model.get('seconds'))}"
              + ("" if model.get("status") == "done" or not model else
                 f" ({model.get('steps', 0):,}/{model.get('target_steps', 0):,} steps)"))
-    return f"{train}; scoring {_minutes(cell.get('seconds')) if cell else '-'}"
+    feats = model.get("feature_seconds", {}).get(str(shot))
+    by_features = cell and (cell.get("scored_with") or {}).get("head") in FEATURE_HEADS
+    feats = f"; {shared}features {_minutes(feats)}" if by_features and feats is not None else ""
+    return f"{train}{feats}; scoring {_minutes(cell.get('seconds')) if cell else '-'}"
 
 
 def table(results: dict, backbones: tuple[str, ...] = BACKBONES) -> list[str]:
@@ -55,7 +60,7 @@ def table(results: dict, backbones: tuple[str, ...] = BACKBONES) -> list[str]:
             row += [_accuracy(c) for c in found]
             row += [_paired(results["paired"].get(cell_name(backbone, s, method)))
                     if method != "protonet" else "(reference)" for s in SHOTS]
-            row += [_time(results, c, model_key(method, backbone, s))
+            row += [_time(results, c, model_key(method, backbone, s), s)
                     for c, s in zip(found, SHOTS, strict=True)]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")

@@ -74,7 +74,9 @@ class KnnHead:
 class LinearHead:
     """``--head linear`` (Baseline): SGD (``lr``, ``momentum``, ``dampening``, ``weight_decay``)
     for ``epochs`` over the support set in shuffled mini-batches of ``batch_size`` (0: the whole
-    support set); ``seed`` of the initialisation and shuffles. Defaults: CloserLookFewShot's."""
+    support set); ``seed`` of the initialisation and shuffles, drawn afresh for every batch of
+    episodes fitted together (so the draws an episode gets depend on its place in the batch).
+    Defaults: CloserLookFewShot's."""
 
     epochs: int = 100
     batch_size: int = 4

@@ -60,14 +60,14 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     check_run_args(args)
     options = dict(args.option)
-    given_classes = options.pop("num_classes", None)
-    method_config("classifier", {**options, "num_classes": 2})  # checked before data is read
+    given = method_config("classifier", {"num_classes": 2, **options})  # before data is read
+    given_classes = given.num_classes if "num_classes" in options else None
     augment_values = parse_values(AugmentConfig, dict(args.augment_option), "augmentation")
     if augment_values and args.augment == "none":
         raise ValueError("--augment-option needs --augment standard")
     torch.manual_seed(args.seed)
     train_ds = dataset_from_args(args, "train")
-    if given_classes is not None and int(given_classes) != train_ds.num_classes:
+    if given_classes is not None and given_classes != train_ds.num_classes:
         raise ValueError(f"option num_classes is set from the training split ("
                          f"{train_ds.num_classes} classes), not {given_classes}: leave it out")
     options["num_classes"] = train_ds.num_classes

@@ -2,6 +2,7 @@
 evaluation episodes. Knows nothing of models."""
 
 from .augment import AugmentConfig, EpisodeAugment, augment_images
+from .batches import ImageBatchSampler, LabelledBatch
 from .dataset import ClassDataset, TensorClassDataset
 from .episode import Episode
 from .folder import image_folder, ratio_split, read_split_file, scan_class_folders
@@ -16,7 +17,8 @@ from .synthetic import stroke_characters
 __all__ = [
     "AnnotationError", "AugmentConfig", "EpisodeAugment", "augment_images", "cub",
     "mini_imagenet", "stanford_dogs",
-    "ClassDataset", "Episode", "EpisodeSampler", "FixedEpisodes", "ImageFileError",
+    "ClassDataset", "Episode", "EpisodeSampler", "FixedEpisodes", "ImageBatchSampler", "ImageFileError",
+    "LabelledBatch",
     "ImagePipeline", "read_image", "read_images", "to_unit_float",
     "SineTasks", "TensorClassDataset", "check_episode_shape", "decode_image", "decode_images", "image_folder",
     "omniglot", "ratio_split", "read_split_file", "scan_class_folders", "sine_episode", "stroke_characters",

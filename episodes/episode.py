@@ -51,6 +51,11 @@ class Episode:
         """Number of episodes T in the batch."""
         return self.classes.shape[0]
 
+    def slice(self, part: slice) -> Episode:
+        """The episodes ``part`` of the batch (views, no copy)."""
+        return Episode(self.support_x[part], self.support_y[part], self.query_x[part],
+                       self.query_y[part], self.classes[part])
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Episode:
         """Return the episode batch moved to ``device``."""
         return Episode(*(t.to(device, non_blocking=non_blocking) for t in

@@ -89,13 +89,21 @@ BACKBONES = {"conv4": Conv4, "resnet12": ResNet12}
 
 
 def make_backbone(name: str, in_channels: int, hidden: int | None = None, **kwargs) -> nn.Module:
-    """Build a backbone by name ("conv4" or "resnet12"); ``hidden``: Conv-4's width (the
-    methods' ``hidden`` option; None: 64), an error for other backbones."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}: choose one of {sorted(BACKBONES)}")
+    """Build a backbone by name: "conv4", "resnet12", a torchvision classification model
+    ("resnet18", ...) or "timm:<name>" (:mod:`fewshot.zoo`), without weights. ``hidden``: Conv-4's
+    width (the methods' ``hidden`` option; None: 64), an error for other backbones."""
     if hidden is not None:
         if name != "conv4":
             raise ValueError(f"option hidden (the width of Conv-4) applies to backbone conv4, "
                              f"not {name!r}: remove it")
         kwargs["hidden"] = hidden
-    return BACKBONES[name](in_channels=in_channels, **kwargs)
+    if name in BACKBONES:
+        return BACKBONES[name](in_channels=in_channels, **kwargs)
+    from .zoo import external_backbone
+
+    backbone = external_backbone(name, in_channels, **kwargs)
+    if backbone is None:
+        raise ValueError(f"unknown backbone {name!r}: choose conv4, resnet12, a torchvision "
+                         f"classification model (resnet18, efficientnet_b0, ...: "
+                         f"torchvision.models.list_models()) or timm:<name> (timm installed)")
+    return backbone

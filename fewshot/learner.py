@@ -98,6 +98,15 @@ class EpisodicLearner(nn.Module, ABC):
     def end_step(self) -> None:
         """Called by the training loop after each optimizer step (learners with a schedule of
         their own advance it here)."""
+    def batch_logits(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """Training logits of one batch drawn by the training loop's sampler, and its labels.
+
+        Episode batches (:class:`episodes.Episode`): ``forward`` on the support set and queries,
+        logits ``[T, N*Q, N]`` and labels ``query_y`` ``[T, N*Q]``. Learners trained on other
+        batches (supervised pre-training on :class:`episodes.LabelledBatch`) override this and
+        :meth:`loss`.
+        """
+        return self(batch.support_x, batch.support_y, batch.query_x, batch.n_way), batch.query_y
 
     def clip_gradients(self, max_norm: float) -> None:
         """Clip the gradient norm of all parameters together to ``max_norm`` (learners that clip

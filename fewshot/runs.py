@@ -29,6 +29,10 @@ RUN_FILES = (RUN_FILE, "last.pt", "best.pt", "metrics.jsonl")
 RESUMABLE = frozenset({"steps", "time_limit", "checkpoint_every", "val_every", "quiet", "device",
                        "decoder", "max_memory",
                        "cache_dir", "resume", "overwrite", "config", "out"})
+# settings added after runs were first recorded, with the value every run before them had: a
+# run.json without them still resumes
+ADDED = {"optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "schedule": "step",
+         "init": None, "freeze": []}
 
 
 class RunError(ValueError):
@@ -42,10 +46,12 @@ def library_version() -> str:
         return "unknown"
 
 
-def run_record(args: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The run configuration written to ``run.json``: every setting (``args``), the model spec
-    with its complete options, and the versions and machine it ran on."""
-    return {"command": "train", "args": dict(args), "spec": dict(spec),
+def run_record(args: Mapping[str, Any], spec: Mapping[str, Any], command: str = "train"
+               ) -> dict[str, Any]:
+    """The run configuration written to ``run.json``: the command (``train`` or ``pretrain``),
+    every setting (``args``), the model spec with its complete options, and the versions and
+    machine it ran on."""
+    return {"command": command, "args": dict(args), "spec": dict(spec),
             "fewshot_version": library_version(), "torch_version": torch.__version__,
             "python": platform.python_version(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -77,10 +83,10 @@ def changes(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     for key in sorted(set(saved["args"]) | set(wanted["args"])):
         if key in RESUMABLE:
             continue
-        old, new = saved["args"].get(key), wanted["args"].get(key)
+        old, new = saved["args"].get(key, ADDED.get(key)), wanted["args"].get(key)
         if old != new:
             out.append(f"--{key.replace('_', '-')}: {old!r} -> {new!r}")
-    old, new = saved.get("spec") or {}, wanted.get("spec") or {}
+    old, new = _complete(saved.get("spec") or {}), wanted.get("spec") or {}
     for key in sorted(set(old) | set(new)):
         if key == "options":
             a, b = old.get(key) or {}, new.get(key) or {}
@@ -89,6 +95,16 @@ def changes(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
         elif old.get(key) != new.get(key) and key not in saved["args"]:  # not said twice
             out.append(f"model {key}: {old.get(key)!r} -> {new.get(key)!r}")
     return out
+
+
+def _complete(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A recorded spec with the options added since it was written, at their defaults."""
+    from .registry import canonical
+
+    try:
+        return canonical(spec).to_dict()
+    except (TypeError, ValueError):  # not a spec this version can read: compared as written
+        return spec
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:

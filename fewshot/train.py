@@ -1,18 +1,22 @@
 """The one meta-training loop, for every learner.
 
 Each step draws a batch of T episodes (already on the device), computes the learner's loss over all
-of them and takes one optimizer step. Validation on fixed episodes keeps the best checkpoint;
-``last.pt`` is written atomically every ``checkpoint_every`` steps and holds everything needed to
-resume (weights, optimizer, schedule, sampler and RNG states), so a resumed run finishes exactly
-as an uninterrupted one would.
+of them and takes one optimizer step. The same loop pre-trains a classifier on ordinary
+mini-batches (:class:`episodes.ImageBatchSampler`): the learner turns whatever batch the sampler
+draws into logits and labels (:meth:`EpisodicLearner.batch_logits`). Validation on fixed
+episodes keeps the best checkpoint; ``last.pt`` is written atomically every ``checkpoint_every``
+steps and holds everything needed to resume (weights, optimizer, schedule, sampler and RNG
+states), so a resumed run finishes exactly as an uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -36,8 +40,10 @@ class TrainConfig:
 
     Attributes:
         steps: optimizer steps (each on ``sampler.episodes_per_batch`` episodes).
-        lr, weight_decay: Adam settings; lr_decay_every: halve (times ``lr_decay``) the learning
-            rate every that many steps (0: never).
+        lr, weight_decay: optimizer settings; optimizer: "adam" or "sgd" (with ``momentum``).
+        schedule: "step": multiply the learning rate by ``lr_decay`` every ``lr_decay_every``
+            steps (0: never); "cosine": anneal it to 0 over ``steps`` (a run resumed with more
+            ``steps`` anneals over the new number from where it is).
         val_every: validate every that many steps (0: only at the end, if val episodes are given).
         checkpoint_dir: where ``last.pt`` and ``best.pt`` go (None: no checkpoints).
         checkpoint_every: write ``last.pt`` every that many steps.
@@ -59,6 +65,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_decay_every: int = 0
     lr_decay: float = 0.5
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = 0.9
+    schedule: Literal["step", "cosine"] = "step"
     val_every: int = 0
     checkpoint_dir: str | None = None
     checkpoint_every: int = 100
@@ -99,16 +108,36 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSampler | SineTasks,
+def make_optimizer(params: Any, config: TrainConfig
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """The optimizer and learning-rate schedule of ``config`` over ``params``."""
+    if config.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.schedule == "cosine":  # closed form of the step count, so resuming is exact
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, config.steps)
+                                                        / config.steps)))
+    return optimizer, (torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every,
+                                                       config.lr_decay)
+                       if config.lr_decay_every > 0 else None)
+
+
+def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSampler | SineTasks | Any,
           config: TrainConfig, val: tuple[ClassDataset, FixedEpisodes] | None = None,
           device: torch.device | str | None = None) -> TrainResult:
-    """Meta-train ``learner`` on episodes from ``sampler``.
+    """Meta-train ``learner`` on episodes from ``sampler`` (or pre-train it on the labelled
+    mini-batches of an :class:`episodes.ImageBatchSampler`).
 
     Args:
         spec: the learner's spec (saved in checkpoints, checked on resume); None for a learner
             built by hand rather than from a spec, which then cannot write checkpoints.
-        sampler: an :class:`~episodes.EpisodeSampler`, or :class:`~episodes.SineTasks`
-            (regression: float targets, no accuracy is logged, no image pipeline is recorded).
+        sampler: an :class:`~episodes.EpisodeSampler`, :class:`~episodes.SineTasks`
+            (regression: float targets, no accuracy is logged, no image pipeline is recorded), or
+            anything with ``sample()``, ``state_dict()``/``load_state_dict()``, ``dataset`` and
+            ``episodes_per_batch`` whose batches ``learner.batch_logits`` takes.
         val: a validation dataset and fixed episodes drawn from it.
         device: where the learner trains (default: the device of the sampler's dataset, or of
             ``SineTasks``). Episodes are moved there if the sampler produces them elsewhere.
@@ -118,10 +147,8 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         device = dataset.device if dataset is not None else sampler.device
     device = torch.device(device)
     learner.to(device)
-    optimizer = torch.optim.Adam(learner.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
-    scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, config.lr_decay_every, config.lr_decay)
-                 if config.lr_decay_every > 0 else None)
+    optimizer, scheduler = make_optimizer([p for p in learner.parameters() if p.requires_grad],
+                                          config)
     ckdir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     if ckdir is not None and spec is None:
         raise ValueError("checkpoints need the learner's ModelSpec: build the learner with "
@@ -163,9 +190,9 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
     while step < config.steps:
         if config.time_limit is not None and seconds >= config.time_limit:
             break
-        ep = sampler.sample().to(device, non_blocking=True)
+        batch = sampler.sample().to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        sums += accumulate(learner, ep, parts, config.amp)
+        sums += accumulate(learner, batch, parts, config.amp)
         clip = config.grad_clip if config.grad_clip is not None else learner.grad_clip
         if clip is not None:
             learner.clip_gradients(clip)
@@ -179,7 +206,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         if step % LOG_EVERY == 0:  # .tolist() waits for the device: only every LOG_EVERY steps
             run_loss, run_acc = (sums / LOG_EVERY).tolist()
             sums.zero_()
-            classify = not ep.query_y.is_floating_point()  # float targets: regression, no accuracy
+            classify = not getattr(batch, "query_y", sums).is_floating_point()
             log.record({"step": step, "loss": run_loss, **({"acc": run_acc} if classify else {}),
                         "seconds": seconds})
         log.update()
@@ -213,24 +240,28 @@ def step_chunk(learner: EpisodicLearner, sampler: EpisodeSampler | SineTasks, co
     return episodes_per_forward(per_episode, memory_budget(device, config.max_memory), t)
 
 
-def accumulate(learner: EpisodicLearner, ep: Episode, parts: list[slice], amp: bool) -> Tensor:
-    """Forward and backward of the episode batch ``ep`` (T episodes) in the chunks ``parts``,
-    each chunk's loss weighted by its share of the T episodes, so the summed gradients are the
-    whole batch's. Returns ``[loss, accuracy]`` of the batch (on the device, not synchronised)."""
-    t = len(ep)
-    device = ep.support_x.device
+def accumulate(learner: EpisodicLearner, batch: Episode | Any, parts: list[slice], amp: bool
+               ) -> Tensor:
+    """Forward and backward of ``batch`` (T episodes, or any batch ``learner.batch_logits``
+    takes), an episode batch split into the chunks ``parts``, each chunk's loss weighted by its
+    share of the T episodes, so the summed gradients are the whole batch's. Returns ``[loss,
+    accuracy]`` of the batch (on the device, not synchronised; accuracy 0 for float targets)."""
+    device = next(learner.parameters()).device
     total = torch.zeros(2, device=device)
+    if len(parts) > 1:
+        t = len(batch)
+        pieces = [(batch.slice(part), (part.stop - part.start) / t) for part in parts]
+    else:
+        pieces = [(batch, 1.0)]
     defer = len(parts) > 1 and learner.per_episode_norm
     with deferred_running_stats(learner, len(parts)) if defer else nullcontext():
-        for part in parts:
-            share = (part.stop - part.start) / t
+        for piece, share in pieces:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = learner(ep.support_x[part], ep.support_y[part], ep.query_x[part],
-                                 ep.n_way)
-                loss = learner.loss(logits.float(), ep.query_y[part]) * share
+                logits, labels = learner.batch_logits(piece)
+                loss = learner.loss(logits.float(), labels) * share
             loss.backward()
-            classify = not ep.query_y.is_floating_point()  # float targets: regression
+            classify = not labels.is_floating_point()  # float targets: regression
             total += torch.stack([loss.detach().float(),
-                                  share * (logits.argmax(-1) == ep.query_y[part]).float().mean()
+                                  share * (logits.argmax(-1) == labels).float().mean()
                                   if classify else loss.new_zeros(())])
     return total

@@ -217,8 +217,8 @@ def test_the_command_itself_prints_no_traceback(tree: Path):
 def test_run_json_replay_and_resume(tree: Path, capsys):
     run = trained(tree)
     record = json.loads((run / "run.json").read_text())
-    assert record["args"]["way"] == 2 and record["spec"]["options"] == {"distance": "euclidean",
-                                                                       "hidden": None}
+    assert record["args"]["way"] == 2 and record["spec"]["options"] == {
+        "distance": "euclidean", "hidden": None, "scale": None, "learn_scale": False}
     assert record["fewshot_version"] and record["torch_version"] == torch.__version__
     metrics = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert all("step" in m for m in metrics)

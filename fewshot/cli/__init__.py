@@ -1,4 +1,4 @@
-"""The ``fewshot`` command: demo, train, eval, predict.
+"""The ``fewshot`` command: demo, train, pretrain, eval, predict.
 
 Every command calls the library; there is one training loop and one evaluation. Every user error
 ends the command with one line on stderr naming the input and the fix, and a non-zero exit status.
@@ -14,11 +14,11 @@ from episodes import ImageFileError
 from episodes.progress import set_progress
 
 from ..runs import RunError, read_run
-from . import commands
+from . import commands, transfer
 from .args import (
+    MAX_MEMORY_HELP,
     Parser,
     add_data_args,
-    count,
     device,
     episodes_per_step,
     fail,
@@ -28,10 +28,7 @@ from .args import (
     positive_int,
     way,
 )
-
-MAX_MEMORY_HELP = ("memory one forward pass may take, e.g. 2GB (default: on a GPU half its free "
-                   "memory, on a CPU 1 GiB or a quarter of the free memory); forwards are split "
-                   "into chunks that fit, with the same results")
+from .groups import add_augment_args, add_backbone_args, add_optimization_args, add_run_args, add_val_args
 
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, KeyError,
                ImageFileError, RunError)
@@ -41,11 +38,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--method", default="protonet", help="learner: protonet, matching, relation or "
                    "maml")
-    g.add_argument("--backbone", default="conv4", help="conv4 or resnet12")
+    add_backbone_args(g)
     g.add_argument("--option", type=option, action="append", default=[], metavar="KEY=VALUE",
                    help="method option, repeatable (e.g. distance=cosine; MAML: inner_steps=5, "
                    "first_order=true, eval_inner_steps=N (default: the paper's test-time steps, "
-                   "max(3, 2 x inner_steps)); the README lists each method's options)")
+                   "max(3, 2 x inner_steps)); Meta-Baseline: distance=cosine, learn_scale=true "
+                   "with --init; the README lists each method's options)")
     g = p.add_argument_group("episodes")
     g.add_argument("--way", type=way, default=5, help="classes per training episode")
     g.add_argument("--shot", type=positive_int, default=1, help="support images per class")
@@ -54,45 +52,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="episodes batched into each optimizer step; auto: 1 on a CPU, on a GPU "
                    "as many as keep it busy and fit --max-memory (steps that do not fit are "
                    "split into chunks with the same result)")
-    g.add_argument("--val-way", type=way, help="way of validation episodes (default: "
-                   "--way)")
-    g.add_argument("--val-shot", type=positive_int, help="shot of validation episodes (default: "
-                   "--shot)")
-    g.add_argument("--val-query", type=positive_int, default=15,
-                   help="query of validation episodes")
-    g.add_argument("--val-episodes", type=count, default=200,
-                   help="fixed validation episodes (0: no validation)")
-    g.add_argument("--augment", choices=("none", "standard"), default="none",
-                   help="augment training episodes on the device (standard: horizontal flip, "
-                   "random crop of side >= 0.75, colour jitter 0.4, reflect fill)")
-    g.add_argument("--augment-option", type=option, action="append", default=[],
-                   metavar="KEY=VALUE", help="change one augmentation setting, repeatable (e.g. "
-                   "rotate=15, fill=wrap, noise_std=0.05; see episodes.AugmentConfig)")
-    g.add_argument("--augment-sets", choices=("both", "support", "query"), default="both",
-                   help="which part of each episode is augmented")
-    g = p.add_argument_group("optimization")
-    g.add_argument("--steps", type=positive_int, default=2000, help="optimizer steps")
-    g.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
-    g.add_argument("--lr-decay-every", type=count, default=0,
-                   help="halve the learning rate every N steps (0: never)")
-    g.add_argument("--val-every", type=count, default=500,
-                   help="validate every N steps (0: only at the end)")
-    g.add_argument("--checkpoint-every", type=positive_int, default=100,
-                   help="write last.pt every N steps")
-    g.add_argument("--time-limit", type=positive_float, help="stop after this many seconds of "
-                   "training")
-    g.add_argument("--amp", action="store_true", help="bfloat16 mixed precision")
-    g.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
-    g.add_argument("--seed", type=int, default=0, help="seed of sampling and initialisation")
-    g = p.add_argument_group("run")
-    g.add_argument("--out", default="runs/train", help="run folder for run.json, metrics.jsonl, "
-                   "last.pt and best.pt")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt "
-                   "(refused if the configuration changed)")
-    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    g.add_argument("--config", metavar="RUN_JSON", help="replay the run.json of an earlier run "
-                   "(other arguments given override it)")
-    g.add_argument("--quiet", action="store_true", help="no progress output")
+    add_augment_args(g, sets=True)
+    add_val_args(p, "--way", "--shot")
+    add_optimization_args(p, steps=2000, lr=1e-3, optimizer="adam")
+    add_run_args(p, "runs/train")
 
 
 def build_parser() -> Parser:
@@ -116,9 +79,18 @@ def build_parser() -> Parser:
     p.set_defaults(func=commands.cmd_train)
     parser.subcommands["train"] = p
 
+    p = sub.add_parser("pretrain", help="pre-train a backbone with a classifier over all train "
+                       "classes on ordinary mini-batches (then: fewshot eval --head, or "
+                       "fewshot train --init)")
+    add_data_args(p)
+    transfer.add_pretrain_args(p)
+    p.set_defaults(func=transfer.cmd_pretrain)
+    parser.subcommands["pretrain"] = p
+
     p = sub.add_parser("eval", help="score a checkpoint on fixed episodes (mean, 95%% interval)")
     add_data_args(p)
-    p.add_argument("--checkpoint", required=True, help="a checkpoint (best.pt or last.pt)")
+    p.add_argument("--checkpoint", help="a checkpoint (best.pt or last.pt)")
+    transfer.add_head_args(p)
     p.add_argument("--split", default="test", choices=("train", "val", "test"),
                    help="class split to score on")
     p.add_argument("--way", type=positive_int, default=5, help="classes per episode")
@@ -162,20 +134,23 @@ def replay_defaults(parser: Parser, argv: list[str]) -> None:
     probe = argparse.ArgumentParser(add_help=False)
     probe.add_argument("--config")
     known, _ = probe.parse_known_args(argv[1:])
-    if not argv or argv[0] != "train" or not known.config:
+    if not argv or argv[0] not in ("train", "pretrain") or not known.config:
         return
     record = read_run(known.config)
+    if record.get("command", "train") != argv[0]:
+        raise RunError(f"{known.config} is the record of a fewshot {record['command']} run: "
+                       f"replay it with fewshot {record['command']} --config")
     recorded = dict(record["args"])
     spec = record.get("spec") or {}
     recorded["option"] = [(k, str(v)) for k, v in (spec.get("options") or {}).items()]
     recorded["augment_option"] = [(k, ",".join(map(str, v)) if isinstance(v, list | tuple)
                                    else str(v)) for k, v in recorded.get("augment_option", {}).items()]
     for flag in ("method", "backbone"):
-        if flag in spec:
+        if flag in spec and argv[0] == "train":
             recorded[flag] = spec[flag]
-    train = parser.subcommands["train"]
-    dests = {a.dest for a in train._actions}  # noqa: SLF001 - argparse has no public list
-    train.set_defaults(**{k: v for k, v in recorded.items() if k in dests})
+    command = parser.subcommands[argv[0]]
+    dests = {a.dest for a in command._actions}  # noqa: SLF001 - argparse has no public list
+    command.set_defaults(**{k: v for k, v in recorded.items() if k in dests})
 
 
 def one_line_warning(message: Warning | str, category: type[Warning], *args: object,

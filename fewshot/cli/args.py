@@ -14,6 +14,9 @@ import torch
 from episodes.registry import DATASETS, load_dataset
 from fewshot.memory import parse_bytes
 
+MAX_MEMORY_HELP = ("memory one forward pass may take, e.g. 2GB (default: on a GPU half its free "
+                   "memory, on a CPU 1 GiB or a quarter of the free memory); forwards are split "
+                   "into chunks that fit, with the same results")
 MIN_IMAGE_SIZE = 16  # four 2x2 max-pools (Conv-4, ResNet-12) need at least 16 pixels
 
 

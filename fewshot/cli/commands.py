@@ -17,16 +17,17 @@ from episodes.io import atomic_write_text
 from episodes.options import parse_values
 from episodes.sampler import FLAGS
 
-from ..checkpoint import check_pipeline, load_checkpoint, load_learner, recorded_pipeline
-from ..evaluate import evaluate
+from ..checkpoint import load_checkpoint, load_learner, recorded_pipeline
 from ..learner import EpisodicLearner
 from ..memory import memory_budget
 from ..predict import Prediction, predict
 from ..registry import build_learner, make_spec, method_config
 from ..runs import RUN_FILE, check_run_folder, prepare_run, read_run, run_lock, run_record
 from ..step_size import auto_episodes_per_step, training_bytes_per_episode
-from ..train import TrainConfig, train
+from ..train import train
 from .args import check_data_args, dataset_from_args, output_file, output_folder, pick_device
+from .groups import prepare_backbone, train_config, validation
+from .transfer import eval_model
 
 
 def load_episodes(path: str) -> FixedEpisodes:
@@ -102,13 +103,22 @@ def resolve_episodes_per_step(args: argparse.Namespace, learner: EpisodicLearner
                                   memory_budget(device, args.max_memory), device)
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    device = pick_device(args.device)
+def check_run_args(args: argparse.Namespace) -> None:
+    """Checks of a training command's data, run folder and training arguments, before any data
+    is read."""
     check_data_args(args)
     output_folder("--out", args.out)
     check_run_folder(args.out, args.resume, args.overwrite)
     if args.resume:  # an unreadable or unsafe last.pt is refused before anything is written
         load_checkpoint(Path(args.out) / "last.pt")
+    if args.init and not Path(args.init).is_file():
+        raise FileNotFoundError(f"--init {args.init} does not exist: check the path")
+    train_config(args)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    device = pick_device(args.device)
+    check_run_args(args)
     options = dict(args.option)
     if args.method == "maml":  # MAML's classifier head has one output per class of an episode
         options.setdefault("n_way", args.way)
@@ -123,22 +133,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     per_step = resolve_episodes_per_step(args, learner, train_ds.image_shape, device)
     sampler = EpisodeSampler(train_ds, args.way, args.shot, args.query, per_step,
                              num_batches=args.steps, seed=args.seed, augment=augment)
+    prepare_backbone(args, learner, spec, train_ds)
     val = None
     if args.val_episodes > 0:
-        val_ds = dataset_from_args(args, "val")
-        try:
-            val = (val_ds, fixed_episodes(val_ds, args.val_way or args.way,
-                                          args.val_shot or args.shot, args.val_query,
-                                          args.val_episodes, args.seed + 1,
-                                          flags=("--val-way", "--val-shot", "--val-query")))
-        except ValueError as e:
-            raise ValueError(f"validation episodes: {e}; or --val-episodes 0 for no "
-                             f"validation") from None
-    config = TrainConfig(steps=args.steps, lr=args.lr, lr_decay_every=args.lr_decay_every,
-                         val_every=args.val_every, checkpoint_dir=args.out,
-                         checkpoint_every=args.checkpoint_every, resume=args.resume, amp=args.amp,
-                         time_limit=args.time_limit, progress=not args.quiet,
-                         max_memory=args.max_memory)
+        val = validation(args, dataset_from_args(args, "val"), args.val_way or args.way,
+                         args.val_shot or args.shot)
+    config = train_config(args)
     record = run_record(recorded_args(args, augment_values), spec.to_dict())
     record["resolved"] = {"episodes_per_step": per_step}
     with run_lock(args.out):
@@ -154,14 +154,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     check_data_args(args)
     output_file("--json", args.json)
     output_file("--episodes-file", args.episodes_file)
-    learner, spec, ckpt = load_learner(args.checkpoint, device)
-    ds = dataset_from_args(args, args.split)
-    check_pipeline(spec, ckpt["pipeline"], ds, source=args.checkpoint)
+    score, ds = eval_model(args, device)
     episodes = fixed_episodes(ds, args.way, args.shot, args.query, args.episodes, args.seed,
                               args.episodes_file)
-    result = evaluate(learner, episodes, ds, batch_size=args.batch_size, device=device,
-                      max_memory=args.max_memory)
-    print(f"{args.dataset} {args.split}: {result}")
+    result = score(episodes)
+    print(f"{args.dataset} {args.split}" + (f", head {args.head}" if args.head else "")
+          + f": {result}")
     if args.json:
         result.save_json(args.json)
         print(f"per-episode accuracies written to {args.json}")

@@ -1,3 +1,3 @@
 """Built-in learners; importing this package registers them."""
 
-from . import maml, matching, protonet, relation  # noqa: F401
+from . import classifier, maml, matching, protonet, relation  # noqa: F401

@@ -1,10 +1,18 @@
-"""Prototypical Networks (Snell et al. 2017): classify queries by distance to class means."""
+"""Prototypical Networks (Snell et al. 2017): classify queries by distance to class means.
+
+With ``distance=cosine`` and ``learn_scale=true`` this is Chen et al. 2021's Meta-Baseline
+(few-shot-meta-baseline ``models/meta_baseline.py``, read, not copied): cosine similarity to the
+class means times a learned temperature starting at 10, meta-trained from a pre-trained backbone
+(``fewshot train --init best.pt``, :mod:`fewshot.methods.classifier`). Same, except their
+temperature also multiplies squared Euclidean distances (``scale``; here 1 unless given).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -34,13 +42,16 @@ def cosine_logits(query: Tensor, protos: Tensor, scale: float | Tensor = 10.0) -
 
 
 def protonet_logits(support: Tensor, support_y: Tensor, query: Tensor, n_way: int,
-                    distance: str = "euclidean") -> Tensor:
-    """ProtoNet logits from features: support ``[T, S, D]``, query ``[T, M, D]`` -> ``[T, M, N]``."""
+                    distance: str = "euclidean", scale: float | Tensor | None = None) -> Tensor:
+    """ProtoNet logits from features: support ``[T, S, D]``, query ``[T, M, D]`` -> ``[T, M, N]``.
+
+    ``scale`` multiplies the logits (None: 1 for Euclidean, 10 for cosine)."""
     protos = prototypes(support, support_y, n_way)
     if distance == "euclidean":
-        return euclidean_logits(query, protos)
+        logits = euclidean_logits(query, protos)
+        return logits if scale is None else scale * logits
     if distance == "cosine":
-        return cosine_logits(query, protos)
+        return cosine_logits(query, protos, 10.0 if scale is None else scale)
     raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
 
 
@@ -49,11 +60,17 @@ class ProtoNet(EpisodicLearner):
 
     per_episode_norm = True
 
-    def __init__(self, backbone: nn.Module, distance: str = "euclidean") -> None:
+    def __init__(self, backbone: nn.Module, distance: str = "euclidean",
+                 scale: float | None = None, learn_scale: bool = False) -> None:
         super().__init__()
         if distance not in ("euclidean", "cosine"):
             raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
         self.backbone, self.distance = backbone, distance
+        if learn_scale:
+            start = scale if scale is not None else (10.0 if distance == "cosine" else 1.0)
+            self.scale: float | Tensor | None = nn.Parameter(torch.tensor(float(start)))
+        else:
+            self.scale = scale
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
                 ) -> Tensor:
@@ -68,16 +85,20 @@ class ProtoNet(EpisodicLearner):
 
     def head(self, support: Tensor, support_y: Tensor, query: Tensor, n_way: int) -> Tensor:
         return protonet_logits(support.flatten(2), support_y, query.flatten(2), n_way,
-                               self.distance)
+                               self.distance, self.scale)
 
 
 @dataclass
 class ProtoNetConfig:
-    """Options of ``--method protonet``: ``distance`` between queries and prototypes, ``hidden``
-    (Conv-4 width; None: 64)."""
+    """Options of ``--method protonet``: ``distance`` between queries and prototypes; ``scale``
+    of the logits (none: 1 for Euclidean, 10 for cosine); ``learn_scale``: learn it, starting
+    there (Meta-Baseline: ``distance=cosine learn_scale=true``); ``hidden`` (Conv-4 width;
+    None: 64)."""
 
     distance: Literal["euclidean", "cosine"] = "euclidean"
     hidden: int | None = None
+    scale: float | None = None
+    learn_scale: bool = False
 
     def __post_init__(self) -> None:
         check(self.hidden is None or self.hidden >= 1, "hidden", ">= 1 (conv4 width)", self.hidden)
@@ -86,5 +107,5 @@ class ProtoNetConfig:
 @register("protonet", ProtoNetConfig)
 def build_protonet(spec: ModelSpec, config: ProtoNetConfig) -> ProtoNet:
     return ProtoNet(make_backbone(spec.backbone, spec.in_channels, config.hidden),
-                    distance=config.distance)
+                    distance=config.distance, scale=config.scale, learn_scale=config.learn_scale)
 

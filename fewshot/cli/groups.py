@@ -1,0 +1,135 @@
+"""Argument groups shared by ``fewshot train`` (episodes) and ``fewshot pretrain`` (mini-batches),
+and the pieces of both commands built from them: the training configuration, the validation
+episodes, the backbone's initial weights and frozen layers."""
+
+from __future__ import annotations
+
+import argparse
+
+from episodes import ClassDataset, FixedEpisodes, ImagePipeline
+
+from ..checkpoint import check_pipeline
+from ..learner import EpisodicLearner, ModelSpec
+from ..registry import canonical
+from ..train import TrainConfig
+from ..weights import backbone_of, load_backbone_weights
+from ..zoo import freeze
+from .args import MAX_MEMORY_HELP, count, memory_size, option, positive_float, positive_int, way
+
+
+def add_backbone_args(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--backbone", default="conv4", help="conv4, resnet12, a torchvision "
+                   "classification model (resnet18, ...) or timm:<name> (needs timm)")
+    g.add_argument("--init", "--weights", dest="init", metavar="PATH",
+                   help="initial backbone weights: a fewshot checkpoint (its backbone, e.g. "
+                   "fewshot pretrain's best.pt: Meta-Baseline) or a state dict of the backbone "
+                   "(e.g. torchvision's resnet18 weights file); read with weights_only=True")
+    g.add_argument("--freeze", action="append", default=[], metavar="LAYER",
+                   help="do not train this backbone layer (a name such as blocks.0 or layer1, "
+                   "everything under it, or a pattern with *), repeatable")
+
+
+def add_val_args(p: argparse.ArgumentParser, way_default: str, shot_default: str) -> None:
+    g = p.add_argument_group("validation (fixed episodes of the val classes)")
+    g.add_argument("--val-way", type=way, help=f"way of validation episodes (default: "
+                   f"{way_default})")
+    g.add_argument("--val-shot", type=positive_int, help=f"shot of validation episodes (default: "
+                   f"{shot_default})")
+    g.add_argument("--val-query", type=positive_int, default=15,
+                   help="query of validation episodes")
+    g.add_argument("--val-episodes", type=count, default=200,
+                   help="fixed validation episodes (0: no validation)")
+
+
+def add_augment_args(g: argparse._ArgumentGroup, sets: bool) -> None:
+    g.add_argument("--augment", choices=("none", "standard"), default="none",
+                   help="augment training images on the device (standard: horizontal flip, "
+                   "random crop of side >= 0.75, colour jitter 0.4, reflect fill)")
+    g.add_argument("--augment-option", type=option, action="append", default=[],
+                   metavar="KEY=VALUE", help="change one augmentation setting, repeatable (e.g. "
+                   "rotate=15, fill=wrap, noise_std=0.05; see episodes.AugmentConfig)")
+    if sets:
+        g.add_argument("--augment-sets", choices=("both", "support", "query"), default="both",
+                       help="which part of each episode is augmented")
+
+
+def add_optimization_args(p: argparse.ArgumentParser, steps: int, lr: float,
+                          optimizer: str) -> None:
+    g = p.add_argument_group("optimization")
+    g.add_argument("--steps", type=positive_int, default=steps, help="optimizer steps")
+    g.add_argument("--lr", type=positive_float, default=lr, help="learning rate")
+    g.add_argument("--optimizer", choices=("adam", "sgd"), default=optimizer,
+                   help="Adam, or SGD with --momentum")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="weight decay")
+    g.add_argument("--schedule", choices=("step", "cosine"), default="step",
+                   help="learning rate: step (halved every --lr-decay-every steps) or cosine "
+                   "(annealed to 0 over --steps)")
+    g.add_argument("--lr-decay-every", type=count, default=0,
+                   help="halve the learning rate every N steps (0: never)")
+    g.add_argument("--val-every", type=count, default=500,
+                   help="validate every N steps (0: only at the end)")
+    g.add_argument("--checkpoint-every", type=positive_int, default=100,
+                   help="write last.pt every N steps")
+    g.add_argument("--time-limit", type=positive_float, help="stop after this many seconds of "
+                   "training")
+    g.add_argument("--amp", action="store_true", help="bfloat16 mixed precision")
+    g.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
+    g.add_argument("--seed", type=int, default=0, help="seed of sampling and initialisation")
+
+
+def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default=out, help="run folder for run.json, metrics.jsonl, "
+                   "last.pt and best.pt")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt "
+                   "(refused if the configuration changed)")
+    g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    g.add_argument("--config", metavar="RUN_JSON", help="replay the run.json of an earlier run "
+                   "(other arguments given override it)")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of the optimization and run arguments."""
+    if not 0 <= args.momentum < 1:
+        raise ValueError(f"--momentum must be in [0, 1), got {args.momentum}")
+    if args.weight_decay < 0:
+        raise ValueError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    return TrainConfig(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
+                       optimizer=args.optimizer, momentum=args.momentum, schedule=args.schedule,
+                       lr_decay_every=args.lr_decay_every, val_every=args.val_every,
+                       checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
+                       resume=args.resume, amp=args.amp, time_limit=args.time_limit,
+                       progress=not args.quiet, max_memory=args.max_memory)
+
+
+def validation(args: argparse.Namespace, val_ds: ClassDataset, way: int, shot: int
+               ) -> tuple[ClassDataset, FixedEpisodes]:
+    """The validation dataset and its fixed episodes (seed ``--seed`` + 1)."""
+    from .commands import fixed_episodes
+
+    try:
+        return val_ds, fixed_episodes(val_ds, way, shot, args.val_query, args.val_episodes,
+                                      args.seed + 1,
+                                      flags=("--val-way", "--val-shot", "--val-query"))
+    except ValueError as e:
+        raise ValueError(f"validation episodes: {e}; or --val-episodes 0 for no "
+                         f"validation") from None
+
+
+def prepare_backbone(args: argparse.Namespace, learner: EpisodicLearner, spec: ModelSpec,
+                     dataset: ClassDataset) -> None:
+    """Load ``--init`` into the learner's backbone (not when resuming: ``last.pt`` holds the
+    weights) and freeze the ``--freeze`` layers. A fewshot checkpoint given as ``--init`` must
+    have been trained on images read as this dataset's (its recorded pipeline)."""
+    backbone = backbone_of(learner)
+    if args.init and not args.resume:
+        meta = load_backbone_weights(backbone, args.init, spec.backbone, "--init")
+        if meta is not None:
+            saved = meta["pipeline"]
+            check_pipeline(canonical(meta["spec"]),
+                           None if saved is None else ImagePipeline.from_dict(saved, args.init),
+                           dataset, source=f"--init {args.init}")
+    if args.freeze:
+        freeze(backbone, args.freeze)

@@ -1,0 +1,70 @@
+"""Scoring a backbone with a head on fixed episodes, extracting each image's features once.
+
+Heads that fit on frozen features need each image's features only once, however many episodes
+use it: :func:`episode_features` runs the backbone over the distinct images of the episodes (in
+chunks of images), and :func:`evaluate_features` fits the head on the gathered features, a batch
+of episodes at a time. The episodes, their order and the labels are those of
+:meth:`episodes.FixedEpisodes.batches`, so the accuracies are those of
+``evaluate(HeadLearner(...), episodes, dataset)`` (tested), at a fraction of the cost. Fine-tuning
+heads need the images and are scored by :func:`fewshot.evaluate.evaluate`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from episodes import ClassDataset, FixedEpisodes
+from episodes.episode import class_major_labels
+
+from ..evaluate import EvalResult, evaluate
+from ..features import extract_features
+from . import HEADS, HeadLearner
+
+
+def episode_features(backbone: nn.Module, episodes: FixedEpisodes, dataset: ClassDataset,
+                     chunk_size: int = 256) -> tuple[Tensor, Tensor]:
+    """Features ``[U, D]`` of the U distinct images the episodes use (on the backbone's device),
+    and where each episode item's features are: long ``[E, N, K+Q]`` rows of them."""
+    episodes.check(dataset)
+    used, where = torch.unique(episodes.items, return_inverse=True)
+    return extract_features(backbone, dataset.load(used), chunk_size), where
+
+
+def evaluate_features(head: str, config: Any, features: Tensor, where: Tensor,
+                      episodes: FixedEpisodes, batch_size: int = 50) -> EvalResult:
+    """Accuracy of ``head`` (a feature head of :data:`fewshot.heads.HEADS`) on each episode, from
+    :func:`episode_features`'s ``features`` and ``where``."""
+    fit = HEADS[head].logits
+    if fit is None:
+        raise ValueError(f"head {head} fine-tunes the backbone: score it on the images "
+                         f"(evaluate_head)")
+    k, device = episodes.k_shot, features.device
+    accs = []
+    for s in range(0, len(episodes), batch_size):
+        rows = where[s:s + batch_size].to(device)
+        t, n, kq = rows.shape
+        f = features[rows]  # [t, N, K+Q, D]
+        support = f[:, :, :k].reshape(t, n * k, -1)
+        query = f[:, :, k:].reshape(t, n * (kq - k), -1)
+        query_y = class_major_labels(t, n, kq - k, device)
+        with torch.set_grad_enabled(HEADS[head].needs_grad):
+            logits = fit(support, class_major_labels(t, n, k, device), query, n, config)
+        accs.append((logits.argmax(-1) == query_y).float().mean(1).cpu())
+    return EvalResult(torch.cat(accs), episodes.n_way, episodes.k_shot, episodes.q_query)
+
+
+def evaluate_head(backbone: nn.Module, head: str, config: Any, episodes: FixedEpisodes,
+                  dataset: ClassDataset, batch_size: int = 50, chunk_size: int = 256,
+                  device: torch.device | str | None = None) -> EvalResult:
+    """Accuracy of ``backbone`` with ``head`` fitted on each of ``episodes`` (the backbone is
+    moved to ``device``, default: where it is; it is never changed)."""
+    if device is not None:
+        backbone.to(device)
+    if HEADS[head].logits is None:
+        return evaluate(HeadLearner(backbone, head, config, chunk_size), episodes, dataset,
+                        batch_size, device)
+    features, where = episode_features(backbone, episodes, dataset, chunk_size)
+    return evaluate_features(head, config, features, where, episodes, batch_size)

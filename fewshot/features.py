@@ -7,19 +7,27 @@ from torch import Tensor, nn
 
 from episodes import to_unit_float
 
+from .memory import image_chunk, memory_budget
 
-def extract_features(backbone: nn.Module, images: Tensor, chunk_size: int = 256) -> Tensor:
+
+def extract_features(backbone: nn.Module, images: Tensor, chunk_size: int | None = None,
+                     max_memory: int | None = None) -> Tensor:
     """Flattened features of ``images`` ``[B, C, H, W]`` -> ``[B, D]``.
 
-    ``chunk_size`` images per forward pass, each chunk moved to the backbone's device (and, if
-    uint8, turned into floats in [0, 1] there), in eval mode (BatchNorm running statistics: each
-    image's features do not depend on the others) and without autograd. The backbone's mode is
+    ``chunk_size`` images per forward pass (None: as many as fit the memory budget,
+    :func:`fewshot.memory.memory_budget` with ``max_memory``), each chunk moved to the
+    backbone's device (and, if uint8, turned into floats in [0, 1] there), in eval mode
+    (BatchNorm running statistics: each image's features do not depend on the others) and
+    without autograd. The backbone's mode is
     restored afterwards.
     """
     device = next(iter(backbone.parameters()), images).device
     was_training = backbone.training
     backbone.eval()
     try:
+        if chunk_size is None:
+            chunk_size = image_chunk(backbone, tuple(images.shape[1:]), device,
+                                     memory_budget(device, max_memory), total=images.shape[0])
         with torch.no_grad():
             out = []
             for i in range(0, images.shape[0], chunk_size):

@@ -104,8 +104,8 @@ def add_head_args(p: argparse.ArgumentParser) -> None:
                    "weights are for (conv4, resnet12, resnet18, timm:<name>, ...)")
     g.add_argument("--weights", metavar="PATH", help="with --head and no --checkpoint: a state "
                    "dict of --backbone (read with weights_only=True)")
-    g.add_argument("--chunk-size", type=positive_int, default=256,
-                   help="images per backbone forward pass when extracting features")
+    g.add_argument("--chunk-size", type=positive_int, help="images per backbone forward pass "
+                   "when extracting features (default: as many as fit --max-memory)")
 
 
 def eval_model(args: argparse.Namespace, device: torch.device

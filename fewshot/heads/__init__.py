@@ -199,7 +199,7 @@ class HeadLearner(EpisodicLearner):
     """
 
     def __init__(self, backbone: nn.Module, head: str, config: Any | None = None,
-                 chunk_size: int = 256, on_step: StepHook | None = None) -> None:
+                 chunk_size: int | None = None, on_step: StepHook | None = None) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
         self.config = config if config is not None else head_config(head)

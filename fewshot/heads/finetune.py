@@ -109,7 +109,7 @@ def stages(backbone: nn.Module, config: FinetuneHead) -> list[Stage]:
 
 
 def finetune_logits(backbone: nn.Module, support_x: Tensor, support_y: Tensor, query_x: Tensor,
-                    n_way: int, config: FinetuneHead, chunk_size: int = 256,
+                    n_way: int, config: FinetuneHead, chunk_size: int | None = None,
                     on_step: StepHook | None = None) -> Tensor:
     """Query logits ``[T, M, N]`` after fine-tuning on each episode's support set.
 
@@ -131,10 +131,14 @@ def finetune_logits(backbone: nn.Module, support_x: Tensor, support_y: Tensor, q
         backbone.train(was_training)
 
 
+FINETUNE_CHUNK = 256  # images per forward while fine-tuning (not yet sized from the memory budget)
+
+
 def _finetune(backbone: nn.Module, sx: Tensor, sy: Tensor, qx: Tensor, n_way: int,
               config: FinetuneHead, plan: list[Stage], generator: torch.Generator,
-              chunk_size: int, on_step: StepHook | None) -> Tensor:
+              chunk_size: int | None, on_step: StepHook | None) -> Tensor:
     t = sx.shape[0]
+    chunk_size = chunk_size or FINETUNE_CHUNK
     base = {**{n: p.detach() for n, p in backbone.named_parameters()},
             **dict(backbone.named_buffers())}
     names = sorted({n for stage in plan for n in stage.tuned})

@@ -25,7 +25,7 @@ from . import HEADS, HeadLearner
 
 
 def episode_features(backbone: nn.Module, episodes: FixedEpisodes, dataset: ClassDataset,
-                     chunk_size: int = 256) -> tuple[Tensor, Tensor]:
+                     chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
     """Features ``[U, D]`` of the U distinct images the episodes use (on the backbone's device),
     and where each episode item's features are: long ``[E, N, K+Q]`` rows of them."""
     episodes.check(dataset)
@@ -34,9 +34,11 @@ def episode_features(backbone: nn.Module, episodes: FixedEpisodes, dataset: Clas
 
 
 def evaluate_features(head: str, config: Any, features: Tensor, where: Tensor,
-                      episodes: FixedEpisodes, batch_size: int = 50) -> EvalResult:
+                      episodes: FixedEpisodes, batch_size: int | None = 50) -> EvalResult:
     """Accuracy of ``head`` (a feature head of :data:`fewshot.heads.HEADS`) on each episode, from
-    :func:`episode_features`'s ``features`` and ``where``."""
+    :func:`episode_features`'s ``features`` and ``where`` (``batch_size`` episodes per fit;
+    None: 50)."""
+    batch_size = batch_size or 50
     fit = HEADS[head].logits
     if fit is None:
         raise ValueError(f"head {head} fine-tunes the backbone: score it on the images "
@@ -57,7 +59,7 @@ def evaluate_features(head: str, config: Any, features: Tensor, where: Tensor,
 
 
 def evaluate_head(backbone: nn.Module, head: str, config: Any, episodes: FixedEpisodes,
-                  dataset: ClassDataset, batch_size: int = 50, chunk_size: int = 256,
+                  dataset: ClassDataset, batch_size: int | None = 50, chunk_size: int | None = None,
                   device: torch.device | str | None = None) -> EvalResult:
     """Accuracy of ``backbone`` with ``head`` fitted on each of ``episodes`` (the backbone is
     moved to ``device``, default: where it is; it is never changed)."""

@@ -118,6 +118,31 @@ class EpisodicLearner(nn.Module, ABC):
         return F.cross_entropy(logits.flatten(0, 1), query_y.flatten())
 
 
+class BackboneLearner(EpisodicLearner):
+    """A learner whose logits are a :meth:`head` of the features ``self.backbone`` gives each
+    image (ProtoNet, Matching Networks): one backbone pass over the support and queries of all T
+    episodes (episode-major, per-episode BatchNorm), then the head. Subclasses set
+    ``self.backbone`` and implement :meth:`head`."""
+
+    per_episode_norm = True
+    backbone: nn.Module
+
+    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
+                ) -> Tensor:
+        s, q = embed_episode(self.backbone, support_x, query_x)
+        return self.head(s, support_y, q, n_way)
+
+    def features_per_image(self) -> bool:
+        return True
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    @abstractmethod
+    def head(self, support: Tensor, support_y: Tensor, query: Tensor, n_way: int) -> Tensor:
+        """Logits ``[T, M, N]`` from features ``[T, S, *F]``, ``[T, M, *F]``."""
+
+
 def embed_episode(backbone: nn.Module, support_x: Tensor, query_x: Tensor) -> tuple[Tensor, Tensor]:
     """Run the backbone once over the support and query images of all T episodes.
 

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from episodes.options import check
 
 from ..backbones import feature_shape, make_backbone
-from ..learner import EpisodicLearner, ModelSpec, embed_episode
+from ..learner import BackboneLearner, ModelSpec, embed_episode
 from ..registry import register
 
 
@@ -146,7 +146,7 @@ class FullContextEmbedding(nn.Module):
         return g, query_context(self.query_cell, query, g, self.steps)
 
 
-class MatchingNet(EpisodicLearner):
+class MatchingNet(BackboneLearner):
     """A backbone, optional full-context embeddings, attention over the normalised support
     embeddings; returns log-probabilities.
 
@@ -158,8 +158,6 @@ class MatchingNet(EpisodicLearner):
         normalize_query: L2-normalise the query embedding too (cosine attention, logits in
             [-scale, scale]); False as the reference code.
     """
-
-    per_episode_norm = True
 
     def __init__(self, backbone: nn.Module, feature_dim: int | None = None, fce: bool = True,
                  fce_steps: int = 5, scale: float = 1.0, normalize_query: bool = False) -> None:
@@ -181,20 +179,9 @@ class MatchingNet(EpisodicLearner):
             s, q = self.fce(s, q)
         return cosine_attention(q, s, self.scale, self.normalize_query)
 
-    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
-                ) -> Tensor:
-        """Returns ``log P(y | x, S)`` ``[T, M, N]`` (log-probabilities, usable as logits)."""
-        s, q = embed_episode(self.backbone, support_x, query_x)
-        return self.head(s, support_y, q, n_way)
-
-    def features_per_image(self) -> bool:
-        return True
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.backbone(x)
-
     def head(self, support: Tensor, support_y: Tensor, query: Tensor, n_way: int) -> Tensor:
-        """Log-probabilities ``[T, M, N]`` from features ``[T, S, *F]``, ``[T, M, *F]``."""
+        """``log P(y | x, S)`` ``[T, M, N]`` (log-probabilities, usable as logits) from features
+        ``[T, S, *F]``, ``[T, M, *F]``."""
         return attention_to_class_log_probs(self.feature_attention(support, query), support_y,
                                             n_way)
 

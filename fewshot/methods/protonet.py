@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from episodes.options import check
 
 from ..backbones import make_backbone
-from ..learner import EpisodicLearner, ModelSpec, embed_episode
+from ..learner import BackboneLearner, ModelSpec
 from ..registry import register
 
 
@@ -55,10 +55,8 @@ def protonet_logits(support: Tensor, support_y: Tensor, query: Tensor, n_way: in
     raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
 
 
-class ProtoNet(EpisodicLearner):
+class ProtoNet(BackboneLearner):
     """A backbone plus :func:`protonet_logits`, batched over the T episodes of a step."""
-
-    per_episode_norm = True
 
     def __init__(self, backbone: nn.Module, distance: str = "euclidean",
                  scale: float | None = None, learn_scale: bool = False) -> None:
@@ -71,17 +69,6 @@ class ProtoNet(EpisodicLearner):
             self.scale: float | Tensor | None = nn.Parameter(torch.tensor(float(start)))
         else:
             self.scale = scale
-
-    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
-                ) -> Tensor:
-        s, q = embed_episode(self.backbone, support_x, query_x)
-        return self.head(s, support_y, q, n_way)
-
-    def features_per_image(self) -> bool:
-        return True
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.backbone(x)
 
     def head(self, support: Tensor, support_y: Tensor, query: Tensor, n_way: int) -> Tensor:
         return protonet_logits(support.flatten(2), support_y, query.flatten(2), n_way,

@@ -13,6 +13,7 @@ from .pipeline import ImagePipeline, read_image, read_images, to_unit_float
 from .sampler import EpisodeSampler, FixedEpisodes, check_episode_shape
 from .sine import SineTasks, sine_episode
 from .synthetic import stroke_characters
+from .views import VIEW_PRESETS, ViewBatch, view_configs
 
 __all__ = [
     "AnnotationError", "AugmentConfig", "EpisodeAugment", "augment_images", "cub",
@@ -21,5 +22,5 @@ __all__ = [
     "LabelledBatch",
     "ImagePipeline", "read_image", "read_images", "to_unit_float",
     "SineTasks", "TensorClassDataset", "check_episode_shape", "decode_image", "decode_images", "image_folder",
-    "omniglot", "ratio_split", "read_split_file", "scan_class_folders", "sine_episode", "stroke_characters",
+    "VIEW_PRESETS", "ViewBatch", "view_configs", "omniglot", "ratio_split", "read_split_file", "scan_class_folders", "sine_episode", "stroke_characters",
 ]

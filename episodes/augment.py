@@ -4,16 +4,19 @@ Every image of a batch gets its own random parameters, drawn from an explicit ``
 all geometric transforms of an image (flips, quarter turns, random crop, zoom in/out, free
 rotation, translation) are composed into one affine map and applied in a single sampling pass
 that fills area outside the image by ``numpy.pad``'s modes (:mod:`episodes.fill`); colour jitter is
-one per-image linear map. No Python loop runs per image. Support and query images are configured separately
+one per-image linear map (with hue as a rotation about the gray axis); grayscale, Gaussian blur
+and solarisation are drawn per image too. No Python loop runs per image. Support and query images are configured separately
 (:class:`EpisodeAugment`), and an :class:`~episodes.sampler.EpisodeSampler` applies it to every
 episode batch it draws (``augment=``), so the training loop needs nothing else.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .episode import Episode
@@ -32,10 +35,23 @@ class AugmentConfig:
         zoom: scale range ``(low, high)``; below 1 zooms out (exposes fill), above 1 zooms in.
         crop: random crop of side fraction uniform in ``[crop, 1]``, anywhere inside the image,
             resized back to full size (1: no crop).
+        area: random resized crop (torchvision's ``RandomResizedCrop``, SimCLR's crop): a
+            window of area fraction uniform in ``area = (low, high)`` and aspect ratio
+            log-uniform in ``ratio``, sides clipped to the image (torchvision retries 10 draws
+            instead), anywhere inside the image, resized back to full size (None: off; it
+            replaces ``crop``).
+        ratio: aspect-ratio range (width / height) of ``area`` crops.
         translate: shift uniform in ``[-translate, translate]`` of the size, each axis.
         noise_std: Gaussian noise standard deviation (pixels in [0, 1]).
         salt_pepper: fraction of pixels set to 0 or 1 (half each on average).
         brightness, contrast, saturation: colour jitter factors uniform in ``[1-v, 1+v]``.
+        hue: hue shift uniform in ``[-hue, hue]`` turns, a rotation of the chroma plane about the
+            gray axis (YIQ; torchvision shifts hue in HSV, which is not linear).
+        jitter_p: probability that an image's colour jitter is applied at all (SimCLR: 0.8).
+        grayscale: probability of turning an image gray (its luma in every channel).
+        blur: probability of a Gaussian blur with sigma uniform in ``blur_sigma`` pixels and a
+            kernel of about a tenth of the image side (SimCLR, BYOL).
+        solarize: probability of solarising (pixels >= 0.5 become ``1 - x``; BYOL).
         fill: how area outside the image is filled: one of :data:`FILL_MODES`.
         fill_value: the constant of ``fill="constant"``.
         interpolation: "bilinear" or "nearest".
@@ -47,12 +63,20 @@ class AugmentConfig:
     rotate: float = 0.0
     zoom: tuple[float, float] = (1.0, 1.0)
     crop: float = 1.0
+    area: tuple[float, float] | None = None
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
     translate: float = 0.0
     noise_std: float = 0.0
     salt_pepper: float = 0.0
     brightness: float = 0.0
     contrast: float = 0.0
     saturation: float = 0.0
+    hue: float = 0.0
+    jitter_p: float = 1.0
+    grayscale: float = 0.0
+    blur: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize: float = 0.0
     fill: str = "reflect"
     fill_value: float = 0.0
     interpolation: str = "bilinear"
@@ -64,7 +88,15 @@ class AugmentConfig:
         check(0 < self.crop <= 1, "crop", "in (0, 1]", self.crop)
         check(0 < self.zoom[0] <= self.zoom[1], "zoom", "two numbers 0 < low <= high",
               self.zoom)
-        for name in ("hflip", "vflip", "rot90", "salt_pepper"):
+        check(self.area is None or 0 < self.area[0] <= self.area[1] <= 1, "area",
+              "two numbers 0 < low <= high <= 1", self.area)
+        check(0 < self.ratio[0] <= self.ratio[1], "ratio", "two numbers 0 < low <= high",
+              self.ratio)
+        check(0 < self.blur_sigma[0] <= self.blur_sigma[1], "blur_sigma",
+              "two numbers 0 < low <= high", self.blur_sigma)
+        check(0 <= self.hue <= 0.5, "hue", "in [0, 0.5]", self.hue)
+        for name in ("hflip", "vflip", "rot90", "salt_pepper", "jitter_p", "grayscale", "blur",
+                     "solarize"):
             check(0 <= getattr(self, name) <= 1, name, "a probability in [0, 1]",
                   getattr(self, name))
         for name in ("rotate", "translate", "noise_std", "brightness", "contrast", "saturation"):
@@ -73,7 +105,7 @@ class AugmentConfig:
     @property
     def geometric(self) -> bool:
         return bool(self.hflip or self.vflip or self.rot90 or self.rotate or self.translate
-                    or self.zoom != (1.0, 1.0) or self.crop < 1)
+                    or self.zoom != (1.0, 1.0) or self.crop < 1 or self.area is not None)
 
     @classmethod
     def standard(cls, **changes: object) -> AugmentConfig:
@@ -100,9 +132,14 @@ def random_affine(n: int, cfg: AugmentConfig, size: tuple[int, int], g: torch.Ge
     theta = torch.deg2rad(_uniform(n, -cfg.rotate, cfg.rotate, g))
     crop_side = _uniform(n, cfg.crop, 1.0, g)  # the crop is a window of this side fraction
     zoom = _uniform(n, *cfg.zoom, g)
-    slack = (1 - crop_side) / 2  # the window stays inside the image
-    crop_off = torch.stack([_uniform(n, -1, 1, g) * slack * w, _uniform(n, -1, 1, g) * slack * h],
-                           1)
+    side = crop_side[:, None].expand(n, 2)  # (x, y) side fractions of the window
+    if cfg.area is not None:  # random resized crop: area and aspect ratio, sides clipped to 1
+        area = _uniform(n, *cfg.area, g)
+        ratio = torch.exp(_uniform(n, math.log(cfg.ratio[0]), math.log(cfg.ratio[1]), g))
+        side = torch.stack([(area * ratio).sqrt(), (area / ratio).sqrt()], 1).clamp(max=1.0)
+    slack = (1 - side) / 2  # the window stays inside the image
+    crop_off = torch.stack([_uniform(n, -1, 1, g) * slack[:, 0] * w,
+                            _uniform(n, -1, 1, g) * slack[:, 1] * h], 1)
     shift = torch.stack([_uniform(n, -cfg.translate, cfg.translate, g) * w,
                          _uniform(n, -cfg.translate, cfg.translate, g) * h], 1)
 
@@ -111,33 +148,91 @@ def random_affine(n: int, cfg: AugmentConfig, size: tuple[int, int], g: torch.Ge
 
     # forward: flip, quarter turn, crop/zoom, rotate, translate; invert in reverse order
     pre = torch.diag_embed(flip) @ rot(cos90, -sin90)
-    matrix = pre @ ((crop_side / zoom)[:, None, None] * rot(torch.cos(theta), -torch.sin(theta)))
+    matrix = pre @ (torch.diag_embed(side / zoom[:, None]) @ rot(torch.cos(theta), -torch.sin(theta)))
     offset = (pre @ crop_off.unsqueeze(-1) - matrix @ shift.unsqueeze(-1)).squeeze(-1)
     return matrix, offset
 
 
-def colour_and_noise(x: Tensor, cfg: AugmentConfig, g: torch.Generator) -> Tensor:
-    """Colour jitter, Gaussian and salt-and-pepper noise on float ``[B, C, H, W]`` in [0, 1].
+YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                   dtype=torch.float64)  # RGB -> YIQ; hue turns the (I, Q) chroma plane
 
-    Brightness ``b``, contrast ``c`` (about the image's mean gray ``m``) and saturation ``s``
-    (about each pixel's gray) compose into one per-image linear map
-    ``x -> c*b*(s*I + (1-s)*1 w^T) x + (1-c)*b*m`` (``w`` the luma weights), applied as one bmm.
-    """
-    n, c = x.shape[:2]
-    per_image = {"device": x.device, "dtype": x.dtype}
-    if cfg.brightness or cfg.contrast or cfg.saturation:
+
+def colour_matrix(n: int, c: int, cfg: AugmentConfig, g: torch.Generator
+                  ) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Per-image colour jitter and grayscale as one linear map: float64 matrices ``[n, c, c]``,
+    the factor ``[n]`` of the mean gray added to every channel, and the luma weights ``[c]``;
+    None when ``cfg`` asks for no colour change. See :func:`colour_and_noise`."""
+    jitter = bool(cfg.brightness or cfg.contrast or cfg.saturation or cfg.hue)
+    if not jitter and not cfg.grayscale:
+        return None
+    w = YIQ[0] if c == 3 else torch.full((c,), 1 / c, dtype=torch.float64)
+    eye = torch.eye(c, dtype=torch.float64)
+    matrix, shift = eye.expand(n, c, c), torch.zeros(n, dtype=torch.float64)
+    if jitter:
         bright = _uniform(n, 1 - cfg.brightness, 1 + cfg.brightness, g)
         contrast = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, g)
         sat = _uniform(n, 1 - cfg.saturation, 1 + cfg.saturation, g)
-        w = (torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64) if c == 3
-             else torch.full((c,), 1 / c, dtype=torch.float64))
-        eye = torch.eye(c, dtype=torch.float64)
+        angle = 2 * math.pi * _uniform(n, -cfg.hue, cfg.hue, g) if cfg.hue else torch.zeros(n)
+        if cfg.jitter_p < 1:  # images left alone get the identity
+            off = torch.rand(n, generator=g) >= cfg.jitter_p
+            bright, contrast, sat = (torch.where(off, 1.0, v) for v in (bright, contrast, sat))
+            angle = torch.where(off, 0.0, angle.double())
         mix = (sat[:, None, None] * eye + (1 - sat)[:, None, None] * w[None, None, :]
                if c == 3 else eye.expand(n, c, c))
-        matrix = ((contrast * bright)[:, None, None] * mix).to(**per_image)
+        if c == 3 and cfg.hue:
+            turn = torch.zeros(n, 3, 3, dtype=torch.float64)
+            turn[:, 0, 0] = 1
+            turn[:, 1, 1], turn[:, 1, 2] = angle.cos(), -angle.sin()
+            turn[:, 2, 1], turn[:, 2, 2] = angle.sin(), angle.cos()
+            mix = mix @ torch.linalg.inv(YIQ) @ turn @ YIQ
+        matrix = (contrast * bright)[:, None, None] * mix
+        shift = (1 - contrast) * bright
+    if cfg.grayscale:  # luma into every channel; it keeps a gray shift as it is
+        gray = (torch.rand(n, generator=g) < cfg.grayscale)[:, None, None]
+        matrix = torch.where(gray, torch.ones(c, 1, dtype=torch.float64) * w @ matrix, matrix)
+    return matrix, shift, w
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
+    """Blur each image of ``[B, C, H, W]`` with its own Gaussian of ``sigma`` ``[B]`` pixels
+    (0: unchanged), kernel side about a tenth of the image (odd, at least 3), reflect padding;
+    one separable grouped convolution for the whole batch."""
+    b, c, h, w = x.shape
+    k = max(3, int(0.1 * min(h, w)) // 2 * 2 + 1)
+    t = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
+    s = sigma.to(x.device, x.dtype).clamp(min=1e-6)[:, None]
+    kernel = torch.exp(-t.pow(2) / (2 * s.pow(2)))
+    kernel = torch.where((sigma.to(x.device) > 0)[:, None], kernel, (t == 0).to(x.dtype))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # [B*C, k]
+    y = F.pad(x.reshape(1, b * c, h, w), (k // 2,) * 4, mode="reflect")
+    y = F.conv2d(y, kernel[:, None, :, None], groups=b * c)
+    return F.conv2d(y, kernel[:, None, None, :], groups=b * c).view(b, c, h, w)
+
+
+def colour_and_noise(x: Tensor, cfg: AugmentConfig, g: torch.Generator) -> Tensor:
+    """Colour jitter, grayscale, blur, solarisation, Gaussian and salt-and-pepper noise on float
+    ``[B, C, H, W]`` in [0, 1].
+
+    Brightness ``b``, contrast ``c`` (about the image's mean gray ``m``), saturation ``s`` (about
+    each pixel's gray) and hue (a turn ``R`` of YIQ's chroma plane) compose into one per-image
+    linear map ``x -> c*b*(s*I + (1-s)*1 w^T) R x + (1-c)*b*m`` (``w`` the luma weights), with
+    grayscale ``1 w^T`` in front, applied as one bmm.
+    """
+    n, c = x.shape[:2]
+    per_image = {"device": x.device, "dtype": x.dtype}
+    colour = colour_matrix(n, c, cfg, g)
+    if colour is not None:
+        matrix, shift, w = colour
         mean_gray = x.mean((2, 3)) @ w.to(**per_image)  # [B]
-        shift = ((1 - contrast) * bright).to(**per_image) * mean_gray
-        x = (matrix @ x.flatten(2)).view_as(x) + shift[:, None, None, None]
+        x = ((matrix.to(**per_image) @ x.flatten(2)).view_as(x)
+             + (shift.to(**per_image) * mean_gray)[:, None, None, None])
+    if cfg.blur:
+        sigma = _uniform(n, *cfg.blur_sigma, g)
+        x = gaussian_blur(x, torch.where(torch.rand(n, generator=g) < cfg.blur, sigma, 0.0))
+    if cfg.solarize:
+        flip = (torch.rand(n, generator=g) < cfg.solarize).to(x.device)[:, None, None, None]
+        x = x.clamp(0, 1)
+        x = torch.where(flip & (x >= 0.5), 1 - x, x)
     if cfg.noise_std or cfg.salt_pepper:  # per-pixel draws on the device, seeded from g
         dev = torch.Generator(x.device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
         if cfg.noise_std:

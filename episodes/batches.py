@@ -4,7 +4,9 @@ The sampler shuffles the split's items once per epoch with an explicit CPU ``tor
 (the same seed gives the same batches on every device), hands out ``batch_size`` items at a time
 (a last, partial batch of an epoch is dropped, as ``DataLoader(drop_last=True)``), gathers the
 images by index where the dataset lives and, optionally, augments them there with the same
-transforms as episodes (:func:`episodes.augment.augment_images`). Its state (generator, epoch
+transforms as episodes (:func:`episodes.augment.augment_images`); with ``views=`` it draws
+several augmented views of each image instead (:class:`episodes.views.ViewBatch`, self-supervised
+pre-training). Its state (generator, epoch
 order, position, augmentation generator) is saved and restored, so a resumed run draws exactly the
 batches an uninterrupted one would.
 """
@@ -20,6 +22,7 @@ from torch import Tensor
 from .augment import AugmentConfig, augment_images
 from .dataset import ClassDataset
 from .pipeline import to_unit_float
+from .views import ViewBatch
 
 
 @dataclass
@@ -50,15 +53,21 @@ class ImageBatchSampler:
         seed: seed of the CPU generator of the epoch orders (and of the augmentation).
         device: where batches go (default: the dataset's device).
         augment: random transforms applied to every image of a batch (None: none).
+        views: draw a :class:`ViewBatch` of one view per entry instead, each augmented by its
+            config (None: not augmented); ``augment`` must then be None.
     """
 
     def __init__(self, dataset: ClassDataset, batch_size: int, seed: int = 0,
                  device: torch.device | str | None = None,
-                 augment: AugmentConfig | None = None) -> None:
+                 augment: AugmentConfig | None = None,
+                 views: tuple[AugmentConfig | None, ...] | None = None) -> None:
         if not 1 <= batch_size <= len(dataset):
             raise ValueError(f"batch size {batch_size} must be between 1 and the {len(dataset)} "
                              f"images of the split: lower the batch size")
+        if views is not None and (augment is not None or not views):
+            raise ValueError("give views (one augmentation per view) or augment, not both")
         self.dataset, self.batch_size, self.augment = dataset, batch_size, augment
+        self.views = views
         self.device = torch.device(device) if device is not None else dataset.device
         self.generator = torch.Generator().manual_seed(seed)
         self.augment_generator = torch.Generator().manual_seed(seed + 1)
@@ -75,7 +84,7 @@ class ImageBatchSampler:
     def num_classes(self) -> int:
         return self.dataset.num_classes
 
-    def sample(self) -> LabelledBatch:
+    def sample(self) -> LabelledBatch | ViewBatch:
         """The next batch; a new epoch order is drawn when fewer than ``batch_size`` items are
         left in the current one."""
         if self.position + self.batch_size > len(self.order):
@@ -85,11 +94,16 @@ class ImageBatchSampler:
         self.position += self.batch_size
         self.batches_drawn += 1
         images = to_unit_float(self.dataset.load(index).to(self.device, non_blocking=True))
+        labels = self.dataset.targets[index].to(self.device)
+        if self.views is not None:
+            return ViewBatch(torch.stack([
+                images if cfg is None else augment_images(images, cfg, self.augment_generator)
+                for cfg in self.views]), labels, index.to(self.device))
         if self.augment is not None:
             images = augment_images(images, self.augment, self.augment_generator)
-        return LabelledBatch(images, self.dataset.targets[index].to(self.device))
+        return LabelledBatch(images, labels)
 
-    def __iter__(self) -> Iterator[LabelledBatch]:
+    def __iter__(self) -> Iterator[LabelledBatch | ViewBatch]:
         while True:
             yield self.sample()
 

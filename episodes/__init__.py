@@ -22,5 +22,6 @@ __all__ = [
     "LabelledBatch",
     "ImagePipeline", "read_image", "read_images", "to_unit_float",
     "SineTasks", "TensorClassDataset", "check_episode_shape", "decode_image", "decode_images", "image_folder",
-    "VIEW_PRESETS", "ViewBatch", "view_configs", "omniglot", "ratio_split", "read_split_file", "scan_class_folders", "sine_episode", "stroke_characters",
+    "omniglot", "ratio_split", "read_split_file", "scan_class_folders", "sine_episode", "stroke_characters",
+    "VIEW_PRESETS", "ViewBatch", "view_configs",
 ]

@@ -5,7 +5,8 @@ all geometric transforms of an image (flips, quarter turns, random crop, zoom in
 rotation, translation) are composed into one affine map and applied in a single sampling pass
 that fills area outside the image by ``numpy.pad``'s modes (:mod:`episodes.fill`); colour jitter is
 one per-image linear map (with hue as a rotation about the gray axis); grayscale, Gaussian blur
-and solarisation are drawn per image too. No Python loop runs per image. Support and query images are configured separately
+and solarisation are drawn per image too. No Python loop runs per image. Support and query
+images are configured separately
 (:class:`EpisodeAugment`), and an :class:`~episodes.sampler.EpisodeSampler` applies it to every
 episode batch it draws (``augment=``), so the training loop needs nothing else.
 """

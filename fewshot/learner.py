@@ -95,9 +95,30 @@ class EpisodicLearner(nn.Module, ABC):
         with torch.set_grad_enabled(self.grad_at_eval):
             return self(support_x, support_y, query_x, n_way).detach()
 
+    def begin_training(self, sampler: Any, steps: int) -> None:
+        """Called by the training loop once before its first step (after a resume restored the
+        learner's state) with the sampler and the run's total ``steps``: learners that need the
+        training data or the schedule's length (clustering, momentum schedules) take it here."""
+
     def end_step(self) -> None:
         """Called by the training loop after each optimizer step (learners with a schedule of
-        their own advance it here)."""
+        their own advance it here: MAML's annealing, momentum encoders)."""
+
+    def train_metrics(self) -> dict[str, float]:
+        """Values of the last training batch the loop logs beside loss and accuracy (e.g. the
+        embedding spread of self-supervised learners); none by default."""
+        return {}
+
+    def batch_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """Training loss of one batch drawn by the training loop's sampler and its accuracy
+        (scalars; accuracy 0 for float targets): :meth:`loss` of :meth:`batch_logits`, unless a
+        learner trained without logits (self-supervised pre-training) overrides it."""
+        logits, labels = self.batch_logits(batch)
+        loss = self.loss(logits.float(), labels)
+        if labels.is_floating_point():  # float targets: regression
+            return loss, loss.new_zeros(())
+        return loss, (logits.argmax(-1) == labels).float().mean()
+
     def batch_logits(self, batch: Any) -> tuple[Tensor, Tensor]:
         """Training logits of one batch drawn by the training loop's sampler, and its labels.
 

@@ -39,7 +39,7 @@ def register(name: str, config: type) -> Callable:
 
 def get_method(name: str) -> Method:
     """The registered method ``name``, or a ValueError listing the methods."""
-    from . import methods  # noqa: F401  (registers the built-in methods)
+    from . import methods, ssl  # noqa: F401  (registers the built-in methods)
 
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}: choose one of {', '.join(sorted(METHODS))}")

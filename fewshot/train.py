@@ -2,17 +2,19 @@
 
 Each step draws a batch of T episodes (already on the device), computes the learner's loss over all
 of them and takes one optimizer step. The same loop pre-trains a classifier on ordinary
-mini-batches (:class:`episodes.ImageBatchSampler`): the learner turns whatever batch the sampler
-draws into logits and labels (:meth:`EpisodicLearner.batch_logits`). Validation on fixed
-episodes keeps the best checkpoint; ``last.pt`` is written atomically every ``checkpoint_every``
-steps and holds everything needed to resume (weights, optimizer, schedule, sampler and RNG
-states), so a resumed run finishes exactly as an uninterrupted one would.
+mini-batches (:class:`episodes.ImageBatchSampler`) and self-supervised learners on augmented
+views: the learner turns whatever batch the sampler draws into a loss
+(:meth:`EpisodicLearner.batch_loss`, by default of :meth:`~EpisodicLearner.batch_logits`).
+Validation on fixed episodes keeps the best checkpoint; ``last.pt`` is written atomically every
+``checkpoint_every`` steps and holds everything needed to resume (weights, optimizer, schedule,
+sampler and RNG states), so a resumed run finishes exactly as an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -127,7 +129,8 @@ def make_optimizer(params: Any, config: TrainConfig
 
 def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSampler | SineTasks | Any,
           config: TrainConfig, val: tuple[ClassDataset, FixedEpisodes] | None = None,
-          device: torch.device | str | None = None) -> TrainResult:
+          device: torch.device | str | None = None,
+          monitors: Sequence[Callable[[EpisodicLearner], dict[str, float]]] = ()) -> TrainResult:
     """Meta-train ``learner`` on episodes from ``sampler`` (or pre-train it on the labelled
     mini-batches of an :class:`episodes.ImageBatchSampler`).
 
@@ -137,10 +140,12 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         sampler: an :class:`~episodes.EpisodeSampler`, :class:`~episodes.SineTasks`
             (regression: float targets, no accuracy is logged, no image pipeline is recorded), or
             anything with ``sample()``, ``state_dict()``/``load_state_dict()``, ``dataset`` and
-            ``episodes_per_batch`` whose batches ``learner.batch_logits`` takes.
+            ``episodes_per_batch`` whose batches ``learner.batch_loss`` takes.
         val: a validation dataset and fixed episodes drawn from it.
         device: where the learner trains (default: the device of the sampler's dataset, or of
             ``SineTasks``). Episodes are moved there if the sampler produces them elsewhere.
+        monitors: functions of the learner returning named values (e.g. the k-NN accuracy of
+            :func:`fewshot.ssl.monitor.knn_monitor`), run and logged at every validation.
     """
     dataset = getattr(sampler, "dataset", None)  # None: SineTasks
     if device is None:
@@ -176,11 +181,14 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         nonlocal best
         acc = evaluate(learner, val[1], val[0], device=device, amp=config.amp,
                        max_memory=config.max_memory).mean
-        log.record({"step": step, "val_acc": acc, "seconds": seconds})
+        extra = {k: v for m in monitors for k, v in m(learner).items()}
+        learner.train()
+        log.record({"step": step, "val_acc": acc, **extra, "seconds": seconds})
         if best is None or acc > best:
             best = acc
             checkpoint("best.pt")
 
+    learner.begin_training(sampler, config.steps)
     learner.train()
     parts = chunks(sampler.episodes_per_batch, step_chunk(learner, sampler, config, device))
     log = TrainLog(None if config.time_limit else config.steps, step, history, ckdir,
@@ -208,7 +216,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
             sums.zero_()
             classify = not getattr(batch, "query_y", sums).is_floating_point()
             log.record({"step": step, "loss": run_loss, **({"acc": run_acc} if classify else {}),
-                        "seconds": seconds})
+                        **learner.train_metrics(), "seconds": seconds})
         log.update()
         if val is not None and config.val_every and step % config.val_every == 0:
             validate()
@@ -242,7 +250,7 @@ def step_chunk(learner: EpisodicLearner, sampler: EpisodeSampler | SineTasks, co
 
 def accumulate(learner: EpisodicLearner, batch: Episode | Any, parts: list[slice], amp: bool
                ) -> Tensor:
-    """Forward and backward of ``batch`` (T episodes, or any batch ``learner.batch_logits``
+    """Forward and backward of ``batch`` (T episodes, or any batch ``learner.batch_loss``
     takes), an episode batch split into the chunks ``parts``, each chunk's loss weighted by its
     share of the T episodes, so the summed gradients are the whole batch's. Returns ``[loss,
     accuracy]`` of the batch (on the device, not synchronised; accuracy 0 for float targets)."""
@@ -257,11 +265,8 @@ def accumulate(learner: EpisodicLearner, batch: Episode | Any, parts: list[slice
     with deferred_running_stats(learner, len(parts)) if defer else nullcontext():
         for piece, share in pieces:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits, labels = learner.batch_logits(piece)
-                loss = learner.loss(logits.float(), labels) * share
+                loss, acc = learner.batch_loss(piece)
+                loss = loss * share
             loss.backward()
-            classify = not labels.is_floating_point()  # float targets: regression
-            total += torch.stack([loss.detach().float(),
-                                  share * (logits.argmax(-1) == labels).float().mean()
-                                  if classify else loss.new_zeros(())])
+            total += torch.stack([loss.detach().float(), share * acc.detach().float()])
     return total

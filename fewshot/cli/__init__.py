@@ -15,6 +15,7 @@ from episodes.progress import set_progress
 
 from ..runs import RunError, read_run
 from . import commands, transfer
+from . import ssl as ssl_cli
 from .args import (
     MAX_MEMORY_HELP,
     Parser,
@@ -80,8 +81,8 @@ def build_parser() -> Parser:
     parser.subcommands["train"] = p
 
     p = sub.add_parser("pretrain", help="pre-train a backbone with a classifier over all train "
-                       "classes on ordinary mini-batches (then: fewshot eval --head, or "
-                       "fewshot train --init)")
+                       "classes on ordinary mini-batches, or self-supervised on their images "
+                       "alone (then: fewshot eval --head, or fewshot train --init)")
     add_data_args(p)
     transfer.add_pretrain_args(p)
     p.set_defaults(func=transfer.cmd_pretrain)
@@ -105,6 +106,12 @@ def build_parser() -> Parser:
     p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     p.add_argument("--json", help="write per-episode accuracies, mean and interval here")
     p.set_defaults(func=commands.cmd_eval)
+
+    p = sub.add_parser("plot-embeddings", help="a 2-D projection (PCA or t-SNE) of a "
+                       "checkpoint's backbone features of a split's images, coloured by class")
+    add_data_args(p)
+    ssl_cli.add_plot_args(p)
+    p.set_defaults(func=ssl_cli.cmd_plot_embeddings)
 
     p = sub.add_parser("predict", help="label query images from a few labelled support images")
     p.add_argument("--checkpoint", required=True, help="a trained checkpoint")

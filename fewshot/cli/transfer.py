@@ -19,6 +19,7 @@ from ..heads import HEADS, head_config
 from ..heads.scoring import evaluate_head
 from ..registry import build_learner, make_spec, method_config
 from ..runs import prepare_run, run_lock, run_record
+from ..ssl import SSL_METHODS
 from ..train import train
 from ..weights import backbone_of, load_backbone_weights
 from .args import dataset_from_args, option, pick_device, positive_int
@@ -33,23 +34,31 @@ from .groups import (
     validation,
 )
 
-PRETRAIN_METHODS = ("supervised",)
+PRETRAIN_METHODS = ("supervised", *SSL_METHODS)
 
 
 def add_pretrain_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--method", choices=PRETRAIN_METHODS, default="supervised",
-                   help="supervised: cross-entropy over all train classes")
+                   help="supervised: cross-entropy over all train classes; the others are "
+                   "self-supervised (the images' labels are not used): rotation, jigsaw "
+                   "(pretext tasks), simclr, moco (contrastive), byol, simsiam, barlow-twins, "
+                   "vicreg (non-contrastive), deepcluster, uic (clustering); see fewshot.ssl")
     add_backbone_args(g)
     g.add_argument("--option", type=option, action="append", default=[], metavar="KEY=VALUE",
                    help="classifier option, repeatable: classifier=linear|cosine (Baseline / "
                    "Baseline++), scale, label_smoothing, distance=euclidean|cosine (the prototype "
-                   "head of validation); see fewshot.methods.classifier.ClassifierConfig")
+                   "head of validation); see fewshot.methods.classifier.ClassifierConfig; "
+                   "self-supervised methods: views=simclr|byol|crop|standard|none, projector "
+                   "widths, temperature, ... (see each method's config in fewshot.ssl)")
     g = p.add_argument_group("mini-batches")
     g.add_argument("--batch-size", type=positive_int, default=64, help="images per step, drawn "
                    "from every train class, shuffled once per epoch")
     add_augment_args(g, sets=False)
     add_val_args(p, "5", "1")
+    p.add_argument("--knn-k", type=int, default=20, help="self-supervised methods: at each "
+                   "validation also log the weighted k-NN accuracy of the backbone's features on "
+                   "the val images (half of each class as the bank; 0: off)")
     add_optimization_args(p, steps=10000, lr=0.05, optimizer="sgd")
     add_run_args(p, "runs/pretrain")
 
@@ -57,6 +66,10 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from .commands import check_run_args, recorded_args
 
+    if args.method != "supervised":
+        from .ssl import cmd_ssl_pretrain
+
+        return cmd_ssl_pretrain(args)
     device = pick_device(args.device)
     check_run_args(args)
     options = dict(args.option)

@@ -171,6 +171,8 @@ class UICConfig(SSLConfig):
         super().__post_init__()
         check(self.clusters >= 2, "clusters", ">= 2", self.clusters)
         check(self.num_images >= 1, "num_images", ">= 1", self.num_images)
+        check(self.clusters <= self.num_images, "clusters",
+              f"at most the {self.num_images} training images", self.clusters)
 
 
 @dataclass

@@ -1,0 +1,135 @@
+"""Self-supervised learners: every method trains through the one loop on views and gives a
+backbone the other commands use; momentum targets are momentum averages (checked numerically);
+momentum encoders, queues and pseudo-labels resume bit-identically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from episodes import ImageBatchSampler, TensorClassDataset, ViewBatch
+from fewshot.cli import main
+from fewshot.registry import build_learner, make_spec
+from fewshot.ssl import SSL_METHODS
+from fewshot.ssl.base import cosine_momentum, ema_update
+from fewshot.train import TrainConfig, train
+from fewshot.weights import read_backbone_state
+
+from .conftest import data_args
+
+SMALL = {"simclr": {"proj_hidden": 16}, "moco": {"proj_hidden": 16, "queue_size": 12},
+         "byol": {"proj_hidden": 16}, "simsiam": {"proj_dim": 16, "pred_hidden": 8},
+         "barlow-twins": {"proj_dim": 16}, "vicreg": {"proj_dim": 16},
+         "deepcluster": {"clusters": 4, "proj_hidden": 16}, "uic": {"clusters": 4},
+         "rotation": {"head_hidden": 8}, "jigsaw": {"permutations": 10, "head_hidden": 8}}
+PRE = ["--batch-size", "6", "--val-episodes", "2", "--val-way", "2", "--val-query", "2",
+       "--val-every", "3", "--quiet", "--checkpoint-every", "1", "--option", "hidden=8"]
+
+
+def dataset(n: int = 12, size: int = 16) -> TensorClassDataset:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    return TensorClassDataset(images, torch.arange(n) % 3, ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("method", SSL_METHODS)
+def test_every_method_trains_and_reports_spread(method: str) -> None:
+    ds = dataset()
+    options = {**SMALL[method], "hidden": 8}
+    if method in ("deepcluster", "uic"):
+        options["num_images"] = len(ds)
+    spec = make_spec(method, "conv4", 3, 16, options)
+    torch.manual_seed(0)
+    learner = build_learner(spec)
+    sampler = ImageBatchSampler(ds, 6, views=learner.view_augments())
+    batch = sampler.sample()
+    assert isinstance(batch, ViewBatch) and batch.views.shape == (learner.num_views, 6, 3, 16, 16)
+    before = {k: v.clone() for k, v in learner.backbone.state_dict().items()}
+    result = train(learner, spec, sampler, TrainConfig(steps=2, lr=0.01, progress=False))
+    assert result.steps == 2
+    assert any(not torch.equal(before[k], v) for k, v in learner.backbone.state_dict().items())
+    learner.train()
+    loss, _ = learner.batch_loss(sampler.sample())
+    assert torch.isfinite(loss)
+    metrics = learner.train_metrics()
+    assert 0 < metrics["emb_std"] < 1 and metrics["emb_std_ratio"] > 0
+    # the labels are never read: other labels, the same loss
+    torch.manual_seed(1)
+    batch = sampler.sample()
+    a = learner.batch_loss(batch)[0]
+    torch.manual_seed(1)
+    b = learner.batch_loss(ViewBatch(batch.views, torch.zeros_like(batch.labels), batch.index))[0]
+    if method not in ("moco",):  # MoCo's queue moved on between the two calls
+        assert torch.equal(a, b)
+
+
+def test_ema_update_and_cosine_schedule() -> None:
+    online, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    old = [p.detach().clone() for p in target.parameters()]
+    ema_update(target, online, 0.9)
+    for o, t0, t1 in zip(online.parameters(), old, target.parameters(), strict=True):
+        assert torch.allclose(t1, 0.9 * t0 + 0.1 * o.detach(), atol=1e-7)
+    assert cosine_momentum(0.996, 0, 100) == pytest.approx(0.996)
+    assert cosine_momentum(0.996, 50, 100) == pytest.approx(0.998)
+    assert cosine_momentum(0.996, 100, 100) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method", ["byol", "moco"])
+def test_target_is_a_momentum_average(method: str) -> None:
+    ds = dataset()
+    spec = make_spec(method, "conv4", 3, 16, {**SMALL[method], "hidden": 8})
+    torch.manual_seed(0)
+    learner = build_learner(spec)
+    sampler = ImageBatchSampler(ds, 6, views=learner.view_augments())
+    opt = torch.optim.SGD([p for p in learner.parameters() if p.requires_grad], lr=0.05)
+    learner.begin_training(sampler, 4)
+
+    def pair() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        return ([p.detach().clone() for p in [*learner.backbone.parameters(),
+                                              *learner.projector.parameters()]],
+                [p.detach().clone() for p in [*learner.target_backbone.parameters(),
+                                              *learner.target_projector.parameters()]])
+
+    for step in range(4):
+        tau = learner.current_tau() if method == "byol" else learner.momentum
+        assert tau == pytest.approx(cosine_momentum(0.996, step, 4) if method == "byol"
+                                    else 0.999)
+        _, target = pair()
+        opt.zero_grad()
+        learner.batch_loss(sampler.sample())[0].backward()
+        opt.step()
+        learner.end_step()
+        online, new_target = pair()
+        for t0, o1, t1 in zip(target, online, new_target, strict=True):
+            assert torch.allclose(t1, tau * t0 + (1 - tau) * o1, atol=1e-6)
+        assert any(not torch.equal(o, t) for o, t in zip(online, new_target, strict=True))
+    if method == "moco":  # the queue holds the last keys, normalised
+        assert int(learner.queue_ptr) == (4 * 6) % 12
+        assert torch.allclose(learner.queue.norm(dim=1), torch.ones(12), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["byol", "moco", "deepcluster", "uic", "jigsaw"])
+def test_resume_is_bit_identical(tree: Path, method: str) -> None:
+    d = data_args(tree)
+    opts = [a for k, v in SMALL[method].items() for a in ("--option", f"{k}={v}")]
+    args = ["pretrain", *d, "--method", method, *PRE, *opts, "--steps", "6"]
+    main([*args, "--out", str(tree / "full")])
+    main([*args, "--out", str(tree / "half"), "--time-limit", "0.01"])  # stops after one step
+    assert torch.load(tree / "half" / "last.pt", weights_only=True)["step"] < 6
+    main([*args, "--out", str(tree / "half"), "--resume"])
+    full = torch.load(tree / "full" / "last.pt", weights_only=True)
+    half = torch.load(tree / "half" / "last.pt", weights_only=True)
+    assert full["step"] == half["step"] == 6
+    assert full["model"].keys() == half["model"].keys()
+    for k in full["model"]:
+        assert torch.equal(full["model"][k], half["model"][k]), k
+    if method in ("deepcluster", "uic"):  # 24 images, batches of 6: relabelled after step 4
+        assert int(full["model"]["epochs_labelled"]) == 2
+        assert full["spec"]["options"]["num_images"] == 24
+    record = json.loads((tree / "full" / "run.json").read_text())
+    assert record["command"] == "pretrain" and record["spec"]["method"] == method
+    state, meta = read_backbone_state(tree / "full" / "last.pt")
+    assert meta is not None and all(k.startswith("blocks.") for k in state)

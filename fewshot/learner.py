@@ -147,6 +147,28 @@ class BackboneLearner(EpisodicLearner):
 
     per_episode_norm = True
     backbone: nn.Module
+    rotation_weight: float = 0.0
+
+    def add_rotation_loss(self, head: nn.Module, weight: float) -> None:
+        """Rotation prediction as an auxiliary loss of meta-training (Gidaris et al. 2019,
+        "Boosting few-shot visual learning with self-supervision"): every training step adds
+        ``weight`` times ``head.loss(backbone, images)`` (:class:`fewshot.ssl.pretext_methods.
+        RotationHead`: cross-entropy of the four rotations of every support and query image of
+        the step's episodes, their labels unused) to the episodes' loss."""
+        self.rotation, self.rotation_weight = head, weight
+        self._rotation_acc: Tensor | None = None
+
+    def batch_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
+        loss, acc = super().batch_loss(batch)
+        if self.rotation_weight:
+            images = torch.cat([batch.support_x.flatten(0, 1), batch.query_x.flatten(0, 1)])
+            rotation_loss, self._rotation_acc, _ = self.rotation.loss(self.backbone, images)
+            loss = loss + self.rotation_weight * rotation_loss
+        return loss, acc
+
+    def train_metrics(self) -> dict[str, float]:
+        acc = getattr(self, "_rotation_acc", None)
+        return {} if acc is None else {"rotation_acc": float(acc)}
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
                 ) -> Tensor:

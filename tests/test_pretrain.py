@@ -103,7 +103,8 @@ def test_pretrain_resume_heads_and_meta_baseline(tree: Path, capsys):
           "distance=cosine", "--option", "learn_scale=true", "--lr", "0.1",
           "--out", str(tree / "mb")])
     mb, spec, _ = load_learner(tree / "mb" / "last.pt")
-    assert spec.options == {"distance": "cosine", "hidden": None, "scale": None, "learn_scale": True}
+    assert spec.options == {"distance": "cosine", "hidden": None, "scale": None, "learn_scale": True,
+                            "rotation_weight": 0.0}
     assert all(torch.equal(p, q) for p, q in zip(mb.backbone.parameters(),
                                                   learner.backbone.parameters(), strict=True))
     assert float(mb.scale.detach()) != 10.0

@@ -133,3 +133,42 @@ def test_resume_is_bit_identical(tree: Path, method: str) -> None:
     assert record["command"] == "pretrain" and record["spec"]["method"] == method
     state, meta = read_backbone_state(tree / "full" / "last.pt")
     assert meta is not None and all(k.startswith("blocks.") for k in state)
+
+
+@pytest.mark.parametrize("method", ["protonet", "matching"])
+def test_rotation_as_auxiliary_loss(tree: Path, method: str) -> None:
+    """Gidaris et al. 2019: episode loss + weight x rotation loss on the episodes' images."""
+    from episodes import EpisodeSampler
+    from fewshot.checkpoint import load_learner
+    from fewshot.ssl.pretext import rotate_batch
+
+    ds = dataset(n=12)
+    spec = make_spec(method, "conv4", 3, 16, {"hidden": 8, "rotation_weight": 0.5})
+    torch.manual_seed(0)
+    learner = build_learner(spec)
+    plain = build_learner(make_spec(method, "conv4", 3, 16, {"hidden": 8}))
+    assert not any(k.startswith("rotation.") for k in plain.state_dict())
+    episode = EpisodeSampler(ds, 2, 1, 1, 2, seed=0).sample()
+    learner.train()
+    learner(episode.support_x, episode.support_y, episode.query_x, 2)  # Matching: first call
+    loss, acc = learner.batch_loss(episode)
+    logits = learner(episode.support_x, episode.support_y, episode.query_x, 2)
+    images = torch.cat([episode.support_x.flatten(0, 1), episode.query_x.flatten(0, 1)])
+    rotated, labels = rotate_batch(images)
+    rot_logits = learner.rotation.classifier(learner.backbone(rotated).flatten(1))
+    expected = (learner.loss(logits, episode.query_y)
+                + 0.5 * torch.nn.functional.cross_entropy(rot_logits, labels))
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert "rotation_acc" in learner.train_metrics()
+    # through the CLI: trained, resumed, scored
+    d = data_args(tree)
+    args = ["train", *d, "--method", method, "--way", "2", "--query", "2", "--steps", "3",
+            "--val-episodes", "0", "--quiet", "--option", "rotation_weight=1.0",
+            "--option", "hidden=8", "--out", str(tree / "rot")]
+    main(args)
+    learner, spec, _ = load_learner(tree / "rot" / "last.pt")
+    assert spec.options["rotation_weight"] == 1.0 and learner.rotation_weight == 1.0
+    assert any(k.startswith("rotation.") for k in learner.state_dict())
+    main([*args[:-2], "--steps", "4", "--resume", "--out", str(tree / "rot")])
+    main(["eval", *d, "--checkpoint", str(tree / "rot" / "last.pt"), "--way", "2", "--query",
+          "2", "--episodes", "3", "--split", "val"])

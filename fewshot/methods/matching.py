@@ -195,15 +195,17 @@ class MatchingConfig:
     """Options of ``--method matching``: full-context embeddings (``fce``) with ``fce_steps``
     processing steps, ``scale`` of the attention logits, ``normalize_query`` (cosine attention;
     ``normalize_query=true scale=1`` is the behaviour before issue 9), ``hidden`` (Conv-4 width;
-    None: 64)."""
+    None: 64), ``rotation_weight`` (auxiliary rotation loss, as ProtoNet's; 0: off)."""
 
     fce: bool = True
     fce_steps: int = 5
     scale: float = 1.0
     normalize_query: bool = False
     hidden: int | None = None
+    rotation_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        check(self.rotation_weight >= 0, "rotation_weight", ">= 0", self.rotation_weight)
         check(self.fce_steps >= 0, "fce_steps", ">= 0", self.fce_steps)
         check(self.scale > 0, "scale", "> 0", self.scale)
         check(self.hidden is None or self.hidden >= 1, "hidden", ">= 1 (conv4 width)", self.hidden)
@@ -213,5 +215,8 @@ class MatchingConfig:
 def build_matching(spec: ModelSpec, config: MatchingConfig) -> MatchingNet:
     backbone = make_backbone(spec.backbone, spec.in_channels, config.hidden)
     dim = feature_shape(backbone, spec.in_channels, spec.image_size).numel()
-    return MatchingNet(backbone, dim, fce=config.fce, fce_steps=config.fce_steps,
-                       scale=config.scale, normalize_query=config.normalize_query)
+    from ..ssl.pretext_methods import add_rotation
+
+    return add_rotation(MatchingNet(backbone, dim, fce=config.fce, fce_steps=config.fce_steps,
+                                    scale=config.scale, normalize_query=config.normalize_query),
+                        spec, config.rotation_weight)

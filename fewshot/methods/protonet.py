@@ -80,19 +80,26 @@ class ProtoNetConfig:
     """Options of ``--method protonet``: ``distance`` between queries and prototypes; ``scale``
     of the logits (none: 1 for Euclidean, 10 for cosine); ``learn_scale``: learn it, starting
     there (Meta-Baseline: ``distance=cosine learn_scale=true``); ``hidden`` (Conv-4 width;
-    None: 64)."""
+    None: 64); ``rotation_weight``: rotation prediction as an auxiliary loss of this weight
+    (Gidaris et al. 2019 use 1; 0: off; :meth:`BackboneLearner.add_rotation_loss`)."""
 
     distance: Literal["euclidean", "cosine"] = "euclidean"
     hidden: int | None = None
     scale: float | None = None
     learn_scale: bool = False
+    rotation_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check(self.hidden is None or self.hidden >= 1, "hidden", ">= 1 (conv4 width)", self.hidden)
+        check(self.rotation_weight >= 0, "rotation_weight", ">= 0", self.rotation_weight)
 
 
 @register("protonet", ProtoNetConfig)
 def build_protonet(spec: ModelSpec, config: ProtoNetConfig) -> ProtoNet:
-    return ProtoNet(make_backbone(spec.backbone, spec.in_channels, config.hidden),
-                    distance=config.distance, scale=config.scale, learn_scale=config.learn_scale)
+    from ..ssl.pretext_methods import add_rotation
+
+    learner = ProtoNet(make_backbone(spec.backbone, spec.in_channels, config.hidden),
+                       distance=config.distance, scale=config.scale,
+                       learn_scale=config.learn_scale)
+    return add_rotation(learner, spec, config.rotation_weight)
 

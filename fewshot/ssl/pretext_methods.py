@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ..learner import ModelSpec
+from ..learner import BackboneLearner, ModelSpec
 from ..registry import register
 from ..zoo import feature_dim
 from .base import SelfSupervisedLearner, SSLConfig, accuracy, build_common, mlp
@@ -53,6 +53,15 @@ class RotationHead(nn.Module):
         feats = backbone(rotated).flatten(1)
         logits = self.classifier(feats)
         return F.cross_entropy(logits, labels), accuracy(logits, labels), feats
+
+
+def add_rotation(learner: BackboneLearner, spec: ModelSpec, weight: float) -> BackboneLearner:
+    """``learner`` with rotation prediction as an auxiliary loss of ``weight`` (Gidaris et al.
+    2019; nothing when 0): a :class:`RotationHead` on its backbone's features."""
+    if weight > 0:
+        dim = feature_dim(learner.backbone, spec.in_channels, spec.image_size)
+        learner.add_rotation_loss(RotationHead(dim), weight)
+    return learner
 
 
 class Rotation(SelfSupervisedLearner):

@@ -10,9 +10,11 @@ backbones and CPUs (options ``proj_hidden``, ``proj_dim``; the references' width
   ``tau = 0.996`` up to 1 on a cosine over the run's steps; the symmetric loss
   ``byol_loss(p1, z2') + byol_loss(p2, z1')``; the BYOL views (blur 1.0 / 0.1, solarisation
   0 / 0.2). Deviation: the loop's SGD/Adam, not LARS.
-* SimSiam (Chen & He 2021, facebookresearch/simsiam): projector of three ``Linear-BN`` layers
-  with ReLU between and a BatchNorm without affine parameters last, 1024 [2048]; bottleneck
-  predictor 256 [512]; loss ``(D(p1, z2) + D(p2, z1)) / 2`` with stop-gradient on ``z``.
+* SimSiam (Chen & He 2021, facebookresearch/simsiam ``simsiam/builder.py``): projector of three
+  ``Linear-BN`` layers with ReLU between and a BatchNorm without affine parameters last, all
+  1024 wide [hidden layers as wide as the backbone's features, output 2048; their last linear
+  layer's bias is frozen at its initial value, here there is none]; bottleneck predictor
+  ``Linear-BN-ReLU-Linear`` 256 [512]; loss ``(D(p1, z2) + D(p2, z1)) / 2`` with stop-gradient on ``z``.
   Views: the SimCLR preset (theirs: MoCo v2's, jitter 0.4 instead of 0.8, crop area from 0.2).
   Deviation: the predictor's learning rate is not held fixed.
 * Barlow Twins (Zbontar et al. 2021, facebookresearch/barlowtwins): projector of three layers

@@ -1,0 +1,254 @@
+"""Issue 12: self-supervised pre-training from unlabelled images, then few labels.
+
+On the reduced mini-ImageNet (64 train classes of 100 images; scored on the 16 val classes, the
+copy has no test classes): supervised training on 10 % of the train images labelled, against
+rotation / SimCLR / Barlow Twins pre-training on all train images without labels followed by the
+same supervised training on the 10 % (the seed's headline claim), and a table of every
+pre-training method's backbone alone. What is trained how: ``ssl_protocols.py``. Every cell is the
+prototype head on the backbone over the same 1,000 fixed episodes (5-way 1-shot and 5-shot, 15
+queries), paired against ``sup10``.
+
+Each model trains in a child process (so its peak memory is its own: RSS on a CPU, the largest
+CUDA allocation on a GPU) into ``OUT/checkpoints/<model>/`` and stops before ``--budget-minutes``
+run out; results accumulate in ``OUT/results.json``; the same command continues a stopped run.
+
+    python benchmarks/self_supervised.py --quick                       # smoke test, CPU
+    python benchmarks/self_supervised.py --preset cpu --budget-minutes 60   # again until done
+    python benchmarks/self_supervised.py --preset full --device cuda
+    python benchmarks/self_supervised.py --render [--preset cpu]        # the Markdown tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import common
+import torch
+from ssl_protocols import HEADLINE, PRESETS, SHOTS, SSL, cell_name, models
+
+from episodes import AugmentConfig, ClassDataset, ImageBatchSampler, TensorClassDataset, mini_imagenet
+from episodes.io import atomic_write_text
+from fewshot import TrainConfig, build_learner, load_learner, make_spec, train
+from fewshot.evaluate import EvalResult, paired_test
+from fewshot.heads import PrototypeHead
+from fewshot.heads.scoring import episode_features, evaluate_features
+from fewshot.weights import backbone_of, load_backbone_weights
+
+OUT = Path(__file__).parent / "out"
+
+
+def load_split(split: str, args: argparse.Namespace) -> TensorClassDataset:
+    return mini_imagenet(args.mini_root, split, image_size=args.preset.image_size).to(args.device)
+
+
+def labelled_subset(ds: TensorClassDataset, fraction: float, seed: int = 0) -> TensorClassDataset:
+    """The first ``round(fraction * size)`` images of each class in a seeded shuffle."""
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+    keep = torch.cat([order[ds.targets[order] == c][:round(fraction * int(n))]
+                      for c, n in enumerate(ds.class_sizes())])
+    keep = keep.sort().values
+    return TensorClassDataset(ds.load(keep), ds.targets[keep], ds.class_names, ds.pipeline)
+
+
+def train_one(key: str, args: argparse.Namespace) -> None:
+    """Train (or continue) model ``key`` within ``--time-left`` seconds; writes its record."""
+    p, ckdir = args.preset, args.out_dir / "checkpoints" / key
+    train_ds = load_split("train", args)
+    size = p.image_size
+    torch.manual_seed(0)
+    if key.startswith("ssl-"):
+        method = key.removeprefix("ssl-")
+        options = dict(p.ssl_options.get(method, {}))
+        if method in ("deepcluster", "uic"):
+            options["num_images"] = len(train_ds)
+        spec = make_spec(method, p.backbone, 3, size, options)
+        learner = build_learner(spec)
+        data, batch = train_ds, p.ssl_batch
+        sampler = ImageBatchSampler(data, batch, seed=0, views=learner.view_augments())
+        cfg = dict(lr=1e-3, optimizer="adam", weight_decay=1e-6)
+        epochs = p.ssl_epochs
+    else:
+        data = labelled_subset(train_ds, p.labelled_fraction)
+        spec = make_spec("classifier", p.backbone, 3, size, {"num_classes": data.num_classes})
+        learner = build_learner(spec)
+        if key.startswith("sup10-") and not (ckdir / "last.pt").is_file():
+            init = args.out_dir / "checkpoints" / f"ssl-{key.removeprefix('sup10-')}" / "last.pt"
+            load_backbone_weights(backbone_of(learner), init, p.backbone, "--init")
+        batch = min(64, len(data))
+        sampler = ImageBatchSampler(data, batch, seed=0, augment=AugmentConfig.standard())
+        cfg = dict(lr=0.05, optimizer="sgd", momentum=0.9, weight_decay=5e-4)
+        epochs = p.finetune_epochs
+    steps = p.steps or epochs * (len(data) // batch)
+    record_path = ckdir / "record.json"
+    rec = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if args.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(args.device)
+    res = train(learner, spec, sampler, TrainConfig(
+        steps=steps, schedule="cosine", checkpoint_dir=str(ckdir), resume=True,
+        checkpoint_every=200, progress=False, time_limit=rec.get("seconds", 0.0) + args.time_left,
+        **cfg), device=args.device)
+    done_epochs = res.steps * batch / len(data)
+    session = {**common.environment(args.device), **own_peak_memory(args.device),
+               "steps_to": res.steps}
+    rec.update(steps=res.steps, target_steps=steps, seconds=round(res.seconds, 1),
+               images=len(data), batch=batch, epochs=round(done_epochs, 2),
+               seconds_per_epoch=round(res.seconds / done_epochs, 2) if done_epochs else None,
+               status="done" if res.steps >= steps else "training",
+               sessions=[*rec.get("sessions", []), session])
+    ckdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(rec, indent=1), record_path)
+
+
+def own_peak_memory(device: torch.device) -> dict:
+    """This process's own peak memory: ``VmHWM`` of ``/proc/self/status`` (Linux; unlike
+    ``ru_maxrss``, not inherited from the parent that started it), else
+    :func:`common.peak_memory`; with the largest CUDA allocation on a GPU."""
+    out = common.peak_memory(device)
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                out["peak_rss_gb"] = round(int(line.split()[1]) / 2**20, 3)
+    return out
+
+
+def left(args: argparse.Namespace) -> float:
+    return args.deadline - time.monotonic()
+
+
+def save(args: argparse.Namespace) -> None:
+    args.results_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(args.results, indent=1), args.results_path)
+
+
+def ensure_trained(key: str, args: argparse.Namespace) -> bool:
+    """Train ``key`` in a child process until done or out of budget; True once done."""
+    record = args.out_dir / "checkpoints" / key / "record.json"
+    if not (record.is_file() and json.loads(record.read_text())["status"] == "done"):
+        if left(args) <= 0:
+            return False
+        print(f"== training {key}", flush=True)
+        subprocess.run([sys.executable, __file__, "--train-model", key, "--time-left",
+                        str(left(args)), *args.passthrough], check=True)
+    rec = json.loads(record.read_text())
+    args.results["models"][key] = rec
+    mem = {k: v for k, v in rec["sessions"][-1].items() if k.startswith("peak")}
+    print(f"  {key}: {rec['steps']}/{rec['target_steps']} steps, {rec['epochs']} epochs, "
+          f"{rec['seconds_per_epoch']} s/epoch, {mem}", flush=True)
+    save(args)
+    return rec["status"] == "done"
+
+
+def score(key: str, test_ds: ClassDataset, args: argparse.Namespace) -> None:
+    """The prototype head on ``key``'s backbone over the fixed episodes of each shot."""
+    learner = None
+    for shot in SHOTS:
+        name = cell_name(key, shot)
+        if args.results["cells"].get(name, {}).get("status") == "done":
+            continue
+        if learner is None:
+            learner, _, _ = load_learner(args.out_dir / "checkpoints" / key / "last.pt",
+                                         args.device)
+        episodes = common.test_episodes(test_ds, 5, shot, 15, args.episodes, "mini-val")
+        tick = time.perf_counter()
+        feats, where = episode_features(backbone_of(learner), episodes, test_ds)
+        r = evaluate_features("prototype", PrototypeHead(), feats, where, episodes, 50)
+        args.results["cells"][name] = {
+            "accuracies": r.accuracies.tolist(), "mean": r.mean, "ci95": r.ci95,
+            "episodes": len(r.accuracies), "seconds": round(time.perf_counter() - tick, 1),
+            "status": "done", **args.env}
+        print(f"  {name}: {100 * r.mean:.2f} +- {100 * r.ci95:.2f} %", flush=True)
+    for shot in SHOTS:  # paired against sup10 on the same episodes
+        base, cell = (args.results["cells"].get(cell_name(k, shot)) for k in ("sup10", key))
+        if key != "sup10" and base and cell:
+            a, b = (EvalResult(torch.tensor(c["accuracies"]), 5, shot, 15) for c in (cell, base))
+            args.results["paired"][cell_name(key, shot)] = paired_test(a, b)
+    save(args)
+
+
+def render(results: dict, preset: str) -> str:
+    """The headline table and the per-method table, in Markdown."""
+    cells, paired, models_ = results["cells"], results["paired"], results["models"]
+
+    def acc(key: str, shot: int) -> str:
+        c = cells.get(cell_name(key, shot))
+        if not c:
+            return "-"
+        p = paired.get(cell_name(key, shot))
+        diff = (f" ({100 * p['mean_diff']:+.2f}, p={p['t_test_p']:.2g})" if p else "")
+        return f"{100 * c['mean']:.2f} +- {100 * c['ci95']:.2f}{diff}"
+
+    lines = [f"Preset {preset}; prototype head, 5-way, 15 queries, val classes; in brackets: "
+             f"minus sup10 on the same episodes, paired t-test p.", "",
+             "| model | 5w1s | 5w5s |", "| --- | --- | --- |"]
+    for key in ("sup10", *(f"sup10-{m}" for m in HEADLINE)):
+        lines.append(f"| {key} | {acc(key, 1)} | {acc(key, 5)} |")
+    lines += ["", "| pre-training (no labels) | 5w1s | 5w5s | s / epoch | peak memory |",
+              "| --- | --- | --- | --- | --- |"]
+    for m in SSL:
+        rec = models_.get(f"ssl-{m}", {})
+        mem = (rec.get("sessions") or [{}])[-1]
+        gb = mem.get("peak_cuda_gb", mem.get("peak_rss_gb"))
+        lines.append(f"| {m} | {acc(f'ssl-{m}', 1)} | {acc(f'ssl-{m}', 5)} | "
+                     f"{rec.get('seconds_per_epoch', '-')} | {gb if gb is not None else '-'} GB |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--preset", choices=tuple(PRESETS), default="cpu")
+    ap.add_argument("--quick", action="store_true", help="--preset quick, 1 thread")
+    ap.add_argument("--methods", nargs="+", choices=SSL, default=list(SSL))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--budget-minutes", type=float, help="stop cleanly before this many minutes")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--mini-root", type=Path, default=common.SHARED / "miniimagenet")
+    ap.add_argument("--out-dir", type=Path, help="default benchmarks/out/ssl-<preset>")
+    ap.add_argument("--render", action="store_true", help="print the Markdown tables and exit")
+    ap.add_argument("--train-model", help=argparse.SUPPRESS)  # the child process
+    ap.add_argument("--time-left", type=float, default=float("inf"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    args.preset_name = "quick" if args.quick else args.preset
+    args.preset = PRESETS[args.preset_name]
+    args.out_dir = args.out_dir or OUT / f"ssl-{args.preset_name}"
+    args.results_path = args.out_dir / "results.json"
+    if args.quick or args.threads:
+        torch.set_num_threads(args.threads or 1)
+    args.device = torch.device(args.device)
+    if args.train_model:
+        return train_one(args.train_model, args)
+    args.results = (json.loads(args.results_path.read_text()) if args.results_path.is_file()
+                    else {"cells": {}, "models": {}, "paired": {}})
+    if args.render:
+        print(render(args.results, args.preset_name))
+        return
+    args.passthrough = ["--preset", args.preset_name, "--device", str(args.device), "--mini-root",
+                        str(args.mini_root), "--out-dir", str(args.out_dir),
+                        *(["--threads", str(args.threads or 1)] if args.quick or args.threads
+                          else [])]
+    start = time.monotonic()
+    args.deadline = start + (60 * args.budget_minutes if args.budget_minutes else float("inf"))
+    args.episodes, args.env = args.preset.test_episodes, common.environment(args.device)
+    test_ds = load_split("val", args)
+    todo = models(tuple(args.methods))
+    for key in todo:
+        if not ensure_trained(key, args):
+            break
+        score(key, test_ds, args)
+    done = sum(all(args.results["cells"].get(cell_name(k, s), {}).get("status") == "done"
+                   for s in SHOTS) for k in todo)
+    wall = time.monotonic() - start
+    args.results.setdefault("calls", []).append({**args.env, "wall_seconds": round(wall, 1)})
+    save(args)
+    print(f"{done} of {len(todo)} models scored in {wall:.0f} s; results in {args.results_path}"
+          + ("" if done == len(todo) else ": run the same command again to continue"), flush=True)
+    print(render(args.results, args.preset_name))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ from .pipeline import ImagePipeline
 
 SPLITS = ("train", "val", "test")
 __all__ = ["SPLITS", "cached_class_dataset", "image_folder", "ratio_split", "read_split_file",
-           "resolve_split", "scan_class_folders"]
+           "resolve_split", "scan_class_folders", "unlabelled_folder"]
 
 
 def scan_class_folders(root: str | os.PathLike, skip_bad: bool = False) -> dict[str, list[Path]]:
@@ -139,4 +139,33 @@ def image_folder(root: str | os.PathLike, split: str = "train",
     return cached_class_dataset({n: found[n] for n in names}, root,
                                 ImagePipeline(channels, image_size, "bilinear"),
                                 name=f"{root.name}-{split}", cache_dir=cache_dir,
+                                convert=convert, skip_bad=skip_bad, decoder=decoder)
+
+
+def unlabelled_folder(root: str | os.PathLike, split: str = "train", image_size: int = 84,
+                      channels: int = 3, cache_dir: str | os.PathLike | None = None,
+                      convert: bool = True, skip_bad: bool = False, decoder: str = "auto"
+                      ) -> TensorClassDataset:
+    """Every image file anywhere under ``root`` (sorted paths, hidden files and folders left
+    out), as the training split of one class named ``unlabelled``: data for self-supervised
+    pre-training, which reads no labels. There are no val or test classes."""
+    root = Path(root)
+    if split not in ("train", "all"):
+        raise ValueError(f"an unlabelled folder has training images only, no {split} classes: "
+                         f"use --val-episodes 0 (or a folder of class folders, --dataset folder)")
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist: check the path (--root)")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(root).parts))
+    others = [p for p in files if not is_image_file(p)]
+    if others and not skip_bad:
+        raise ImageFileError(f"{others[0]}: not an image file: remove it, or skip such files "
+                             f"(--skip-bad-images)")
+    warn_list(f"skipped non-image file(s) in {root}", list(map(str, others)))
+    images = [p for p in files if is_image_file(p)]
+    if not images:
+        raise FileNotFoundError(f"no image files under {root}")
+    return cached_class_dataset({"unlabelled": images}, root,
+                                ImagePipeline(channels, image_size, "bilinear"),
+                                name=f"{root.name}-unlabelled", cache_dir=cache_dir,
                                 convert=convert, skip_bad=skip_bad, decoder=decoder)

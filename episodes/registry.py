@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .dataset import TensorClassDataset
-from .folder import image_folder
+from .folder import image_folder, unlabelled_folder
 from .natural import cub, mini_imagenet, stanford_dogs
 from .omniglot import omniglot
 from .synthetic import stroke_characters
@@ -43,6 +43,16 @@ def _folder(root: str | os.PathLike | None, split: str, image_size: int | None, 
                         decoder=kw.get("decoder", "auto"))
 
 
+def _unlabelled(root: str | os.PathLike | None, split: str, image_size: int | None, **kw: Any
+                ) -> TensorClassDataset:
+    if root is None:
+        raise ValueError("the unlabelled dataset needs a folder of images (--root)")
+    return unlabelled_folder(root, split, image_size=image_size or 84,
+                             channels=kw.get("channels", 3), cache_dir=kw.get("cache_dir"),
+                             convert=kw.get("convert", True), skip_bad=kw.get("skip_bad", False),
+                             decoder=kw.get("decoder", "auto"))
+
+
 def _natural(loader: Loader, name: str, options: tuple[str, ...] = ()) -> Loader:
     """A registry loader for a natural-image dataset (default 84x84) that needs ``root`` and
     passes on the common options plus its own ``options``."""
@@ -57,7 +67,7 @@ def _natural(loader: Loader, name: str, options: tuple[str, ...] = ()) -> Loader
 
 
 DATASETS: dict[str, Loader] = {
-    "embedded": _embedded, "omniglot": _omniglot, "folder": _folder,
+    "embedded": _embedded, "omniglot": _omniglot, "folder": _folder, "unlabelled": _unlabelled,
     "dogs": _natural(stanford_dogs, "Stanford Dogs", ("crop", "split_dir")),
     "cub": _natural(cub, "CUB-200-2011"),
     "miniimagenet": _natural(mini_imagenet, "mini-ImageNet", ("csv_dir", "split_dir")),

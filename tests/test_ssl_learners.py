@@ -172,3 +172,28 @@ def test_rotation_as_auxiliary_loss(tree: Path, method: str) -> None:
     main([*args[:-2], "--steps", "4", "--resume", "--out", str(tree / "rot")])
     main(["eval", *d, "--checkpoint", str(tree / "rot" / "last.pt"), "--way", "2", "--query",
           "2", "--episodes", "3", "--split", "val"])
+
+
+def test_unlabelled_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A folder of images without class folders (nested or flat) pre-trains self-supervised;
+    supervised pre-training and validation are refused in one line."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        folder = tmp_path / "imgs" / ("sub" if i % 2 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    d = ["--dataset", "unlabelled", "--root", str(tmp_path / "imgs"), "--image-size", "16",
+         "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    main(["pretrain", *d, "--method", "uic", "--option", "clusters=2", "--option", "hidden=8",
+          "--batch-size", "4", "--steps", "2", "--val-episodes", "0", "--quiet",
+          "--out", str(tmp_path / "run")])
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["spec"]["options"]["num_images"] == 8 and ckpt["pipeline"]["size"] == 16
+    for extra in (["--method", "supervised"], ["--method", "simclr", "--val-episodes", "5"]):
+        with pytest.raises(SystemExit):
+            main(["pretrain", *d, *extra, "--steps", "1", "--out", str(tmp_path / "bad")])
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and len(err.splitlines()) == 1

@@ -154,7 +154,8 @@ def output_folder(flag: str, path: str | None) -> None:
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="embedded", choices=sorted(DATASETS),
-                   help="dataset (embedded: the built-in stroke characters)")
+                   help="dataset (embedded: the built-in stroke characters; unlabelled: every "
+                   "image under --root, for self-supervised pretrain)")
     g.add_argument("--root", help="dataset folder (all datasets but embedded)")
     g.add_argument("--image-size", type=image_size, help="resize images to this (default: 28 for "
                    "character datasets, 84 for natural images)")
@@ -163,7 +164,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help="folder dataset: split classes by these fractions (seeded by --split-seed)")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the ratio split")
     g.add_argument("--channels", type=int, choices=(1, 3), default=3,
-                   help="folder dataset: 1 grayscale or 3 RGB")
+                   help="folder and unlabelled datasets: 1 grayscale or 3 RGB")
     g.add_argument("--no-convert", action="store_true", help="refuse images whose channels differ "
                    "from --channels instead of converting them")
     g.add_argument("--skip-bad-images", action="store_true",

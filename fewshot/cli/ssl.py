@@ -41,6 +41,9 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
         raise ValueError(f"--augment is for supervised pre-training; {args.method} draws its "
                          f"views by option views=simclr|byol|crop|standard|none (--augment-option "
                          f"changes a setting of every view)")
+    if args.dataset == "unlabelled" and args.val_episodes > 0:
+        raise ValueError("--dataset unlabelled has no labelled val classes to validate on: add "
+                         "--val-episodes 0")
     augment_values = parse_values(AugmentConfig, dict(args.augment_option), "augmentation")
     torch.manual_seed(args.seed)
     train_ds = dataset_from_args(args, "train")

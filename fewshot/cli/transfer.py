@@ -70,6 +70,9 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         from .ssl import cmd_ssl_pretrain
 
         return cmd_ssl_pretrain(args)
+    if args.dataset == "unlabelled":
+        raise ValueError("supervised pre-training needs labels: give a folder of class folders "
+                         "(--dataset folder), or a self-supervised --method (rotation, simclr, ...)")
     device = pick_device(args.device)
     check_run_args(args)
     options = dict(args.option)

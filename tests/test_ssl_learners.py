@@ -197,3 +197,21 @@ def test_unlabelled_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
             main(["pretrain", *d, *extra, "--steps", "1", "--out", str(tmp_path / "bad")])
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and len(err.splitlines()) == 1
+
+
+def test_collapse_is_reported() -> None:
+    """Embeddings collapsed to one point report a spread near 0; healthy ones near 1/sqrt(D)."""
+    ds = dataset()
+    spec = make_spec("byol", "conv4", 3, 16, {**SMALL["byol"], "hidden": 8})
+    torch.manual_seed(0)
+    learner = build_learner(spec)
+    sampler = ImageBatchSampler(ds, 6, views=learner.view_augments())
+    batch = sampler.sample()
+    learner.batch_loss(batch)
+    healthy = learner.train_metrics()["emb_std_ratio"]
+    last = learner.projector[-1]
+    with torch.no_grad():  # every image projected to the same vector
+        last.weight.zero_()
+        last.bias.fill_(1.0)
+    learner.batch_loss(batch)
+    assert learner.train_metrics()["emb_std_ratio"] < 1e-3 < 0.3 < healthy

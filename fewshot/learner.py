@@ -154,7 +154,9 @@ class BackboneLearner(EpisodicLearner):
         "Boosting few-shot visual learning with self-supervision"): every training step adds
         ``weight`` times ``head.loss(backbone, images)`` (:class:`fewshot.ssl.pretext_methods.
         RotationHead`: cross-entropy of the four rotations of every support and query image of
-        the step's episodes, their labels unused) to the episodes' loss."""
+        the step's episodes, their labels unused) to the episodes' loss. The rotated images go
+        through the backbone as one plain batch (BatchNorm statistics over the step's images, not
+        per episode)."""
         self.rotation, self.rotation_weight = head, weight
         self._rotation_acc: Tensor | None = None
 

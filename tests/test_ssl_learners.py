@@ -133,6 +133,14 @@ def test_resume_is_bit_identical(tree: Path, method: str) -> None:
     assert record["command"] == "pretrain" and record["spec"]["method"] == method
     state, meta = read_backbone_state(tree / "full" / "last.pt")
     assert meta is not None and all(k.startswith("blocks.") for k in state)
+    if method == "byol":  # scored without a head (prototypes), plotted, refused by train
+        main(["eval", *d, "--checkpoint", str(tree / "full" / "last.pt"), "--way", "2",
+              "--query", "2", "--episodes", "2", "--split", "val"])
+        main(["plot-embeddings", *d, "--checkpoint", str(tree / "full" / "last.pt"),
+              "--split", "val", "--output", str(tree / "emb.png")])
+        assert (tree / "emb.png").stat().st_size > 1000
+        with pytest.raises(SystemExit):
+            main(["train", *d, "--method", "byol", "--out", str(tree / "no")])
 
 
 @pytest.mark.parametrize("method", ["protonet", "matching"])

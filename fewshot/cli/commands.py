@@ -23,6 +23,7 @@ from ..memory import memory_budget
 from ..predict import Prediction, predict
 from ..registry import build_learner, make_spec, method_config
 from ..runs import RUN_FILE, check_run_folder, prepare_run, read_run, run_lock, run_record
+from ..ssl import SSL_METHODS
 from ..step_size import auto_episodes_per_step, training_bytes_per_episode
 from ..train import train
 from .args import check_data_args, dataset_from_args, output_file, output_folder, pick_device
@@ -122,6 +123,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     options = dict(args.option)
     if args.method == "maml":  # MAML's classifier head has one output per class of an episode
         options.setdefault("n_way", args.way)
+    if args.method in SSL_METHODS or args.method == "classifier":
+        raise ValueError(f"{args.method} is pre-trained on mini-batches, not episodes: use "
+                         f"fewshot pretrain --method {args.method.replace('classifier', 'supervised')}")
     method_config(args.method, options)  # bad options fail before any data is read
     augment_values = parse_values(AugmentConfig, dict(args.augment_option), "augmentation")
     augment = make_augment(args, augment_values)

@@ -22,7 +22,7 @@ from ..runs import prepare_run, run_lock, run_record
 from ..ssl import SSL_METHODS
 from ..train import train
 from ..weights import backbone_of, load_backbone_weights
-from .args import dataset_from_args, option, pick_device, positive_int
+from .args import count, dataset_from_args, option, pick_device, positive_int
 from .groups import (
     add_augment_args,
     add_backbone_args,
@@ -56,7 +56,7 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
                    "from every train class, shuffled once per epoch")
     add_augment_args(g, sets=False)
     add_val_args(p, "5", "1")
-    p.add_argument("--knn-k", type=int, default=20, help="self-supervised methods: at each "
+    p.add_argument("--knn-k", type=count, default=20, help="self-supervised methods: at each "
                    "validation also log the weighted k-NN accuracy of the backbone's features on "
                    "the val images (half of each class as the bank; 0: off)")
     add_optimization_args(p, steps=10000, lr=0.05, optimizer="sgd")

@@ -6,11 +6,29 @@ views of the same images (row ``i`` of both is image ``i``), ``sim(a, b) = a.b /
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
+def full_precision(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a loss outside autocast with half-precision tensor arguments turned into float32
+    (similarities, correlations and variances lose too much in bfloat16 under ``--amp``)."""
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(a.float() if isinstance(a, Tensor) and a.dtype in (torch.float16,
+                                                                        torch.bfloat16) else a
+                     for a in args)
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            return fn(*args, **kwargs)
+    return wrapped
+
+
+@full_precision
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> tuple[Tensor, Tensor, Tensor]:
     """SimCLR's NT-Xent (Chen et al. 2020, eq. 1), averaged over all ``2B`` anchors.
 
@@ -30,6 +48,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> tuple[Tensor, T
     return F.cross_entropy(s, positive), s, positive
 
 
+@full_precision
 def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.2) -> tuple[Tensor, Tensor]:
     """MoCo's InfoNCE (He et al. 2020, eq. 1) of queries ``q`` ``[B, D]`` against their keys
     ``k`` ``[B, D]`` (no gradient flows into them) and ``K`` negative keys ``queue`` ``[K, D]``,
@@ -44,6 +63,7 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.2) -> t
     return F.cross_entropy(logits, logits.new_zeros(len(q), dtype=torch.long)), logits
 
 
+@full_precision
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     """BYOL's regression loss (Grill et al. 2020, eq. 2) of online predictions ``p`` ``[B, D]``
     to target projections ``z`` ``[B, D]`` (no gradient flows into the target)::
@@ -54,6 +74,7 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)).mean()
 
 
+@full_precision
 def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
     """SimSiam's loss term (Chen & He 2021, eq. 1 with the stop-gradient of eq. 3):
     ``-1/B sum_i sim(p_i, stopgrad(z_i))`` for ``[B, D]`` predictions and projections; the
@@ -67,6 +88,7 @@ def off_diagonal(m: Tensor) -> Tensor:
     return m.flatten()[:-1].view(d - 1, d + 1)[:, 1:].flatten()
 
 
+@full_precision
 def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 5e-3, eps: float = 1e-5) -> Tensor:
     """Barlow Twins (Zbontar et al. 2021, eq. 1): with each dimension standardised over the batch
     (``zn = (z - mean_b z) / sqrt(var_b z + eps)``, the biased variance, as a BatchNorm without
@@ -83,6 +105,7 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 5e-3, eps: float = 
     return (torch.diagonal(c) - 1).pow(2).sum() + lambd * off_diagonal(c).pow(2).sum()
 
 
+@full_precision
 def vicreg_loss(z1: Tensor, z2: Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
                 cov_coeff: float = 1.0, gamma: float = 1.0, eps: float = 1e-4) -> Tensor:
     """VICReg (Bardes et al. 2022, eqs. 1-6)::
@@ -108,6 +131,7 @@ def vicreg_loss(z1: Tensor, z2: Tensor, sim_coeff: float = 25.0, std_coeff: floa
             + cov_coeff * (covariance(z1) + covariance(z2)))
 
 
+@full_precision
 def balanced_cross_entropy(logits: Tensor, labels: Tensor, counts: Tensor) -> Tensor:
     """Cross-entropy of ``[B, K]`` logits against pseudo-labels ``[B]``, each image weighted by
     ``1 / counts[label]`` (``counts`` ``[K]``: images per pseudo-class over the whole split),

@@ -133,6 +133,10 @@ def test_resume_is_bit_identical(tree: Path, method: str) -> None:
     assert record["command"] == "pretrain" and record["spec"]["method"] == method
     state, meta = read_backbone_state(tree / "full" / "last.pt")
     assert meta is not None and all(k.startswith("blocks.") for k in state)
+    vals = [json.loads(ln) for ln in (tree / "full" / "metrics.jsonl").read_text().splitlines()]
+    vals = [v for v in vals if "val_acc" in v]
+    assert [v["step"] for v in vals] == [3, 6]
+    assert all(0 <= v["knn_acc"] <= 1 and 0 <= v["probe_acc"] <= 1 for v in vals)
     if method == "byol":  # scored without a head (prototypes), plotted, refused by train
         main(["eval", *d, "--checkpoint", str(tree / "full" / "last.pt"), "--way", "2",
               "--query", "2", "--episodes", "2", "--split", "val"])

@@ -19,7 +19,7 @@ from fewshot.ssl.losses import (
     nt_xent,
     vicreg_loss,
 )
-from fewshot.ssl.monitor import knn_accuracy, project_2d
+from fewshot.ssl.monitor import knn_accuracy, linear_probe_accuracy, project_2d
 from fewshot.ssl.pretext import jigsaw_permutations, jigsaw_tiles, kmeans, rotate_batch
 
 Z1 = [[1.0, 0.0], [0.6, 0.8]]
@@ -189,6 +189,7 @@ def test_knn_accuracy_and_projection() -> None:
     query = torch.tensor([[1.0, 0.05], [0.05, 1.0], [0.2, 1.0]])
     assert knn_accuracy(bank, bank_y, query, torch.tensor([0, 1, 1]), k=2) == 1.0
     assert knn_accuracy(bank, bank_y, query, torch.tensor([1, 1, 1]), k=2) == pytest.approx(2 / 3)
+    assert linear_probe_accuracy(bank, bank_y, query, torch.tensor([0, 1, 1]), 2) == 1.0
     pts = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [4.0, 0.0, 1e-3]])
     proj = project_2d(pts)
     assert proj.shape == (3, 2) and abs(float(proj[2, 0] - proj[0, 0])) == pytest.approx(4.0, 1e-4)

@@ -57,8 +57,9 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
     add_augment_args(g, sets=False)
     add_val_args(p, "5", "1")
     p.add_argument("--knn-k", type=count, default=20, help="self-supervised methods: at each "
-                   "validation also log the weighted k-NN accuracy of the backbone's features on "
-                   "the val images (half of each class as the bank; 0: off)")
+                   "validation also log the weighted k-NN accuracy and a linear probe's accuracy "
+                   "of the backbone's features on the val images (half of each class to fit; 0: "
+                   "off)")
     add_optimization_args(p, steps=10000, lr=0.05, optimizer="sgd")
     add_run_args(p, "runs/pretrain")
 

@@ -1,5 +1,6 @@
-"""How good is an embedding: a weighted k-NN accuracy on a held-out labelled split (a cheap
-monitor during pre-training, from features), and a 2-D projection of embeddings coloured by class
+"""How good is an embedding: a weighted k-NN accuracy and a linear probe (multinomial logistic
+regression, :func:`fewshot.heads.logistic.logistic_logits`) on a held-out labelled split (cheap
+monitors during pre-training, from features), and a 2-D projection of embeddings coloured by class
 (PCA in torch; t-SNE when scikit-learn is installed)."""
 
 from __future__ import annotations
@@ -43,11 +44,23 @@ def bank_and_queries(dataset: ClassDataset) -> tuple[Tensor, Tensor]:
     return torch.nonzero(in_bank).flatten(), torch.nonzero(~in_bank).flatten()
 
 
+def linear_probe_accuracy(bank: Tensor, bank_y: Tensor, query: Tensor, query_y: Tensor,
+                          num_classes: int, C: float = 1.0) -> float:
+    """Accuracy on ``query`` ``[M, D]`` of a logistic regression (L2-normalised features, as
+    RFS) fitted on ``bank`` ``[N, D]`` with labels ``bank_y`` ``[N]``: a linear probe."""
+    from ..heads.logistic import logistic_logits
+
+    logits = logistic_logits(bank[None].float(), bank_y[None], query[None].float(), num_classes, C)
+    return float((logits[0].argmax(1) == query_y).float().mean())
+
+
 def knn_monitor(dataset: ClassDataset, k: int = 20, temperature: float = 0.07,
-                chunk_size: int = 256) -> Callable[[nn.Module], dict[str, float]]:
+                chunk_size: int = 256, linear_probe: bool = True
+                ) -> Callable[[nn.Module], dict[str, float]]:
     """A training-loop monitor (:func:`fewshot.train.train`'s ``monitors``): the k-NN accuracy
-    ``knn_acc`` of a learner's backbone features on ``dataset`` (held-out labelled images, e.g.
-    the val classes), half of each class as the bank and half as queries."""
+    ``knn_acc`` (and with ``linear_probe`` the linear probe's ``probe_acc``) of a learner's
+    backbone features on ``dataset`` (held-out labelled images, e.g. the val classes), half of
+    each class as the bank (training set) and half as queries."""
     bank, queries = bank_and_queries(dataset)
     images = dataset.load(torch.cat([bank, queries]))
     labels = dataset.targets[torch.cat([bank, queries])]
@@ -56,8 +69,13 @@ def knn_monitor(dataset: ClassDataset, k: int = 20, temperature: float = 0.07,
         feats = extract_features(backbone_of(learner), images, chunk_size)
         y = labels.to(feats.device)
         n = len(bank)
-        return {"knn_acc": knn_accuracy(feats[:n], y[:n], feats[n:], y[n:], k, temperature,
-                                        dataset.num_classes)}
+        out = {"knn_acc": knn_accuracy(feats[:n], y[:n], feats[n:], y[n:], k, temperature,
+                                       dataset.num_classes)}
+        if linear_probe:
+            with torch.enable_grad():
+                out["probe_acc"] = linear_probe_accuracy(feats[:n], y[:n], feats[n:], y[n:],
+                                                         dataset.num_classes)
+        return out
 
     return monitor
 

@@ -51,6 +51,10 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
         options["num_images"] = len(train_ds)
     spec = make_spec(args.method, args.backbone, train_ds.image_shape[0], train_ds.image_shape[1],
                      options)
+    queue = spec.options.get("queue_size")
+    if queue is not None and queue % args.batch_size:  # before the run folder is written
+        raise ValueError(f"MoCo's queue_size {queue} must be a multiple of the batch size "
+                         f"{args.batch_size}: change option queue_size or --batch-size")
     learner = build_learner(spec)
     views = tuple(None if v is None and not augment_values else
                   replace(v or AugmentConfig(), **augment_values)

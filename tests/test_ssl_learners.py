@@ -201,7 +201,9 @@ def test_unlabelled_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
          "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
     main(["pretrain", *d, "--method", "uic", "--option", "clusters=2", "--option", "hidden=8",
           "--batch-size", "4", "--steps", "2", "--val-episodes", "0", "--quiet",
-          "--out", str(tmp_path / "run")])
+          "--augment-option", "solarize=0.5", "--out", str(tmp_path / "run")])
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["args"]["augment_option"] == {"solarize": 0.5}
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert ckpt["spec"]["options"]["num_images"] == 8 and ckpt["pipeline"]["size"] == 16
     for extra in (["--method", "supervised"], ["--method", "simclr", "--val-episodes", "5"]):

@@ -225,7 +225,7 @@ def test_readme_summary_grid(tmp_path: Path) -> None:
     assert "**30.0**" not in grid and grid.count("not yet run") == 29
     assert "1 of 30 cells measured" in grid
     md = tmp_path / "README.md"
-    md.write_text("intro\n<!-- reproduce-summary:start -->\nold\n<!-- reproduce-summary:end -->\n"
+    md.write_text("intro\n<!-- reproduce-summary:start -->\nold grid\n<!-- reproduce-summary:end -->\n"
                   "after\n")
     reproduce.main(["--render", "--splice", str(md), "--out-dir", str(tmp_path / "none")])
     text = md.read_text()

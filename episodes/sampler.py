@@ -18,6 +18,7 @@ from .dataset import ClassDataset
 from .episode import Episode, class_major_labels
 from .io import atomic_torch_save
 from .pipeline import to_unit_float
+from .shard import check_shardable, rank_seed, shard_range
 
 FLAGS = ("--way", "--shot", "--query")
 
@@ -103,6 +104,9 @@ class EpisodeSampler:
         augment: applied to every drawn batch, on ``device`` (e.g. an
             :class:`~episodes.augment.EpisodeAugment`); its ``state_dict`` is saved with the
             sampler's, so resumed runs augment identically.
+
+    In a distributed run (:meth:`shard`) every process draws the indices of all T episodes from
+    the same generator and loads only its part (:mod:`episodes.shard`).
     """
 
     def __init__(self, dataset: ClassDataset, n_way: int, k_shot: int, q_query: int,
@@ -115,15 +119,27 @@ class EpisodeSampler:
         self.dataset, self.n_way, self.k_shot, self.q_query = dataset, n_way, k_shot, q_query
         self.episodes_per_batch, self.num_batches, self.device = episodes_per_batch, num_batches, device
         self.table, self.sizes = dataset.index_table()
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.batches_drawn = 0
         self.augment = augment
+        self.part = slice(0, episodes_per_batch)  # the episodes of each batch this process takes
+
+    def shard(self, rank: int, world_size: int, salt: int = 0) -> None:
+        """Take only part ``rank`` of ``world_size`` of every batch (:func:`shard_range` of T);
+        the indices of all T are still drawn, so the generator advances as in one process. The
+        augmentation of ranks > 0 is re-seeded with :func:`rank_seed` of (seed, rank, salt)."""
+        check_shardable(self.episodes_per_batch, world_size, "episodes", "--episodes-per-step")
+        self.part = shard_range(self.episodes_per_batch, rank, world_size)
+        if rank and hasattr(self.augment, "generator"):
+            self.augment.generator.manual_seed(rank_seed(self.seed, rank, salt))
 
     def sample(self) -> Episode:
-        """Draw one batch of T episodes."""
+        """Draw one batch of T episodes (this process's part of them, after :meth:`shard`)."""
         classes, items = sample_indices(self.table, self.sizes, self.n_way,
                                         self.k_shot + self.q_query, self.episodes_per_batch,
                                         self.generator)
+        classes, items = classes[self.part], items[self.part]
         self.batches_drawn += 1
         episode = gather_episode(self.dataset, classes, items, self.k_shot, self.device)
         return self.augment(episode) if self.augment is not None else episode

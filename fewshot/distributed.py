@@ -26,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import re
 import signal
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -66,10 +68,24 @@ class Stopped(RuntimeError):
     """The launcher stopped this process (another rank failed)."""
 
 
+COMMUNICATION_ERRORS = ("gloo", "NCCL", "Connection closed", "Connection reset", "timed out",
+                        "Timed out", "ProcessGroup")
+
+
+def lost_peers(e: BaseException) -> bool:
+    """Whether ``e`` means that the other processes of a distributed run are gone or silent
+    (gloo raises a plain ``RuntimeError`` naming itself when a peer's connection closes)."""
+    if isinstance(e, Stopped | dist.DistError):
+        return True
+    return (isinstance(e, RuntimeError) and dist.is_available() and dist.is_initialized()
+            and any(k in str(e) for k in COMMUNICATION_ERRORS))
+
+
 def failure(e: BaseException, out: str | None) -> str:
     """One line for a distributed run that stopped: what happened and how to continue."""
     ctx = current() if dist.is_available() and dist.is_initialized() else launched()
     what = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    what = re.sub(r"^\[[^\]]*\]\s*", "", what).split(". ")[0]  # gloo: no source path, no advice
     if not isinstance(e, Stopped):
         what = (f"rank {ctx.rank} of {ctx.world_size} lost the other processes (a process failed, "
                 f"was killed or did not answer within --dist-timeout): {type(e).__name__}: {what}")
@@ -331,6 +347,11 @@ def restore_streams(sampler: Any, ckpt: dict, ctx: Context) -> None:
     own = ranks[ctx.rank] if same and ranks else {"sampler": ckpt["sampler"], "rng": ckpt["rng"]}
     sampler.load_state_dict(own["sampler"])
     set_rng_state(own["rng"])
+    if not same and ctx.main:
+        warnings.warn(f"resuming a run of {len(ranks) if ranks else 1} process(es) on "
+                      f"{ctx.world_size}: the weights, optimizer, schedule, step and episodes "
+                      f"continue, augmentation and random streams of ranks > 0 are new, so the "
+                      f"run is not bit-identical to an uninterrupted one", stacklevel=2)
     if ctx.active and not same:
         sampler.shard(ctx.rank, ctx.world_size, salt=ckpt["step"])
         if ctx.rank:

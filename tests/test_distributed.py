@@ -223,3 +223,14 @@ def test_killing_a_rank_stops_the_run_and_resume_continues(tmp_path):
     assert resumed.returncode == 0, err
     assert f"trained {step + 4} steps" in stdout
     assert load_checkpoint(out / "last.pt")["step"] == step + 4
+
+
+def test_a_lost_peer_is_reported_in_one_line_with_the_way_to_continue():
+    from fewshot.distributed import Stopped, failure
+
+    gloo = RuntimeError("[/src/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+                        "[127.0.0.1]:9096. This is typically caused by a remote worker crashing.")
+    line = failure(gloo, "runs/x")
+    assert "\n" not in line and "pair.cc" not in line and "typically" not in line
+    assert "Connection closed by peer" in line and "runs/x/last.pt" in line and "--resume" in line
+    assert "stopped by the launcher" in failure(Stopped("rank 1 was stopped by the launcher"), None)

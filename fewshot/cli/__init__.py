@@ -10,8 +10,6 @@ import argparse
 import sys
 import warnings
 
-import torch.distributed
-
 from episodes import ImageFileError
 from episodes.progress import set_progress
 
@@ -177,11 +175,12 @@ def main(argv: list[str] | None = None) -> None:
             distributed.init(pick_device(args.device),
                              getattr(args, "dist_timeout", distributed.DEFAULT_TIMEOUT))
         args.func(args)
+        distributed.shutdown()  # after a failure the process exits without waiting for peers
     except USER_ERRORS as e:
         fail(e.args[0] if isinstance(e, KeyError) and e.args else e)
     except KeyboardInterrupt:
         fail("interrupted", 130)
-    except (distributed.Stopped, torch.distributed.DistError) as e:
+    except RuntimeError as e:
+        if not distributed.lost_peers(e):
+            raise
         fail(distributed.failure(e, getattr(args, "out", None)))
-    finally:
-        distributed.shutdown()

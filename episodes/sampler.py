@@ -46,18 +46,23 @@ def check_episode_shape(dataset: ClassDataset, n_way: int, k_shot: int, q_query:
 
 
 def sample_indices(table: Tensor, sizes: Tensor, n_way: int, per_class: int, t: int,
-                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
+                   generator: torch.Generator, part: slice | None = None) -> tuple[Tensor, Tensor]:
     """Draw the classes and items of ``t`` episodes, all at once.
 
     Args:
         table: long ``[C, S]`` item indices of each class, padded with -1 (see
             :meth:`ClassDataset.index_table`); sizes: long ``[C]``.
+        part: return only these of the ``t`` episodes (the generator still draws the random
+            keys of all ``t``, so it advances as for the whole batch; only the sorting, the
+            costly part, is restricted to them).
     Returns:
         classes: long ``[t, n_way]``, distinct within an episode, uniformly random;
-        items: long ``[t, n_way, per_class]``, distinct items of each chosen class.
+        items: long ``[t, n_way, per_class]``, distinct items of each chosen class
+        (``t``: the episodes of ``part``).
     """
-    classes = torch.rand(t, len(sizes), generator=generator).argsort(dim=1)[:, :n_way]
-    keys = torch.rand(t, n_way, table.shape[1], generator=generator)
+    part = slice(None) if part is None else part
+    classes = torch.rand(t, len(sizes), generator=generator)[part].argsort(dim=1)[:, :n_way]
+    keys = torch.rand(t, n_way, table.shape[1], generator=generator)[part]
     keys.masked_fill_(torch.arange(table.shape[1]) >= sizes[classes].unsqueeze(-1), 2.0)
     pick = keys.argsort(dim=-1)[..., :per_class]
     return classes, table[classes.unsqueeze(-1), pick]
@@ -138,8 +143,7 @@ class EpisodeSampler:
         """Draw one batch of T episodes (this process's part of them, after :meth:`shard`)."""
         classes, items = sample_indices(self.table, self.sizes, self.n_way,
                                         self.k_shot + self.q_query, self.episodes_per_batch,
-                                        self.generator)
-        classes, items = classes[self.part], items[self.part]
+                                        self.generator, self.part)
         self.batches_drawn += 1
         episode = gather_episode(self.dataset, classes, items, self.k_shot, self.device)
         return self.augment(episode) if self.augment is not None else episode

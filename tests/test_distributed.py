@@ -125,7 +125,7 @@ def test_synchronised_gradient_is_the_gradient_of_the_union(ranks, method):
         got = ranks[r][f"grad/{method}"]
         assert got.keys() == reference.keys()
         worst = max(float((got[n] - reference[n]).abs().max()) for n in reference)
-        assert worst < 1e-6, (method, r, worst)
+        assert worst < 1e-9, (method, r, worst)  # float64: rounding only
 
 
 @pytest.mark.parametrize("method", list(SPECS))

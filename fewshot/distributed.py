@@ -349,9 +349,10 @@ def restore_streams(sampler: Any, ckpt: dict, ctx: Context) -> None:
     set_rng_state(own["rng"])
     if not same and ctx.main:
         warnings.warn(f"resuming a run of {len(ranks) if ranks else 1} process(es) on "
-                      f"{ctx.world_size}: the weights, optimizer, schedule, step and episodes "
-                      f"continue, augmentation and random streams of ranks > 0 are new, so the "
-                      f"run is not bit-identical to an uninterrupted one", stacklevel=2)
+                      f"{ctx.world_size}: the weights, optimizer, schedule, step and drawn "
+                      f"episodes continue; the augmentation and random draws of processes other "
+                      f"than 0 differ, so the run is not bit-identical to an uninterrupted one",
+                      stacklevel=2)
     if ctx.active and not same:
         sampler.shard(ctx.rank, ctx.world_size, salt=ckpt["step"])
         if ctx.rank:

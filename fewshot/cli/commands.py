@@ -18,6 +18,7 @@ from episodes import AugmentConfig, EpisodeAugment, EpisodeSampler, FixedEpisode
 from episodes.io import atomic_write_text
 from episodes.options import parse_values
 from episodes.sampler import FLAGS
+from episodes.shard import check_shardable
 
 from .. import distributed
 from ..checkpoint import load_checkpoint, load_learner, recorded_pipeline
@@ -152,6 +153,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                      options)
     learner = build_learner(spec)
     per_step = resolve_episodes_per_step(args, learner, train_ds.image_shape, device)
+    check_shardable(per_step, distributed.current().world_size, "episodes",
+                    "--episodes-per-step")
     sampler = EpisodeSampler(train_ds, args.way, args.shot, args.query, per_step,
                              num_batches=args.steps, seed=args.seed, augment=augment)
     prepare_backbone(args, learner, spec, train_ds)

@@ -11,6 +11,7 @@ import torch
 
 from episodes import AugmentConfig, ClassDataset, FixedEpisodes, ImageBatchSampler
 from episodes.options import parse_values
+from episodes.shard import check_shardable
 
 from .. import distributed
 from ..backbones import make_backbone
@@ -66,6 +67,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     augment_values = parse_values(AugmentConfig, dict(args.augment_option), "augmentation")
     if augment_values and args.augment == "none":
         raise ValueError("--augment-option needs --augment standard")
+    check_shardable(args.batch_size, distributed.current().world_size, "images", "--batch-size")
     torch.manual_seed(args.seed)
     train_ds = dataset_from_args(args, "train")
     if given_classes is not None and given_classes != train_ds.num_classes:

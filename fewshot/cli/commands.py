@@ -168,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     with run_folder(args, record):
         result = train(learner, spec, sampler, config, val=val, device=device)
     if distributed.current().main:
-            print(f"trained {result.steps} steps ({result.episodes} episodes) in "
+        print(f"trained {result.steps} steps ({result.episodes} episodes) in "
               f"{result.seconds:.1f} s ({result.episodes_per_second:.1f} episodes/s)"
               + _processes() + f"; checkpoints in {args.out}"
               + (f"; best val accuracy {100 * result.best_val:.2f} %" if result.best_val else ""))

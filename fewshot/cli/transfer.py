@@ -89,7 +89,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     with run_folder(args, record):
         result = train(learner, spec, sampler, train_config(args), val=val, device=device)
     if distributed.current().main:
-            print(f"pre-trained {result.steps} steps ({result.episodes} images, "
+        print(f"pre-trained {result.steps} steps ({result.episodes} images, "
               f"{result.episodes / len(train_ds):.1f} epochs) in {result.seconds:.1f} s"
               + _processes() + f"; checkpoints in {args.out}"
               + (f"; best val accuracy {100 * result.best_val:.2f} % (prototype head)"

@@ -28,7 +28,6 @@ import inspect
 import os
 import re
 import signal
-import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -37,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from episodes.shard import rank_seed, shard_range
+from episodes.shard import shard_range
 
 DEFAULT_TIMEOUT = 600.0  # seconds a collective may wait for the other ranks
 
@@ -310,50 +309,3 @@ class GradientSync:
             for group in grads.values():
                 all_reduce_(group)
         average_buffers(self.learner, self.share)
-
-
-def rng_state() -> dict:
-    """This process's global RNG states (CPU, and every CUDA device)."""
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` returned."""
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def shard_sampler(sampler: Any, ctx: Context) -> None:
-    """Give this rank its part of every batch and, on ranks > 0, RNG streams of their own."""
-    if not ctx.active:
-        return
-    if not hasattr(sampler, "shard"):
-        raise ValueError(f"a {type(sampler).__name__} cannot be split across processes: train "
-                         f"it in one process")
-    sampler.shard(ctx.rank, ctx.world_size)
-    if ctx.rank:
-        torch.manual_seed(rank_seed(torch.initial_seed(), ctx.rank))
-
-
-def restore_streams(sampler: Any, ckpt: dict, ctx: Context) -> None:
-    """This rank's sampler and RNG state from a checkpoint: its own when the run had as many
-    ranks, else rank 0's episode stream with new augmentation and RNG streams on ranks > 0."""
-    ranks = ckpt.get("ranks")
-    same = (len(ranks) if ranks else 1) == ctx.world_size
-    own = ranks[ctx.rank] if same and ranks else {"sampler": ckpt["sampler"], "rng": ckpt["rng"]}
-    sampler.load_state_dict(own["sampler"])
-    set_rng_state(own["rng"])
-    if not same and ctx.main:
-        warnings.warn(f"resuming a run of {len(ranks) if ranks else 1} process(es) on "
-                      f"{ctx.world_size}: the weights, optimizer, schedule, step and drawn "
-                      f"episodes continue; the augmentation and random draws of processes other "
-                      f"than 0 differ, so the run is not bit-identical to an uninterrupted one",
-                      stacklevel=2)
-    if ctx.active and not same:
-        sampler.shard(ctx.rank, ctx.world_size, salt=ckpt["step"])
-        if ctx.rank:
-            torch.manual_seed(rank_seed(getattr(sampler, "seed", 0), ctx.rank, ckpt["step"]))

@@ -33,13 +33,13 @@ from episodes import ClassDataset, Episode, EpisodeSampler, FixedEpisodes, SineT
 
 from . import distributed
 from .checkpoint import load_checkpoint, restore_model, save_checkpoint
-from .distributed import restore_streams, rng_state, shard_sampler
 from .episode_norm import deferred_running_stats
 from .evaluate import evaluate
 from .learner import EpisodicLearner, ModelSpec
 from .logs import TrainLog
 from .memory import chunks, memory_budget
 from .step_size import episodes_per_forward, training_bytes_per_episode
+from .streams import restore_streams, rng_state, shard_sampler
 
 LOG_EVERY = 20
 

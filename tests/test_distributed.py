@@ -26,8 +26,9 @@ from episodes import Episode, EpisodeSampler, FixedEpisodes, ImageBatchSampler, 
 from episodes.shard import rank_seed, shard_range
 from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, train
 from fewshot.checkpoint import load_checkpoint
-from fewshot.distributed import GradientSync, current, shard_sampler
+from fewshot.distributed import GradientSync, current
 from fewshot.memory import chunks
+from fewshot.streams import shard_sampler
 from fewshot.train import accumulate
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),

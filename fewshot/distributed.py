@@ -138,7 +138,8 @@ def init(device: torch.device, timeout: float = DEFAULT_TIMEOUT) -> Context:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout),
                             device_id=device if cuda else None)
-    signal.signal(signal.SIGTERM, _terminated)  # torchrun's agent stops the survivors so
+    # torchrun's agent stops the other workers with SIGTERM when one fails: end with one line
+    signal.signal(signal.SIGTERM, _terminated)
     return current()
 
 
@@ -279,11 +280,15 @@ class GradientSync:
             from torch.nn.parallel import DistributedDataParallel
 
             # buffers are synchronised at construction, then averaged by finish(), not copied
-            # from rank 0 at every forward (forward_sync_buffers: broadcast_buffers before 2.11)
-            new = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-            self.ddp = DistributedDataParallel(
-                _BatchLogits(learner), device_ids=[device.index] if device.type == "cuda"
-                else None, **{"forward_sync_buffers" if new else "broadcast_buffers": False})
+            # from rank 0 at every forward (newer torch: forward_sync_buffers; older:
+            # broadcast_buffers, which newer torch deprecates)
+            params = inspect.signature(DistributedDataParallel).parameters
+            no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in params
+                       else "broadcast_buffers": False}
+            ids = None
+            if device.type == "cuda":
+                ids = [torch.cuda.current_device() if device.index is None else device.index]
+            self.ddp = DistributedDataParallel(_BatchLogits(learner), device_ids=ids, **no_sync)
             self.loss_weight = share * ctx.world_size
         else:
             broadcast_module(learner)

@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
                          f"{PACK_FILE_MB} MiB left out) to carry it to the next call")
     ap.add_argument("--render", action="store_true", help="print the Markdown table and exit")
     ap.add_argument("--splice", type=Path, default=None, metavar="MD",
-                    help="with --render: write the table into MD between its markers instead")
+                    help="with --render: write the table (and the README's summary grid) into MD "
+                    "between its markers instead")
     args = ap.parse_args(argv)
     args.out_dir = args.out_dir or OUT / ("reproduce-quick" if args.quick else "reproduce")
     args.results_path = args.out_dir / "results.json"
@@ -305,13 +306,14 @@ def run_mode(args: argparse.Namespace) -> str:
 
 def render(results: dict | None, args: argparse.Namespace) -> None:
     """Print the Markdown of ``results`` (None: nothing run yet), or splice it into --splice."""
-    from reproduce_render import is_smoke, markdown, splice
+    from reproduce_render import SUMMARY, is_smoke, markdown, splice, summary
 
     text = markdown(results, protocols(), smoke=args.quick)
     if args.splice is None:
         print(text)
         return
-    splice(args.splice, text, smoke=is_smoke(results, args.quick))  # never in the results' place
+    smoke = is_smoke(results, args.quick)  # never in the results' place
+    splice(args.splice, text, smoke, {} if smoke else {SUMMARY: summary(results, protocols())})
     print(f"{args.splice}: table rewritten from {args.results_path}")
 
 

@@ -1,6 +1,7 @@
 """Markdown of ``benchmarks/reproduce.py``'s results JSON: the reproduction table (every cell,
-measured or "not yet run", the published number beside it), paired tests, and the protocols; and
-:func:`splice`, which writes it into BENCHMARKS.md between its markers."""
+measured or "not yet run", the published number beside it), paired tests, and the protocols; the
+compact method x setting grid the README quotes (:func:`summary`); and :func:`splice`, which writes
+them into a Markdown file between their markers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from reproduce_protocols import SETTINGS, Protocol
 
 MARKERS = {False: "reproduce-table", True: "reproduce-smoke"}  # smoke -> marker name
+SUMMARY = "reproduce-summary"  # the README's grid (full-protocol results only)
 SMOKE = "SMOKE, not a result"
 MINI_NOTE = ("† Published on the full mini-ImageNet: its 20 **test** classes, 600 images per "
              "class. Ours: the reduced copy's 16 **val** classes, 100 images per class (its test "
@@ -123,13 +125,48 @@ def markdown(results: dict | None, cells: dict[str, Protocol], smoke: bool = Fal
     return "\n".join(body + protocol_table(cells))
 
 
-def splice(path: Path, text: str, smoke: bool) -> None:
+def summary(results: dict | None, cells: dict[str, Protocol]) -> str:
+    """The README's grid: one row per method, one column per setting, each entry ``ours
+    (published)`` from full-protocol results only, or ``not yet run (published)``."""
+    results = results or {"cells": {}}
+    methods = list(dict.fromkeys(p.method for p in cells.values()))
+    lines = ["| method | " + " | ".join(
+                 f"{'Omniglot' if s.dataset == 'omniglot' else 'mini-ImageNet †'} "
+                 f"{s.way}-way {s.shot}-shot" for s in SETTINGS.values()) + " |",
+             "|---" * (len(SETTINGS) + 1) + "|"]
+    for method in methods:
+        row = []
+        for setting in SETTINGS:
+            name = f"{method}/{setting}"
+            c = results["cells"].get(name)
+            ours = (f"**{100 * c['mean']:.1f}**" if c and c.get("mode") == "full protocol"
+                    else "not yet run")
+            row.append(f"{ours} ({cells[name].published:.1f})" if name in cells else "-")
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    done = sum(c.get("mode") == "full protocol" for c in results["cells"].values())
+    return "\n".join([f"Test accuracy %, ours in bold (published in brackets): {done} of "
+                      f"{len(cells)} cells measured with the full protocol.", "", *lines, "",
+                      "† ours on the reduced copy's 16 val classes, not comparable (BENCHMARKS.md)."])
+
+
+def splice(path: Path, text: str, smoke: bool, extra: dict[str, str] | None = None) -> None:
     """Replace what lies between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in ``path``
-    with ``text`` (NAME from :data:`MARKERS`); both markers must be there, once each."""
-    start, end = (f"<!-- {MARKERS[smoke]}:{k} -->" for k in ("start", "end"))
+    with ``text`` (NAME from :data:`MARKERS`), and likewise each ``extra`` marker name -> text;
+    the markers that ``path`` has are rewritten (a README may hold only the summary's), and at
+    least one must be there; each once, start before end."""
     doc = Path(path).read_text()
-    if doc.count(start) != 1 or doc.count(end) != 1 or doc.index(start) > doc.index(end):
-        raise SystemExit(f"{path}: needs the lines {start} and {end}, once each and in that "
-                         f"order, around the table to rewrite")
-    before, rest = doc.split(start)
-    Path(path).write_text(f"{before}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+    found = False
+    for name, body in {MARKERS[smoke]: text, **(extra or {})}.items():
+        start, end = (f"<!-- {name}:{k} -->" for k in ("start", "end"))
+        if start not in doc and end not in doc:
+            continue
+        if doc.count(start) != 1 or doc.count(end) != 1 or doc.index(start) > doc.index(end):
+            raise SystemExit(f"{path}: needs the lines {start} and {end}, once each and in that "
+                             f"order, around the table to rewrite")
+        before, rest = doc.split(start)
+        doc, found = f"{before}{start}\n{body}\n{end}{rest.split(end, 1)[1]}", True
+    if not found:
+        start, end = (f"<!-- {MARKERS[smoke]}:{k} -->" for k in ("start", "end"))
+        raise SystemExit(f"{path}: needs the lines {start} and {end} (or <!-- {SUMMARY}:start "
+                         f"-->/end), once each and in that order, around the table to rewrite")
+    Path(path).write_text(doc)

@@ -14,6 +14,7 @@ at a time, its per-episode accuracies saved after each block; everything accumul
 ``OUT/results.json`` (atomic writes). Run the same command again to continue where it stopped.
 
     python benchmarks/transfer.py --preset cpu --budget-minutes 60     # again until all done
+    python benchmarks/transfer.py --preset cpu-small --backbones conv4 --threads 1
     python benchmarks/transfer.py --preset full --device cuda --budget-minutes 9
     python benchmarks/transfer.py --quick --backbones conv4            # smoke test, CPU
     python benchmarks/transfer.py --render [--quick]                   # the Markdown table
@@ -70,8 +71,8 @@ RESERVE_S = 60.0  # budget kept back for saving, full runs
 
 
 def load_split(split: str, args: argparse.Namespace) -> ClassDataset:
-    """A class split of the reduced mini-ImageNet on ``args.device``."""
-    return mini_imagenet(args.mini_root, split).to(args.device)
+    """A class split of the reduced mini-ImageNet on ``args.device``, at the preset's size."""
+    return mini_imagenet(args.mini_root, split, image_size=args.preset.image_size).to(args.device)
 
 
 def left(args: argparse.Namespace) -> float:

@@ -28,7 +28,10 @@ Presets scale the steps and episodes: ``full`` is the above (a GPU run); ``cpu``
 protocol for the 2-core development machine (Conv-4 only: about a day; ResNet-12 needs a GPU;
 BENCHMARKS.md gives the estimate): 3,000 pre-training steps (30 epochs), ProtoNet trained on
 5-way episodes for 3,000 steps, 300 Meta-Baseline steps, fine-tuning cells on the first 50 of the
-1,000 test episodes (paired with ProtoNet on those 50); ``quick`` is a smoke test.
+1,000 test episodes (paired with ProtoNet on those 50); ``cpu-small`` is what a session of the
+2-core machine can finish (about 2 hours, Conv-4 only): 42 x 42 images (a quarter of the pixels),
+1,000 pre-training steps (10 epochs), 1,000 ProtoNet steps of 5-way episodes, 100 Meta-Baseline
+steps, fine-tuning cells on the first 25 test episodes; ``quick`` is a smoke test.
 """
 
 from __future__ import annotations
@@ -92,12 +95,16 @@ class Preset:
     finetune_episodes: int = 1000
     protonet_ways: tuple[int, int] = (30, 20)  # training way of ProtoNet for 1 and 5 shots
     head_options: dict = field(default_factory=dict)  # head -> options (quick: fewer steps)
+    image_size: int = 84  # side of the images every model trains and is scored on
 
 
 PRESETS = {
     "full": Preset(),
     "cpu": Preset(pretrain_steps=3000, protonet_steps=3000, metabaseline_steps=300,
                   test_episodes=1000, finetune_episodes=50, protonet_ways=(5, 5)),
+    "cpu-small": Preset(pretrain_steps=1000, protonet_steps=1000, metabaseline_steps=100,
+                        test_episodes=1000, finetune_episodes=25, protonet_ways=(5, 5),
+                        image_size=42),
     "quick": Preset(pretrain_steps=3, protonet_steps=3, metabaseline_steps=3, test_episodes=20,
                     finetune_episodes=4, protonet_ways=(5, 5),
                     head_options={"linear": {"epochs": 3}, "cosine": {"epochs": 3},

@@ -84,7 +84,8 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
     scored = sum(c.get("status") == "done" for c in results["cells"].values())
     head = [f"Preset `{args.preset_name}`: {scored} cells scored over {len(calls)} call(s), "
             f"{sum(c['wall_seconds'] for c in calls) / 60:.1f} min of wall time, on "
-            f"{', '.join(devices) or '-'}. Accuracy: mean +- 95% interval over the fixed test "
+            f"{', '.join(devices) or '-'}; images {args.preset.image_size} x "
+            f"{args.preset.image_size}. Accuracy: mean +- 95% interval over the fixed test "
             "episodes of the reduced mini-ImageNet's 16 val classes (15 queries); paired: the "
             "cell minus ProtoNet from scratch (same backbone and shot) on the episodes both "
             "scored, with the paired t-test and Wilcoxon p-values.", ""]

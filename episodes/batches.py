@@ -22,6 +22,7 @@ from torch import Tensor
 from .augment import AugmentConfig, augment_images
 from .dataset import ClassDataset
 from .pipeline import to_unit_float
+from .shard import check_shardable, rank_seed, shard_range
 from .views import ViewBatch
 
 
@@ -55,6 +56,10 @@ class ImageBatchSampler:
         augment: random transforms applied to every image of a batch (None: none).
         views: draw a :class:`ViewBatch` of one view per entry instead, each augmented by its
             config (None: not augmented); ``augment`` must then be None.
+
+    In a distributed run (:meth:`shard`) every process follows the same epoch orders and loads
+    only its part of each batch of ``batch_size``, as ``DistributedSampler`` does: the processes
+    together see the batches of a single-process run.
     """
 
     def __init__(self, dataset: ClassDataset, batch_size: int, seed: int = 0,
@@ -69,11 +74,21 @@ class ImageBatchSampler:
         self.dataset, self.batch_size, self.augment = dataset, batch_size, augment
         self.views = views
         self.device = torch.device(device) if device is not None else dataset.device
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.augment_generator = torch.Generator().manual_seed(seed + 1)
         self.order = torch.empty(0, dtype=torch.long)
         self.position = 0
         self.batches_drawn = 0
+        self.part = slice(0, batch_size)  # the images of each batch this process takes
+
+    def shard(self, rank: int, world_size: int, salt: int = 0) -> None:
+        """Take only part ``rank`` of ``world_size`` of every batch (:func:`shard_range`); the
+        augmentation of ranks > 0 is re-seeded with :func:`rank_seed` of (seed + 1, rank, salt)."""
+        check_shardable(self.batch_size, world_size, "images", "--batch-size")
+        self.part = shard_range(self.batch_size, rank, world_size)
+        if rank:
+            self.augment_generator.manual_seed(rank_seed(self.seed + 1, rank, salt))
 
     @property
     def episodes_per_batch(self) -> int:
@@ -90,7 +105,7 @@ class ImageBatchSampler:
         if self.position + self.batch_size > len(self.order):
             self.order = torch.randperm(len(self.dataset), generator=self.generator)
             self.position = 0
-        index = self.order[self.position:self.position + self.batch_size]
+        index = self.order[self.position:self.position + self.batch_size][self.part]
         self.position += self.batch_size
         self.batches_drawn += 1
         images = to_unit_float(self.dataset.load(index).to(self.device, non_blocking=True))

@@ -18,6 +18,7 @@ from .dataset import ClassDataset
 from .episode import Episode, class_major_labels
 from .io import atomic_torch_save
 from .pipeline import to_unit_float
+from .shard import check_shardable, rank_seed, shard_range
 
 FLAGS = ("--way", "--shot", "--query")
 
@@ -45,18 +46,23 @@ def check_episode_shape(dataset: ClassDataset, n_way: int, k_shot: int, q_query:
 
 
 def sample_indices(table: Tensor, sizes: Tensor, n_way: int, per_class: int, t: int,
-                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
+                   generator: torch.Generator, part: slice | None = None) -> tuple[Tensor, Tensor]:
     """Draw the classes and items of ``t`` episodes, all at once.
 
     Args:
         table: long ``[C, S]`` item indices of each class, padded with -1 (see
             :meth:`ClassDataset.index_table`); sizes: long ``[C]``.
+        part: return only these of the ``t`` episodes (the generator still draws the random
+            keys of all ``t``, so it advances as for the whole batch; only the sorting, the
+            costly part, is restricted to them).
     Returns:
         classes: long ``[t, n_way]``, distinct within an episode, uniformly random;
-        items: long ``[t, n_way, per_class]``, distinct items of each chosen class.
+        items: long ``[t, n_way, per_class]``, distinct items of each chosen class
+        (``t``: the episodes of ``part``).
     """
-    classes = torch.rand(t, len(sizes), generator=generator).argsort(dim=1)[:, :n_way]
-    keys = torch.rand(t, n_way, table.shape[1], generator=generator)
+    part = slice(None) if part is None else part
+    classes = torch.rand(t, len(sizes), generator=generator)[part].argsort(dim=1)[:, :n_way]
+    keys = torch.rand(t, n_way, table.shape[1], generator=generator)[part]
     keys.masked_fill_(torch.arange(table.shape[1]) >= sizes[classes].unsqueeze(-1), 2.0)
     pick = keys.argsort(dim=-1)[..., :per_class]
     return classes, table[classes.unsqueeze(-1), pick]
@@ -103,6 +109,9 @@ class EpisodeSampler:
         augment: applied to every drawn batch, on ``device`` (e.g. an
             :class:`~episodes.augment.EpisodeAugment`); its ``state_dict`` is saved with the
             sampler's, so resumed runs augment identically.
+
+    In a distributed run (:meth:`shard`) every process draws the indices of all T episodes from
+    the same generator and loads only its part (:mod:`episodes.shard`).
     """
 
     def __init__(self, dataset: ClassDataset, n_way: int, k_shot: int, q_query: int,
@@ -115,15 +124,26 @@ class EpisodeSampler:
         self.dataset, self.n_way, self.k_shot, self.q_query = dataset, n_way, k_shot, q_query
         self.episodes_per_batch, self.num_batches, self.device = episodes_per_batch, num_batches, device
         self.table, self.sizes = dataset.index_table()
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.batches_drawn = 0
         self.augment = augment
+        self.part = slice(0, episodes_per_batch)  # the episodes of each batch this process takes
+
+    def shard(self, rank: int, world_size: int, salt: int = 0) -> None:
+        """Take only part ``rank`` of ``world_size`` of every batch (:func:`shard_range` of T);
+        the indices of all T are still drawn, so the generator advances as in one process. The
+        augmentation of ranks > 0 is re-seeded with :func:`rank_seed` of (seed, rank, salt)."""
+        check_shardable(self.episodes_per_batch, world_size, "episodes", "--episodes-per-step")
+        self.part = shard_range(self.episodes_per_batch, rank, world_size)
+        if rank and hasattr(self.augment, "generator"):
+            self.augment.generator.manual_seed(rank_seed(self.seed, rank, salt))
 
     def sample(self) -> Episode:
-        """Draw one batch of T episodes."""
+        """Draw one batch of T episodes (this process's part of them, after :meth:`shard`)."""
         classes, items = sample_indices(self.table, self.sizes, self.n_way,
                                         self.k_shot + self.q_query, self.episodes_per_batch,
-                                        self.generator)
+                                        self.generator, self.part)
         self.batches_drawn += 1
         episode = gather_episode(self.dataset, classes, items, self.k_shot, self.device)
         return self.augment(episode) if self.augment is not None else episode

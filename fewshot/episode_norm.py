@@ -74,21 +74,22 @@ def per_episode_batch_norm(x: Tensor, episodes: int, weight: Tensor | None, bias
     """Batch norm of ``x`` ``[T * b, C, *S]`` with statistics of each of the T slices.
 
     Returns the output (``x``'s shape and dtype) and each episode's mean and unbiased variance
-    ``[T, C]`` (detached, float32).
+    ``[T, C]`` (detached; computed in float32, or float64 for a float64 ``x``).
     """
     if x.shape[0] % episodes:
         raise ValueError(f"a BatchNorm input of {x.shape[0]} items cannot be split into "
                          f"{episodes} episodes: per-episode BatchNorm needs episode-major batches")
-    xg = x.float().view(episodes, x.shape[0] // episodes, *x.shape[1:])
+    dtype = torch.promote_types(x.dtype, torch.float32)  # half precision: statistics in float32
+    xg = x.to(dtype).view(episodes, x.shape[0] // episodes, *x.shape[1:])
     dims = [1, *range(3, xg.dim())]
     var, mean = torch.var_mean(xg, dims, correction=0, keepdim=True)
     shape = [1, 1, -1] + [1] * (x.dim() - 2)
     scale = torch.rsqrt(var + eps)
     if weight is not None:
-        scale = scale * weight.float().reshape(shape)
+        scale = scale * weight.to(dtype).reshape(shape)
     shift = -mean * scale
     if bias is not None:
-        shift = shift + bias.float().reshape(shape)
+        shift = shift + bias.to(dtype).reshape(shape)
     y = torch.addcmul(shift, xg, scale).view_as(x).to(x.dtype)
     n = xg[0].numel() // x.shape[1]
     with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from episodes.episode import class_major_labels
 from episodes.io import atomic_write_text
 from episodes.sampler import gather_episode
 
+from . import distributed
 from .learner import EpisodicLearner
 from .memory import bytes_per_item, chunks, image_chunk, items_per_chunk, memory_budget
 
@@ -71,6 +72,10 @@ def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDa
     the others run whole episodes, as many per forward as fit. Both give the accuracies an
     unchunked pass gives.
 
+    In a distributed run (:mod:`fewshot.distributed`; every rank must call this) each rank scores
+    its contiguous part of the episodes and the accuracies are gathered back in episode order, so
+    every rank returns those of a single-process run.
+
     Args:
         batch_size: episodes per pass (of the head, or of the whole learner); None: the most
             that fit the budget.
@@ -82,6 +87,22 @@ def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDa
         device = next(learner.parameters()).device
     device = torch.device(device)
     episodes.check(dataset)
+    ctx = distributed.current()
+    if ctx.active:
+        part = ctx.part(len(episodes))
+        mine = replace(episodes, classes=episodes.classes[part], items=episodes.items[part])
+        accs = (_score(learner, mine, dataset, batch_size, device, amp, max_memory)
+                if len(mine) else torch.zeros(0))
+        accs = distributed.gather_shards(accs, len(episodes))
+    else:
+        accs = _score(learner, episodes, dataset, batch_size, device, amp, max_memory)
+    return EvalResult(accs, episodes.n_way, episodes.k_shot, episodes.q_query)
+
+
+def _score(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
+           batch_size: int | None, device: torch.device, amp: bool, max_memory: int | None
+           ) -> Tensor:
+    """Per-episode accuracies ``[E]`` of ``episodes`` in this process (see :func:`evaluate`)."""
     budget = memory_budget(device, max_memory)
     was_training = learner.training
     learner.eval()
@@ -93,7 +114,7 @@ def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDa
                 accs = _from_episodes(learner, episodes, dataset, batch_size, device, budget)
     finally:
         learner.train(was_training)
-    return EvalResult(accs, episodes.n_way, episodes.k_shot, episodes.q_query)
+    return accs
 
 
 def _accuracy(logits: Tensor, query_y: Tensor) -> Tensor:

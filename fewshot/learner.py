@@ -52,6 +52,11 @@ class EpisodicLearner(nn.Module, ABC):
     each episode on its own (:mod:`fewshot.episode_norm`): T batched episodes then train exactly
     as T single episodes, and a step split into chunks as the whole step.
 
+    ``gradient_sync``: how a distributed run (:mod:`fewshot.distributed`) sums the ranks'
+    gradients: ``"ddp"`` (DistributedDataParallel) or ``"all_reduce"`` (one all-reduce after the
+    backward, for learners whose forward DDP's hooks do not follow, such as MAML's functional
+    inner loop).
+
     Learners whose logits come from per-image features (``features_per_image()`` True) also
     implement :meth:`embed` (images -> features) and :meth:`head` (features -> logits) with
     ``forward == head(embed(support), embed(query))``; evaluation and prediction then embed each
@@ -61,6 +66,7 @@ class EpisodicLearner(nn.Module, ABC):
     grad_at_eval: bool = False
     grad_clip: float | None = None
     per_episode_norm: bool = False
+    gradient_sync: str = "ddp"  # how a distributed run sums gradients (fewshot.distributed)
 
     def __call__(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
                  ) -> Tensor:

@@ -27,7 +27,7 @@ LOCK_FILE = ".lock"
 RUN_FILES = (RUN_FILE, "last.pt", "best.pt", "metrics.jsonl")
 # settings that may change when a run is resumed: they do not change what the run computes
 RESUMABLE = frozenset({"steps", "time_limit", "checkpoint_every", "val_every", "quiet", "device",
-                       "decoder", "max_memory",
+                       "decoder", "max_memory", "dist_timeout",
                        "cache_dir", "resume", "overwrite", "config", "out"})
 # settings added after runs were first recorded, with the value every run before them had: a
 # run.json without them still resumes

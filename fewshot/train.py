@@ -8,6 +8,14 @@ views: the learner turns whatever batch the sampler draws into a loss
 Validation on fixed episodes keeps the best checkpoint; ``last.pt`` is written atomically every
 ``checkpoint_every`` steps and holds everything needed to resume (weights, optimizer, schedule,
 sampler and RNG states), so a resumed run finishes exactly as an uninterrupted one would.
+
+Under ``torchrun`` (:mod:`fewshot.distributed`) the same loop runs on every rank: each step's
+batch is split across the ranks, the gradients are those of the whole batch, validation episodes
+are split too, and only rank 0 writes checkpoints and logs. ``last.pt`` then also holds each
+rank's sampler and RNG state, so a run resumed on as many ranks continues exactly; resumed on a
+different number, it continues from the weights, optimizer, schedule and step with the same
+episodes (every rank draws the indices of the whole batch) but new augmentation and RNG streams on
+ranks > 0, so it is not bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from torch import Tensor
 
 from episodes import ClassDataset, Episode, EpisodeSampler, FixedEpisodes, SineTasks
 
+from . import distributed
 from .checkpoint import load_checkpoint, restore_model, save_checkpoint
 from .episode_norm import deferred_running_stats
 from .evaluate import evaluate
@@ -32,6 +41,7 @@ from .learner import EpisodicLearner, ModelSpec
 from .logs import TrainLog
 from .memory import chunks, memory_budget
 from .step_size import episodes_per_forward, training_bytes_per_episode
+from .streams import restore_streams, rng_state, shard_sampler
 
 LOG_EVERY = 20
 
@@ -97,19 +107,6 @@ class TrainResult:
         return self.episodes / self.seconds if self.seconds > 0 else float("nan")
 
 
-def rng_state() -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def make_optimizer(params: Any, config: TrainConfig
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
     """The optimizer and learning-rate schedule of ``config`` over ``params``."""
@@ -152,6 +149,8 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         device = dataset.device if dataset is not None else sampler.device
     device = torch.device(device)
     learner.to(device)
+    ctx = distributed.current()
+    shard_sampler(sampler, ctx)
     optimizer, scheduler = make_optimizer([p for p in learner.parameters() if p.requires_grad],
                                           config)
     ckdir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
@@ -165,17 +164,21 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None and ckpt.get("scheduler") is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
-        sampler.load_state_dict(ckpt["sampler"])
-        set_rng_state(ckpt["rng"])
+        restore_streams(sampler, ckpt, ctx)
         step, seconds, best, history = ckpt["step"], ckpt["seconds"], ckpt["best"], ckpt["history"]
 
     def checkpoint(name: str) -> None:
-        if ckdir is not None:
+        if ckdir is None:
+            return
+        ranks = (distributed.gather_objects({"sampler": sampler.state_dict(), "rng": rng_state()})
+                 if ctx.active else None)
+        if ctx.main:
             save_checkpoint(ckdir / name, learner, spec, optimizer=optimizer.state_dict(),
                             pipeline=dataset.pipeline if dataset is not None else None,
                             scheduler=scheduler.state_dict() if scheduler else None,
                             sampler=sampler.state_dict(), rng=rng_state(), step=step,
-                            seconds=seconds, best=best, history=history, config=asdict(config))
+                            seconds=seconds, best=best, history=history, config=asdict(config),
+                            **({"ranks": ranks} if ranks else {}))
 
     def validate() -> None:
         nonlocal best
@@ -190,17 +193,22 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
 
     learner.begin_training(sampler, config.steps)
     learner.train()
-    parts = chunks(sampler.episodes_per_batch, step_chunk(learner, sampler, config, device))
-    log = TrainLog(None if config.time_limit else config.steps, step, history, ckdir,
-                   enabled=config.progress)
+    part = getattr(sampler, "part", slice(0, sampler.episodes_per_batch))
+    local = part.stop - part.start  # this rank's episodes (images) of each step
+    sync = distributed.GradientSync(learner, ctx, local / sampler.episodes_per_batch, device)
+    parts = chunks(local, step_chunk(learner, sampler, config, device, local))
+    log = TrainLog(None if config.time_limit else config.steps, step, history,
+                   ckdir if ctx.main else None, enabled=config.progress and ctx.main)
     sums = torch.zeros(2, device=device)
     start_step, tick = step, time.perf_counter()
     while step < config.steps:
-        if config.time_limit is not None and seconds >= config.time_limit:
+        if config.time_limit is not None and (distributed.any_rank(seconds >= config.time_limit)
+                                              if ctx.active else seconds >= config.time_limit):
             break
         batch = sampler.sample().to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        sums += accumulate(learner, batch, parts, config.amp)
+        sums += accumulate(learner, batch, parts, config.amp, sync)
+        sync.finish()
         clip = config.grad_clip if config.grad_clip is not None else learner.grad_clip
         if clip is not None:
             learner.clip_gradients(clip)
@@ -212,6 +220,8 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         now = time.perf_counter()
         seconds, tick = seconds + now - tick, now
         if step % LOG_EVERY == 0:  # .tolist() waits for the device: only every LOG_EVERY steps
+            if ctx.active:
+                distributed.all_reduce_([sums])
             run_loss, run_acc = (sums / LOG_EVERY).tolist()
             sums.zero_()
             classify = not getattr(batch, "query_y", sums).is_floating_point()
@@ -235,10 +245,11 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
 
 
 def step_chunk(learner: EpisodicLearner, sampler: EpisodeSampler | SineTasks, config: TrainConfig,
-               device: torch.device) -> int:
-    """Episodes per forward: ``config.episodes_per_forward``, else all T of a step if their
-    training forward and backward fit the memory budget, else the most that fit."""
-    t = sampler.episodes_per_batch
+               device: torch.device, t: int | None = None) -> int:
+    """Episodes per forward: ``config.episodes_per_forward``, else all ``t`` (default: the T of
+    a step) if their training forward and backward fit the memory budget, else the most that
+    fit."""
+    t = sampler.episodes_per_batch if t is None else t
     if not isinstance(sampler, EpisodeSampler):  # SineTasks: small vectors, one forward
         return min(config.episodes_per_forward or t, t)
     if config.episodes_per_forward is not None or t == 1:
@@ -248,12 +259,16 @@ def step_chunk(learner: EpisodicLearner, sampler: EpisodeSampler | SineTasks, co
     return episodes_per_forward(per_episode, memory_budget(device, config.max_memory), t)
 
 
-def accumulate(learner: EpisodicLearner, batch: Episode | Any, parts: list[slice], amp: bool
-               ) -> Tensor:
+def accumulate(learner: EpisodicLearner, batch: Episode | Any, parts: list[slice], amp: bool,
+               sync: distributed.GradientSync | None = None) -> Tensor:
     """Forward and backward of ``batch`` (T episodes, or any batch ``learner.batch_loss``
     takes), an episode batch split into the chunks ``parts``, each chunk's loss weighted by its
     share of the T episodes, so the summed gradients are the whole batch's. Returns ``[loss,
-    accuracy]`` of the batch (on the device, not synchronised; accuracy 0 for float targets)."""
+    accuracy]`` of the batch (on the device, not synchronised; accuracy 0 for float targets).
+
+    ``sync``: in a distributed run, the forward to call and this rank's weights
+    (:class:`fewshot.distributed.GradientSync`): the loss is weighted by ``sync.loss_weight``
+    and the result by ``sync.share``, so its sum over the ranks is the whole step's."""
     device = next(learner.parameters()).device
     total = torch.zeros(2, device=device)
     if len(parts) > 1:
@@ -261,12 +276,15 @@ def accumulate(learner: EpisodicLearner, batch: Episode | Any, parts: list[slice
         pieces = [(batch.slice(part), (part.stop - part.start) / t) for part in parts]
     else:
         pieces = [(batch, 1.0)]
+    weight, report = (sync.loss_weight, sync.share) if sync is not None else (1.0, 1.0)
+    forward = sync.forward if sync is not None else learner.batch_loss
     defer = len(parts) > 1 and learner.per_episode_norm
     with deferred_running_stats(learner, len(parts)) if defer else nullcontext():
-        for piece, share in pieces:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, acc = learner.batch_loss(piece)
-                loss = loss * share
-            loss.backward()
-            total += torch.stack([loss.detach().float(), share * acc.detach().float()])
+        for i, (piece, share) in enumerate(pieces):
+            with sync.chunk(last=i == len(pieces) - 1) if sync is not None else nullcontext():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    loss, acc = forward(piece)
+                    loss = loss * share
+                (loss * weight if weight != 1.0 else loss).backward()
+            total += report * torch.stack([loss.detach().float(), share * acc.detach().float()])
     return total

@@ -209,6 +209,29 @@ def test_splice_between_markers(tmp_path: Path) -> None:
                         str(tmp_path / "none")])
 
 
+def test_readme_summary_grid(tmp_path: Path) -> None:
+    """The README's grid: a row per method, a column per setting, the published figure in every
+    entry, ours only from full-protocol results; spliced into a file holding only its markers."""
+    cells = reproduce.protocols()
+    name = "relation/omniglot-20w1s"
+    results = {"cells": {name: {"mode": "full protocol", "mean": 0.9712},
+                         "maml/omniglot-5w1s": {"mode": "smoke (--quick)", "mean": 0.3}}}
+    grid = reproduce_render.summary(results, cells)
+    rows = [line for line in grid.splitlines() if line.startswith("| ")][1:]
+    assert [r.split(" | ")[0] for r in rows] == ["| protonet", "| matching", "| relation", "| maml",
+                                                 "| maml_fo"]
+    relation = next(r for r in rows if r.startswith("| relation"))
+    assert relation.split(" | ")[3] == "**97.1** (97.6)"
+    assert "**30.0**" not in grid and grid.count("not yet run") == 29
+    assert "1 of 30 cells measured" in grid
+    md = tmp_path / "README.md"
+    md.write_text("intro\n<!-- reproduce-summary:start -->\nold grid\n<!-- reproduce-summary:end -->\n"
+                  "after\n")
+    reproduce.main(["--render", "--splice", str(md), "--out-dir", str(tmp_path / "none")])
+    text = md.read_text()
+    assert "old grid" not in text and text.count("not yet run (") == 30 and text.endswith("after\n")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "omniglot").is_dir()
                     or not (SHARED_DATA / "miniimagenet").is_dir(),

@@ -13,6 +13,7 @@ import warnings
 from episodes import ImageFileError
 from episodes.progress import set_progress
 
+from .. import distributed
 from ..runs import RunError, read_run
 from . import commands, transfer
 from . import ssl as ssl_cli
@@ -25,12 +26,14 @@ from .args import (
     fail,
     memory_size,
     option,
+    pick_device,
     positive_float,
     positive_int,
     way,
 )
 from .groups import add_augment_args, add_backbone_args, add_optimization_args, add_run_args, add_val_args
 
+DISTRIBUTED = ("train", "pretrain", "eval")  # commands that run under torchrun
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, KeyError,
                ImageFileError, RunError)
 
@@ -170,12 +173,21 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = one_line_warning
     parser = build_parser()
+    args = None
     try:
         replay_defaults(parser, argv)
         args = parser.parse_args(argv)
-        set_progress(not getattr(args, "quiet", False))
+        set_progress(not getattr(args, "quiet", False) and distributed.launched().main)
+        if args.command in DISTRIBUTED and distributed.launched().active:
+            distributed.init(pick_device(args.device),
+                             getattr(args, "dist_timeout", distributed.DEFAULT_TIMEOUT))
         args.func(args)
+        distributed.shutdown()  # after a failure the process exits without waiting for peers
     except USER_ERRORS as e:
         fail(e.args[0] if isinstance(e, KeyError) and e.args else e)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    except RuntimeError as e:
+        if not distributed.lost_peers(e):
+            raise
+        fail(distributed.failure(e, getattr(args, "out", None)))

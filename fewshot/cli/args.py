@@ -110,9 +110,12 @@ def device(text: str) -> str:
 
 
 def pick_device(name: str) -> torch.device:
+    """The device ``--device`` names; under torchrun, ``cuda`` is this process's GPU."""
+    from ..distributed import local_device
+
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return local_device(torch.device(name))
 
 
 def option(text: str) -> tuple[str, str]:

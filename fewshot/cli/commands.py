@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -16,7 +18,9 @@ from episodes import AugmentConfig, EpisodeAugment, EpisodeSampler, FixedEpisode
 from episodes.io import atomic_write_text
 from episodes.options import parse_values
 from episodes.sampler import FLAGS
+from episodes.shard import check_shardable
 
+from .. import distributed
 from ..checkpoint import load_checkpoint, load_learner, recorded_pipeline
 from ..learner import EpisodicLearner
 from ..memory import memory_budget
@@ -98,10 +102,13 @@ def resolve_episodes_per_step(args: argparse.Namespace, learner: EpisodicLearner
         recorded = (read_run(run_file).get("resolved") or {}).get("episodes_per_step")
         if recorded:
             return int(recorded)
-    per_episode = training_bytes_per_episode(learner.to(device), args.way, args.shot, args.query,
-                                             image_shape, device)
-    return auto_episodes_per_step(per_episode, args.way * (args.shot + args.query),
-                                  memory_budget(device, args.max_memory), device)
+
+    def auto() -> int:  # per process, times the processes; rank 0's number for all
+        per_episode = training_bytes_per_episode(learner.to(device), args.way, args.shot,
+                                                 args.query, image_shape, device)
+        return auto_episodes_per_step(per_episode, args.way * (args.shot + args.query),
+                                      memory_budget(device, args.max_memory), device)
+    return distributed.on_main(auto) * distributed.current().world_size
 
 
 def check_run_args(args: argparse.Namespace) -> None:
@@ -115,6 +122,21 @@ def check_run_args(args: argparse.Namespace) -> None:
     if args.init and not Path(args.init).is_file():
         raise FileNotFoundError(f"--init {args.init} does not exist: check the path")
     train_config(args)
+    distributed.barrier()  # every rank checked the folder before rank 0 writes into it
+
+
+@contextlib.contextmanager
+def run_folder(args: argparse.Namespace, record: dict) -> Iterator[None]:
+    """Hold ``--out``'s lock and prepare it for the run (:func:`fewshot.runs.prepare_run`) while
+    the body trains; in a distributed run only rank 0 does, and an error there stops every
+    rank. ``record["resolved"]["world_size"]`` notes the number of processes."""
+    record.setdefault("resolved", {})["world_size"] = distributed.current().world_size
+    with contextlib.ExitStack() as stack:
+        def prepare() -> None:
+            stack.enter_context(run_lock(args.out))
+            prepare_run(args.out, record, resume=args.resume, overwrite=args.overwrite)
+        distributed.on_main(prepare)
+        yield
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -135,6 +157,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                      options)
     learner = build_learner(spec)
     per_step = resolve_episodes_per_step(args, learner, train_ds.image_shape, device)
+    check_shardable(per_step, distributed.current().world_size, "episodes",
+                    "--episodes-per-step")
     sampler = EpisodeSampler(train_ds, args.way, args.shot, args.query, per_step,
                              num_batches=args.steps, seed=args.seed, augment=augment)
     prepare_backbone(args, learner, spec, train_ds)
@@ -145,12 +169,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = train_config(args)
     record = run_record(recorded_args(args, augment_values), spec.to_dict())
     record["resolved"] = {"episodes_per_step": per_step}
-    with run_lock(args.out):
-        prepare_run(args.out, record, resume=args.resume, overwrite=args.overwrite)
+    with run_folder(args, record):
         result = train(learner, spec, sampler, config, val=val, device=device)
-    print(f"trained {result.steps} steps ({result.episodes} episodes) in {result.seconds:.1f} s "
-          f"({result.episodes_per_second:.1f} episodes/s); checkpoints in {args.out}"
-          + (f"; best val accuracy {100 * result.best_val:.2f} %" if result.best_val else ""))
+    if distributed.current().main:
+        print(f"trained {result.steps} steps ({result.episodes} episodes) in "
+              f"{result.seconds:.1f} s ({result.episodes_per_second:.1f} episodes/s)"
+              + _processes() + f"; checkpoints in {args.out}"
+              + (f"; best val accuracy {100 * result.best_val:.2f} %" if result.best_val else ""))
+
+
+def _processes() -> str:
+    ctx = distributed.current()
+    return f" on {ctx.world_size} processes" if ctx.active else ""
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -162,6 +192,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     episodes = fixed_episodes(ds, args.way, args.shot, args.query, args.episodes, args.seed,
                               args.episodes_file)
     result = score(episodes)
+    if not distributed.current().main:
+        return
     print(f"{args.dataset} {args.split}" + (f", head {args.head}" if args.head else "")
           + f": {result}")
     if args.json:

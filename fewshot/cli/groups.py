@@ -9,6 +9,7 @@ import argparse
 from episodes import ClassDataset, FixedEpisodes, ImagePipeline
 
 from ..checkpoint import check_pipeline
+from ..distributed import DEFAULT_TIMEOUT
 from ..learner import EpisodicLearner, ModelSpec
 from ..registry import canonical
 from ..train import TrainConfig
@@ -88,6 +89,9 @@ def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
     g.add_argument("--config", metavar="RUN_JSON", help="replay the run.json of an earlier run "
                    "(other arguments given override it)")
     g.add_argument("--quiet", action="store_true", help="no progress output")
+    g.add_argument("--dist-timeout", type=positive_float, default=DEFAULT_TIMEOUT,
+                   metavar="SECONDS", help="under torchrun: how long a process waits for the "
+                   "others before the run stops with an error")
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:

@@ -11,10 +11,11 @@ import torch
 from episodes import AugmentConfig, ImageBatchSampler
 from episodes.options import parse_values
 
+from .. import distributed
 from ..checkpoint import check_pipeline, load_learner
 from ..features import extract_features
 from ..registry import build_learner, make_spec, method_config
-from ..runs import prepare_run, run_lock, run_record
+from ..runs import run_record
 from ..ssl.monitor import knn_monitor, plot_embeddings, project_2d
 from ..train import train
 from ..weights import backbone_of
@@ -28,8 +29,12 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
     """Self-supervised pre-training of ``args.method`` on the training split's images (their
     labels are not used), validated by the prototype head on fixed val episodes and, with
     ``--knn-k``, by the k-NN accuracy on the val images."""
-    from .commands import check_run_args, recorded_args
+    from .commands import check_run_args, recorded_args, run_folder
 
+    if distributed.current().active:
+        raise ValueError("self-supervised pre-training runs in one process (momentum queues, "
+                         "cross-view batches and per-image pseudo-labels are not split across "
+                         "ranks): run it without torchrun")
     device = pick_device(args.device)
     check_run_args(args)
     options = dict(args.option)
@@ -68,8 +73,7 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
         if args.knn_k:
             monitors.append(knn_monitor(val_ds, args.knn_k))
     record = run_record(recorded_args(args, augment_values), spec.to_dict(), command="pretrain")
-    with run_lock(args.out):
-        prepare_run(args.out, record, resume=args.resume, overwrite=args.overwrite)
+    with run_folder(args, record):
         result = train(learner, spec, sampler, train_config(args), val=val, device=device,
                        monitors=monitors)
     last = next((r for r in reversed(result.history) if "emb_std_ratio" in r), None)

@@ -11,14 +11,16 @@ import torch
 
 from episodes import AugmentConfig, ClassDataset, FixedEpisodes, ImageBatchSampler
 from episodes.options import parse_values
+from episodes.shard import check_shardable
 
+from .. import distributed
 from ..backbones import make_backbone
 from ..checkpoint import check_pipeline, load_learner
 from ..evaluate import EvalResult, evaluate
 from ..heads import HEADS, head_config
 from ..heads.scoring import evaluate_head
 from ..registry import build_learner, make_spec, method_config
-from ..runs import prepare_run, run_lock, run_record
+from ..runs import run_record
 from ..ssl import SSL_METHODS
 from ..train import train
 from ..weights import backbone_of, load_backbone_weights
@@ -65,7 +67,7 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from .commands import check_run_args, recorded_args
+    from .commands import _processes, check_run_args, recorded_args, run_folder
 
     if args.method != "supervised":
         from .ssl import cmd_ssl_pretrain
@@ -82,6 +84,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     augment_values = parse_values(AugmentConfig, dict(args.augment_option), "augmentation")
     if augment_values and args.augment == "none":
         raise ValueError("--augment-option needs --augment standard")
+    check_shardable(args.batch_size, distributed.current().world_size, "images", "--batch-size")
     torch.manual_seed(args.seed)
     train_ds = dataset_from_args(args, "train")
     if given_classes is not None and given_classes != train_ds.num_classes:
@@ -100,13 +103,14 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         val = validation(args, dataset_from_args(args, "val"), args.val_way or 5,
                          args.val_shot or 1)
     record = run_record(recorded_args(args, augment_values), spec.to_dict(), command="pretrain")
-    with run_lock(args.out):
-        prepare_run(args.out, record, resume=args.resume, overwrite=args.overwrite)
+    with run_folder(args, record):
         result = train(learner, spec, sampler, train_config(args), val=val, device=device)
-    print(f"pre-trained {result.steps} steps ({result.episodes} images, "
-          f"{result.episodes / len(train_ds):.1f} epochs) in {result.seconds:.1f} s; checkpoints "
-          f"in {args.out}" + (f"; best val accuracy {100 * result.best_val:.2f} % (prototype head)"
-                              if result.best_val is not None else ""))
+    if distributed.current().main:
+        print(f"pre-trained {result.steps} steps ({result.episodes} images, "
+              f"{result.episodes / len(train_ds):.1f} epochs) in {result.seconds:.1f} s"
+              + _processes() + f"; checkpoints in {args.out}"
+              + (f"; best val accuracy {100 * result.best_val:.2f} % (prototype head)"
+                 if result.best_val is not None else ""))
 
 
 def add_head_args(p: argparse.ArgumentParser) -> None:

@@ -94,6 +94,7 @@ class MAML(EpisodicLearner):
     """
 
     grad_at_eval = True
+    gradient_sync = "all_reduce"  # the meta-gradient is all-reduced after the step's backward
 
     def __init__(self, backbone: nn.Module, feat_dim: int, n_way: int = 5, inner_steps: int = 1,
                  eval_inner_steps: int | None = None, inner_lr: float = 0.4,

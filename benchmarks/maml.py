@@ -35,8 +35,8 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from common import environment, median, omniglot_root, step_times, write_json
+from peer_steps import higher_meta_loss, maml_batch
 
 from episodes import EpisodeSampler, FixedEpisodes, omniglot
 from episodes.io import default_cache_dir
@@ -54,7 +54,7 @@ def worker(cfg: dict) -> dict:
     device = torch.device(cfg["device"])
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
-    t, n, q = cfg["batch"], 5, 15
+    t, n = cfg["batch"], 5
     spec = ModelSpec("maml", "conv4", 1, 28, {"inner_steps": cfg["steps"], "n_way": n,
                                               "vmap": cfg["variant"] != "loop",
                                               "bn": "per_step" if cfg["variant"] == "per_step"
@@ -63,26 +63,12 @@ def worker(cfg: dict) -> dict:
                                               "hidden": cfg.get("hidden", 64)})
     learner = build_learner(spec).to(device)
     opt = torch.optim.Adam(learner.parameters(), 1e-3)
-    g = torch.Generator().manual_seed(0)
-    sx = torch.rand(t, n, 1, 28, 28, generator=g).to(device)
-    qx = torch.rand(t, n * q, 1, 28, 28, generator=g).to(device)
-    sy = torch.arange(n, device=device).repeat(t, 1)
-    qy = torch.arange(n, device=device).repeat_interleave(q).repeat(t, 1)
+    sx, sy, qx, qy = maml_batch(t, device)
 
     def meta_loss() -> torch.Tensor:
         if cfg["variant"] != "higher":
             return learner.loss(learner(sx, sy, qx, n), qy)
-        import higher
-        inner = torch.optim.SGD(learner.net.parameters(), lr=0.4)
-        total = 0.0
-        for i in range(t):  # higher: one task at a time, backward per task
-            with higher.innerloop_ctx(learner.net, inner, copy_initial_weights=False) as (f, d):
-                for _ in range(cfg["steps"]):
-                    d.step(F.cross_entropy(f(sx[i]), sy[i]))
-                loss = F.cross_entropy(f(qx[i]), qy[i]) / t
-                loss.backward()
-                total += loss.detach()
-        return total
+        return higher_meta_loss(learner.net, sx, sy, qx, qy, cfg["steps"])
 
     def step(update: bool = True) -> None:
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,255 @@
+"""Issue 10: training speed side by side with the peers, in one run per part.
+
+    python benchmarks/peers.py metric --device cuda --out benchmarks/out/peers-metric.json
+    python benchmarks/peers.py maml --steps 1 --device cuda --out benchmarks/out/peers-maml1.json
+    python benchmarks/peers.py maml --steps 5 --device cuda --out benchmarks/out/peers-maml5.json
+    python benchmarks/peers.py --render benchmarks/out/peers-metric.json   # the Markdown table
+    python benchmarks/peers.py metric --quick                              # reduced CPU run
+
+Every variant runs in a fresh subprocess (its peak memory is its own, nothing is shared between
+variants), one after the other; a variant whose package is not installed, or that needs CUDA on
+a CPU, is listed as skipped, and a variant that fails is listed with its error.
+
+metric: training episodes/s at 5-way 1-shot 15-query on random 1x28x28 images (Omniglot's shape;
+speed does not depend on the pixels), all sampled on the device by our EpisodeSampler, so the
+methods are compared, not data loaders: ours (ProtoNet, Matching with FCE, Relation) through
+``fewshot.train`` with the episodes per step that ``--episodes-per-step auto`` picks on this device
+and with one; ProtoNet written as a plain loop; easyfsl's classifiers with their training step
+(:mod:`peer_steps`). A warm-up round, then ``--rounds`` rounds of ``--episodes`` episodes (each
+cut at ``--round-seconds``); the median round.
+
+maml: seconds per meta-iteration (meta-batch ``--batch``, 5-way 1-shot 15-query, ``--steps``
+inner steps of 0.4, second order; forward, backward, Adam) on a fixed random batch: ours (eager,
+``torch.compile``, CUDA graph replay), a plain autograd loop, ``higher`` and parallel-metalearn
+(vmap and sequential), all from the same Conv-4 weights (the first meta-loss is printed for
+comparison). ``--warmup`` iterations, then ``--iters`` timed ones (stopped after
+``--max-seconds``); the median. Peak memory: CUDA ``max_memory_allocated`` (reset after set-up);
+on a CPU the process's peak resident set, with the resident set after set-up beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import common
+import peer_steps as ps
+import torch
+
+METRIC_METHODS = list(ps.METRIC_SPECS)
+METRIC_VARIANTS = ["fewshot-auto", "fewshot-1", "plain", "easyfsl"]
+MAML_VARIANTS = ["fewshot", "fewshot-compile", "fewshot-cudagraph", "plain", "higher",
+                 "metalearn-vmap", "metalearn-seq"]
+NEEDS = {"easyfsl": "easyfsl", "higher": "higher", "metalearn-vmap": "metalearn",
+         "metalearn-seq": "metalearn"}  # variant -> module it imports
+PIP = {"easyfsl": "easyfsl", "higher": "higher", "metalearn": "parallel-metalearn"}
+
+
+def skip_reason(variant: str, device: str) -> str | None:
+    """Why a variant cannot run here (None: it can)."""
+    module = NEEDS.get(variant)
+    if module and importlib.util.find_spec(module) is None:
+        return f"skipped: {PIP[module]} is not installed (pip install '.[peers]')"
+    if variant == "fewshot-cudagraph" and torch.device(device).type != "cuda":
+        return "skipped: needs CUDA"
+    return None
+
+
+# ---------------------------------------------------------------- in the subprocess
+def worker(cfg: dict) -> dict:
+    """Time one variant in this (fresh) process."""
+    device = torch.device(cfg["device"])
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
+    return (metric_worker if cfg["part"] == "metric" else maml_worker)(cfg, device)
+
+
+def metric_worker(cfg: dict, device: torch.device) -> dict:
+    data = ps.synthetic_dataset(device)
+    variant, method = cfg["variant"], cfg["method"]
+    if variant.startswith("fewshot-"):
+        per_step = variant.split("-")[1]
+        run, info = ps.fewshot_metric(method, data, device, "auto" if per_step == "auto"
+                                      else int(per_step), cfg["round_seconds"])
+    elif variant == "plain":
+        run, info = ps.plain_protonet(data, device, cfg["round_seconds"])
+    else:
+        run, info = ps.easyfsl_metric(method, data, device, cfg["round_seconds"])
+    rss = common.peak_memory("cpu")["peak_rss_gb"]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    run(cfg["warmup_episodes"])
+    rates = [n / s for n, s in (run(cfg["episodes"]) for _ in range(cfg["rounds"]))]
+    return {**info, "episodes_per_s": statistics.median(rates), "rounds": rates,
+            "rss_after_setup_gb": rss, **common.peak_memory(device)}
+
+
+def maml_worker(cfg: dict, device: torch.device) -> dict:
+    batch = ps.maml_batch(cfg["batch"], device)
+    learner = ps.our_maml(cfg["steps"], device, cfg["hidden"],
+                          {"auto": None, "true": True, "false": False}[cfg["vmap"]])
+    variant = cfg["variant"]
+    if variant.startswith("fewshot"):
+        mode = {"fewshot": "eager", "fewshot-compile": "compile",
+                "fewshot-cudagraph": "cuda_graph"}[variant]
+        step = ps.fewshot_maml_step(learner, batch, mode)
+    elif variant in ("plain", "higher"):
+        fn = ps.plain_meta_loss if variant == "plain" else ps.higher_meta_loss
+        step = ps.plain_step(fn, learner.net, batch, cfg["steps"])
+    else:
+        step = ps.metalearn_step(learner.net, batch, cfg["steps"], variant.split("-")[1], device)
+    rss = common.peak_memory("cpu")["peak_rss_gb"]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    first_loss = float(step())  # before any update: the same weights in every variant
+    compile_s = time.perf_counter() - start
+    for _ in range(cfg["warmup"] - 1):
+        step()
+    times, spent = [], 0.0
+    while len(times) < cfg["iters"] and (spent < cfg["max_seconds"] or len(times) < 2):
+        common.sync(device)
+        t = time.perf_counter()
+        step()
+        common.sync(device)
+        times.append(time.perf_counter() - t)
+        spent += times[-1]
+    return {"s_per_iter": statistics.median(times), "times": times, "first_loss": first_loss,
+            "first_iter_s": compile_s, "vmap": learner.use_vmap if variant.startswith("fewshot")
+            else None, "rss_after_setup_gb": rss, **common.peak_memory(device)}
+
+
+# ---------------------------------------------------------------- the run
+def run_part(args: argparse.Namespace, result: dict) -> None:
+    """Each variant in a fresh subprocess; rows printed and saved as soon as they finish."""
+    if args.part == "metric":
+        jobs = [{"variant": v, "method": m} for m in args.methods for v in args.variants
+                if v != "plain" or m == "protonet"]  # the plain loop is written for ProtoNet
+    else:
+        jobs = [{"variant": v, "steps": s} for s in args.steps for v in args.variants]
+    keys = ("device", "threads", "rounds", "episodes", "warmup_episodes", "round_seconds",
+            "batch", "hidden", "vmap", "warmup", "iters", "max_seconds")
+    result["rows"] = rows = []
+    for job in jobs:
+        cfg = {"part": args.part, **job, **{k: getattr(args, k) for k in keys}}
+        reason = skip_reason(job["variant"], args.device)
+        if reason is None:
+            proc = subprocess.run([sys.executable, __file__, "_worker", json.dumps(cfg)],
+                                  capture_output=True, text=True)
+            if proc.returncode:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                reason = "error: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+        row = {**job, **(json.loads(proc.stdout.strip().splitlines()[-1]) if reason is None
+                         else {"skipped": reason})}
+        rows.append(row)
+        print(row_text(row), flush=True)
+        if args.out:
+            common.write_json(result, args.out)
+
+
+def row_text(row: dict) -> str:
+    name = f"{row['variant']:17s} " + (row.get("method", "") or f"{row['steps']} step(s)")
+    if "skipped" in row:
+        return f"{name}: {row['skipped']}"
+    mem = memory_text(row)
+    if "episodes_per_s" in row:
+        return (f"{name}: {row['episodes_per_s']:.1f} episodes/s ({row['episodes_per_step']} per "
+                f"step), peak {mem}")
+    return (f"{name}: {row['s_per_iter']:.4f} s/iteration, peak {mem}, first loss "
+            f"{row['first_loss']:.6f}")
+
+
+def memory_text(row: dict) -> str:
+    if "peak_cuda_gb" in row:
+        return f"{row['peak_cuda_gb']:.2f} GiB CUDA"
+    return f"{row['peak_rss_gb']:.2f} GiB RSS ({row['rss_after_setup_gb']:.2f} after set-up)"
+
+
+def markdown(result: dict) -> str:
+    """The table of a results JSON."""
+    head = (f"{result['mode']}; {result['device']}; torch {result['torch']}; {result['date']}; "
+            f"load average {result['load_before']} before, {result.get('load_after')} after")
+    rows = result["rows"]
+    if result["part"] == "metric":
+        lines = ["| method | variant | episodes/step | episodes/s (median) | rounds | peak memory |",
+                 "|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['method']} | {r['variant']} | " + (
+                f"{r['episodes_per_step']} | {r['episodes_per_s']:.1f} | "
+                f"{[round(x, 1) for x in r['rounds']]} | {memory_text(r)} |" if "skipped" not in r
+                else f"| {r['skipped']} | | |"))
+    else:
+        lines = ["| inner steps | variant | s / meta-iteration (median) | timed | first loss | "
+                 "peak memory |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['steps']} | {r['variant']} | " + (
+                f"{r['s_per_iter']:.4f} | {len(r['times'])} | {r['first_loss']:.6f} | "
+                f"{memory_text(r)} |" if "skipped" not in r else f"{r['skipped']} | | | |"))
+    return "\n".join([head, "", *lines])
+
+
+def main(argv: list[str] | None = None) -> None:
+    if argv is None and len(sys.argv) > 2 and sys.argv[1] == "_worker":
+        print(json.dumps(worker(json.loads(sys.argv[2]))))
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("part", nargs="?", choices=["metric", "maml"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true",
+                   help="reduced CPU run: few episodes and iterations, MAML batch 4, 1 thread")
+    p.add_argument("--variants", nargs="+", help=f"metric: of {METRIC_VARIANTS}; maml: of "
+                   f"{MAML_VARIANTS} (default: all)")
+    p.add_argument("--methods", nargs="+", default=METRIC_METHODS, choices=METRIC_METHODS)
+    p.add_argument("--rounds", type=int, default=3, help="metric: timed rounds")
+    p.add_argument("--episodes", type=int, default=2000, help="metric: episodes per round")
+    p.add_argument("--warmup-episodes", type=int, default=200)
+    p.add_argument("--round-seconds", type=float, default=8.0, help="metric: cut a round after")
+    p.add_argument("--steps", type=int, nargs="+", default=[1, 5], help="maml: inner steps")
+    p.add_argument("--batch", type=int, default=32, help="maml: tasks per meta-iteration")
+    p.add_argument("--hidden", type=int, default=64, help="maml: Conv-4 width")
+    p.add_argument("--vmap", default="auto", choices=["auto", "true", "false"],
+                   help="maml: our variants' vmap option (auto: the device's default)")
+    p.add_argument("--warmup", type=int, default=3, help="maml: untimed iterations (>= 1)")
+    p.add_argument("--iters", type=int, default=20, help="maml: timed iterations")
+    p.add_argument("--max-seconds", type=float, default=40.0,
+                   help="maml: stop timing a variant after this many seconds (at least 2 timed)")
+    p.add_argument("--threads", type=int, help="CPU threads (default torch's; 1 with --quick)")
+    p.add_argument("--out", type=Path, help="write the results as JSON here")
+    p.add_argument("--render", type=Path, help="print the Markdown table of a results JSON")
+    args = p.parse_args(argv)
+    if args.render:
+        print(markdown(json.loads(args.render.read_text())))
+        return
+    if args.part is None:
+        p.error("give a part (metric or maml), or --render FILE")
+    allowed = METRIC_VARIANTS if args.part == "metric" else MAML_VARIANTS
+    args.variants = args.variants or allowed
+    if bad := [v for v in args.variants if v not in allowed]:
+        p.error(f"--variants {' '.join(bad)}: {args.part} variants are {', '.join(allowed)}")
+    if args.quick:
+        args.rounds, args.episodes, args.warmup_episodes = 2, 6, 2
+        args.batch, args.warmup, args.iters = 4, 1, 2
+        args.threads = args.threads or 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = {"part": args.part, "mode": "reduced CPU run (--quick)" if args.quick
+              else "full settings", **common.environment(torch.device(args.device)),
+              "settings": {k: v for k, v in vars(args).items() if k not in ("out", "render")},
+              "load_before": [round(x, 2) for x in os.getloadavg()]}
+    run_part(args, result)
+    result["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    if args.out:
+        common.write_json(result, args.out)
+        print(markdown(json.loads(args.out.read_text())))
+
+
+if __name__ == "__main__":
+    main()

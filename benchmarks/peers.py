@@ -50,6 +50,19 @@ MAML_VARIANTS = ["fewshot", "fewshot-compile", "fewshot-cudagraph", "plain", "hi
 NEEDS = {"easyfsl": "easyfsl", "higher": "higher", "metalearn-vmap": "metalearn",
          "metalearn-seq": "metalearn"}  # variant -> module it imports
 PIP = {"easyfsl": "easyfsl", "higher": "higher", "metalearn": "parallel-metalearn"}
+SETTINGS = {"rounds": (int, "metric: timed rounds"),
+            "episodes": (int, "metric: episodes per round"),
+            "warmup_episodes": (int, "metric: episodes of the untimed round"),
+            "round_seconds": (float, "metric: cut a round after this many seconds"),
+            "batch": (int, "maml: tasks per meta-iteration"),
+            "warmup": (int, "maml: untimed iterations, the first one's loss kept (>= 1)"),
+            "iters": (int, "maml: timed iterations"),
+            "max_seconds": (float, "maml: stop timing a variant after this many seconds (at "
+                                   "least 2 timed)")}
+FULL = {"rounds": 3, "episodes": 2000, "warmup_episodes": 200, "round_seconds": 8.0,
+        "batch": 32, "warmup": 3, "iters": 20, "max_seconds": 40.0}
+QUICK = {"rounds": 2, "episodes": 6, "warmup_episodes": 2, "round_seconds": 8.0,
+         "batch": 4, "warmup": 1, "iters": 2, "max_seconds": 40.0}
 
 
 def skip_reason(variant: str, device: str) -> str | None:
@@ -110,7 +123,7 @@ def maml_worker(cfg: dict, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    first_loss = float(step())  # before any update: the same weights in every variant
+    first_loss = float(torch.as_tensor(step()).detach())  # same weights in every variant
     compile_s = time.perf_counter() - start
     for _ in range(cfg["warmup"] - 1):
         step()
@@ -142,8 +155,7 @@ def run_part(args: argparse.Namespace, result: dict) -> None:
         cfg = {"part": args.part, **job, **{k: getattr(args, k) for k in keys}}
         reason = skip_reason(job["variant"], args.device)
         if reason is None:
-            proc = subprocess.run([sys.executable, __file__, "_worker", json.dumps(cfg)],
-                                  capture_output=True, text=True)
+            proc = launch(cfg)
             if proc.returncode:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 reason = "error: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -153,6 +165,12 @@ def run_part(args: argparse.Namespace, result: dict) -> None:
         print(row_text(row), flush=True)
         if args.out:
             common.write_json(result, args.out)
+
+
+def launch(cfg: dict) -> subprocess.CompletedProcess:
+    """:func:`worker` of ``cfg`` in a fresh Python process (its JSON on the last line)."""
+    return subprocess.run([sys.executable, __file__, "_worker", json.dumps(cfg)],
+                          capture_output=True, text=True)
 
 
 def row_text(row: dict) -> str:
@@ -208,19 +226,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", nargs="+", help=f"metric: of {METRIC_VARIANTS}; maml: of "
                    f"{MAML_VARIANTS} (default: all)")
     p.add_argument("--methods", nargs="+", default=METRIC_METHODS, choices=METRIC_METHODS)
-    p.add_argument("--rounds", type=int, default=3, help="metric: timed rounds")
-    p.add_argument("--episodes", type=int, default=2000, help="metric: episodes per round")
-    p.add_argument("--warmup-episodes", type=int, default=200)
-    p.add_argument("--round-seconds", type=float, default=8.0, help="metric: cut a round after")
+    for key, (kind, help_text) in SETTINGS.items():
+        p.add_argument("--" + key.replace("_", "-"), type=kind, default=None,
+                       help=f"{help_text} (default {FULL[key]}; {QUICK[key]} with --quick)")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 5], help="maml: inner steps")
-    p.add_argument("--batch", type=int, default=32, help="maml: tasks per meta-iteration")
     p.add_argument("--hidden", type=int, default=64, help="maml: Conv-4 width")
     p.add_argument("--vmap", default="auto", choices=["auto", "true", "false"],
                    help="maml: our variants' vmap option (auto: the device's default)")
-    p.add_argument("--warmup", type=int, default=3, help="maml: untimed iterations (>= 1)")
-    p.add_argument("--iters", type=int, default=20, help="maml: timed iterations")
-    p.add_argument("--max-seconds", type=float, default=40.0,
-                   help="maml: stop timing a variant after this many seconds (at least 2 timed)")
     p.add_argument("--threads", type=int, help="CPU threads (default torch's; 1 with --quick)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--render", type=Path, help="print the Markdown table of a results JSON")
@@ -234,14 +246,17 @@ def main(argv: list[str] | None = None) -> None:
     args.variants = args.variants or allowed
     if bad := [v for v in args.variants if v not in allowed]:
         p.error(f"--variants {' '.join(bad)}: {args.part} variants are {', '.join(allowed)}")
+    for key in SETTINGS:
+        if getattr(args, key) is None:
+            setattr(args, key, (QUICK if args.quick else FULL)[key])
     if args.quick:
-        args.rounds, args.episodes, args.warmup_episodes = 2, 6, 2
-        args.batch, args.warmup, args.iters = 4, 1, 2
         args.threads = args.threads or 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = {"part": args.part, "mode": "reduced CPU run (--quick)" if args.quick
-              else "full settings", **common.environment(torch.device(args.device)),
+    full = all(getattr(args, k) == FULL[k] for k in FULL) and args.hidden == 64
+    mode = ("full settings" if full else "reduced CPU run (--quick)" if args.quick
+            else "reduced settings")
+    result = {"part": args.part, "mode": mode, **common.environment(torch.device(args.device)),
               "settings": {k: v for k, v in vars(args).items() if k not in ("out", "render")},
               "load_before": [round(x, 2) for x in os.getloadavg()]}
     run_part(args, result)

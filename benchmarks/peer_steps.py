@@ -148,13 +148,15 @@ def maml_batch(batch: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor
     return sx, sy, qx, qy
 
 
-def our_maml(steps: int, device: torch.device, hidden: int = 64, vmap: bool | None = None):
+def our_maml(steps: int, device: torch.device, hidden: int = 64, vmap: bool | None = None,
+             compile: bool = False):
     """Our MAML learner (second order, transductive BatchNorm, ``vmap`` None: the device's
-    default), seeded so that every variant starts from the same weights."""
+    default; ``compile``: its option, the inner loop and query forward through
+    ``torch.compile``), seeded so that every variant starts from the same weights."""
     torch.manual_seed(0)
     return build_learner(ModelSpec("maml", "conv4", 1, 28, {
         "inner_steps": steps, "n_way": N, "inner_lr": INNER_LR, "hidden": hidden,
-        "vmap": vmap})).to(device)
+        "vmap": vmap, "compile": compile})).to(device)
 
 
 def higher_meta_loss(net: nn.Module, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor,
@@ -243,23 +245,21 @@ class _Identity(nn.Module):
         return x
 
 
-def fewshot_maml_step(learner: nn.Module, batch: tuple[Tensor, ...], mode: str
+def fewshot_maml_step(learner: nn.Module, batch: tuple[Tensor, ...], cuda_graph: bool = False
                       ) -> Callable[[], Tensor]:
-    """Our meta-iteration: the learner's meta-loss on the batch, backward, Adam. ``mode``:
-    ``eager``; ``compile`` (the meta-loss, inner loop included, through ``torch.compile``; the
-    backward runs the compiled graph's); ``cuda_graph`` (the whole iteration captured once as a
-    CUDA graph and replayed, the batch copied into its static inputs first; CUDA only)."""
+    """Our meta-iteration: the learner's meta-loss on the batch, backward, Adam; with
+    ``cuda_graph`` the whole iteration captured once as a CUDA graph and replayed, the batch
+    copied into its static inputs first (CUDA only)."""
     def meta_loss(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
         return learner.loss(learner(sx, sy, qx, N), qy)
 
-    if mode == "cuda_graph":
+    if cuda_graph:
         return cuda_graph_step(learner, meta_loss, batch)
-    fn = torch.compile(meta_loss) if mode == "compile" else meta_loss
     opt = torch.optim.Adam(learner.parameters(), 1e-3)
 
     def step() -> Tensor:
         opt.zero_grad(set_to_none=True)
-        loss = fn(*batch)
+        loss = meta_loss(*batch)
         loss.backward()
         opt.step()
         return loss

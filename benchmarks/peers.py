@@ -20,11 +20,12 @@ cut at ``--round-seconds``); the median round.
 
 maml: seconds per meta-iteration (meta-batch ``--batch``, 5-way 1-shot 15-query, ``--steps``
 inner steps of 0.4, second order; forward, backward, Adam) on a fixed random batch: ours (eager,
-``torch.compile``, CUDA graph replay), a plain autograd loop, ``higher`` and parallel-metalearn
-(vmap and sequential), all from the same Conv-4 weights (the first meta-loss is printed for
-comparison). ``--warmup`` iterations, then ``--iters`` timed ones (stopped after
-``--max-seconds``); the median. Peak memory: CUDA ``max_memory_allocated`` (reset after set-up);
-on a CPU the process's peak resident set, with the resident set after set-up beside it.
+its ``compile=true`` option, CUDA graph replay of the eager iteration), a plain autograd loop,
+``higher`` and parallel-metalearn (vmap and sequential), all from the same Conv-4 weights (the
+first meta-loss is printed for comparison). ``--warmup`` iterations, then ``--iters`` timed ones
+(stopped after ``--max-seconds``); the median. Peak memory: CUDA ``max_memory_allocated`` (reset
+after set-up); on a CPU the process's peak resident set, with the resident set after set-up beside
+it.
 """
 
 from __future__ import annotations
@@ -107,13 +108,12 @@ def metric_worker(cfg: dict, device: torch.device) -> dict:
 
 def maml_worker(cfg: dict, device: torch.device) -> dict:
     batch = ps.maml_batch(cfg["batch"], device)
-    learner = ps.our_maml(cfg["steps"], device, cfg["hidden"],
-                          {"auto": None, "true": True, "false": False}[cfg["vmap"]])
     variant = cfg["variant"]
+    learner = ps.our_maml(cfg["steps"], device, cfg["hidden"],
+                          {"auto": None, "true": True, "false": False}[cfg["vmap"]],
+                          compile=variant == "fewshot-compile")
     if variant.startswith("fewshot"):
-        mode = {"fewshot": "eager", "fewshot-compile": "compile",
-                "fewshot-cudagraph": "cuda_graph"}[variant]
-        step = ps.fewshot_maml_step(learner, batch, mode)
+        step = ps.fewshot_maml_step(learner, batch, cuda_graph=variant == "fewshot-cudagraph")
     elif variant in ("plain", "higher"):
         fn = ps.plain_meta_loss if variant == "plain" else ps.higher_meta_loss
         step = ps.plain_step(fn, learner.net, batch, cfg["steps"])

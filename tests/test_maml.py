@@ -305,3 +305,27 @@ def test_torchvision_model_adapts_through_the_functional_inner_loop(f64):
                                 list(params.values()))
         grads[use_vmap] = g
     assert rel_diff(grads[True], grads[False]) < 1e-10
+
+
+def test_compile_option_is_parsed_and_off_by_default():
+    assert build_learner(spec()).logits_fn is maml_logits
+    learner = build_learner(spec(compile="true"))  # wraps, compiles at the first call
+    assert learner.logits_fn is not maml_logits
+    with pytest.raises(ValueError, match="compile"):
+        build_learner(spec(compile="sometimes"))
+
+
+@pytest.mark.slow
+def test_compiled_meta_loss_equals_eager():
+    # minutes on a CPU: torch.compile traces the inner loop with its second-order gradients
+    sx, sy, qx, qy = episode32()
+    grads = []
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        learner = build_learner(spec(compile=compile_, vmap=True))
+        loss = learner.loss(learner(sx, sy, qx, N), qy)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in learner.parameters()]))
+    (l0, g0), (l1, g1) = grads
+    assert torch.allclose(l0, l1, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(g0, g1, strict=True))

@@ -88,6 +88,9 @@ class MAML(EpisodicLearner):
         use_vmap: tasks in parallel with vmap (True), a loop (False), or None: vmap except on
             the CPU, where the loop is faster (:func:`fewshot.methods.maml.functional.batched_logits`);
             chunk_size: tasks per chunk.
+        compile: run the adaptation and query forward (:func:`maml_logits`) through
+            ``torch.compile`` (off by default: the first call compiles for minutes, and whether
+            it pays is measured by ``benchmarks/peers.py maml``, BENCHMARKS.md issue 10).
         loss: ``"cross_entropy"`` (classification) or ``"mse"`` (regression: the head's
             ``n_way`` outputs are the prediction, the targets are floats, e.g.
             :class:`episodes.SineTasks` with ``n_way=1``), in the inner loop and the outer loss.
@@ -101,7 +104,8 @@ class MAML(EpisodicLearner):
                  first_order: bool = False, learn_lr: bool = False, multi_step_loss: bool = False,
                  msl_anneal: int = 5000, anil: bool = False, head: str = "linear",
                  bn: str = "transductive", use_vmap: bool | None = None,
-                 chunk_size: int | None = None, loss: str = "cross_entropy") -> None:
+                 chunk_size: int | None = None, loss: str = "cross_entropy",
+                 compile: bool = False) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
@@ -123,6 +127,7 @@ class MAML(EpisodicLearner):
         self.inner_lr, self.first_order, self.learn_lr = inner_lr, first_order, learn_lr
         self.multi_step_loss, self.msl_anneal, self.anil = multi_step_loss, msl_anneal, anil
         self.use_vmap, self.chunk_size = use_vmap, chunk_size
+        self.logits_fn = torch.compile(maml_logits) if compile else maml_logits
         adapted = self.adapted_module()
         self.lrs = nn.ParameterDict({dotted_key(n): nn.Parameter(torch.full((inner_steps,), inner_lr))
                                      for n, _ in adapted.named_parameters()} if learn_lr else {})
@@ -163,11 +168,11 @@ class MAML(EpisodicLearner):
         if not self.training:  # evaluation: no meta-gradient graph
             params, enc = _detached(params), _detached(enc)
             lrs = {n: v.detach() if isinstance(v, Tensor) else v for n, v in lrs.items()}
-        logits = maml_logits(model, params, lrs, support_x, support_y, query_x,
-                             TaskConfig(steps, self.first_order, all_steps=msl,
-                                        loss_fn=self.loss_fn),
-                             self.net.backbone if self.anil else None, enc, self.use_vmap,
-                             self.chunk_size, self.bn_stats)
+        logits = self.logits_fn(model, params, lrs, support_x, support_y, query_x,
+                                TaskConfig(steps, self.first_order, all_steps=msl,
+                                           loss_fn=self.loss_fn),
+                                self.net.backbone if self.anil else None, enc, self.use_vmap,
+                                self.chunk_size, self.bn_stats)
         if msl:
             self._step_logits, logits = logits, logits[:, -1]
         return logits
@@ -227,6 +232,7 @@ class MAMLConfig:
     chunk_size: int | None = None
     vmap: bool | None = None
     hidden: int | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check(self.n_way >= 2, "n_way", ">= 2", self.n_way)

@@ -79,8 +79,7 @@ def skip_reason(variant: str, device: str) -> str | None:
 # ---------------------------------------------------------------- in the subprocess
 def worker(cfg: dict) -> dict:
     """Time one variant in this (fresh) process."""
-    device = torch.device(cfg["device"])
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    device = torch.device(cfg["device"])  # torch's default precision settings (cuDNN TF32 on)
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
     return (metric_worker if cfg["part"] == "metric" else maml_worker)(cfg, device)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 from common import environment, median, omniglot_root, step_times, write_json
-from peer_steps import higher_meta_loss, maml_batch
+from peer_maml import higher_meta_loss, maml_batch
 
 from episodes import EpisodeSampler, FixedEpisodes, omniglot
 from episodes.io import default_cache_dir

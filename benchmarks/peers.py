@@ -15,17 +15,17 @@ speed does not depend on the pixels), all sampled on the device by our EpisodeSa
 methods are compared, not data loaders: ours (ProtoNet, Matching with FCE, Relation) through
 ``fewshot.train`` with the episodes per step that ``--episodes-per-step auto`` picks on this device
 and with one; ProtoNet written as a plain loop; easyfsl's classifiers with their training step
-(:mod:`peer_steps`). A warm-up round, then ``--rounds`` rounds of ``--episodes`` episodes (each
+(:mod:`peer_metric`). A warm-up round, then ``--rounds`` rounds of ``--episodes`` episodes (each
 cut at ``--round-seconds``); the median round.
 
 maml: seconds per meta-iteration (meta-batch ``--batch``, 5-way 1-shot 15-query, ``--steps``
 inner steps of 0.4, second order; forward, backward, Adam) on a fixed random batch: ours (eager,
 its ``compile=true`` option, CUDA graph replay of the eager iteration), a plain autograd loop,
-``higher`` and parallel-metalearn (vmap and sequential), all from the same Conv-4 weights (the
-first meta-loss is printed for comparison). ``--warmup`` iterations, then ``--iters`` timed ones
-(stopped after ``--max-seconds``); the median. Peak memory: CUDA ``max_memory_allocated`` (reset
-after set-up); on a CPU the process's peak resident set, with the resident set after set-up beside
-it.
+``higher`` and parallel-metalearn (vmap and sequential) (:mod:`peer_maml`), all from the same
+Conv-4 weights (the first meta-loss is printed for comparison). ``--warmup`` iterations, then
+``--iters`` timed ones (stopped after ``--max-seconds``); the median. Peak memory: CUDA
+``max_memory_allocated`` (reset after set-up); on a CPU the process's peak resident set, with the
+resident set after set-up beside it.
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ import time
 from pathlib import Path
 
 import common
-import peer_steps as ps
+import peer_maml as pm
+import peer_metric as pmet
 import torch
 
-METRIC_METHODS = list(ps.METRIC_SPECS)
+METRIC_METHODS = list(pmet.METRIC_SPECS)
 METRIC_VARIANTS = ["fewshot-auto", "fewshot-1", "plain", "easyfsl"]
 MAML_VARIANTS = ["fewshot", "fewshot-compile", "fewshot-cudagraph", "plain", "higher",
                  "metalearn-vmap", "metalearn-seq"]
@@ -86,16 +87,16 @@ def worker(cfg: dict) -> dict:
 
 
 def metric_worker(cfg: dict, device: torch.device) -> dict:
-    data = ps.synthetic_dataset(device)
+    data = pmet.synthetic_dataset(device)
     variant, method = cfg["variant"], cfg["method"]
     if variant.startswith("fewshot-"):
         per_step = variant.split("-")[1]
-        run, info = ps.fewshot_metric(method, data, device, "auto" if per_step == "auto"
+        run, info = pmet.fewshot_metric(method, data, device, "auto" if per_step == "auto"
                                       else int(per_step), cfg["round_seconds"])
     elif variant == "plain":
-        run, info = ps.plain_protonet(data, device, cfg["round_seconds"])
+        run, info = pmet.plain_protonet(data, device, cfg["round_seconds"])
     else:
-        run, info = ps.easyfsl_metric(method, data, device, cfg["round_seconds"])
+        run, info = pmet.easyfsl_metric(method, data, device, cfg["round_seconds"])
     rss = common.peak_memory("cpu")["peak_rss_gb"]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -106,18 +107,18 @@ def metric_worker(cfg: dict, device: torch.device) -> dict:
 
 
 def maml_worker(cfg: dict, device: torch.device) -> dict:
-    batch = ps.maml_batch(cfg["batch"], device)
+    batch = pm.maml_batch(cfg["batch"], device)
     variant = cfg["variant"]
-    learner = ps.our_maml(cfg["steps"], device, cfg["hidden"],
+    learner = pm.our_maml(cfg["steps"], device, cfg["hidden"],
                           {"auto": None, "true": True, "false": False}[cfg["vmap"]],
                           compile=variant == "fewshot-compile")
     if variant.startswith("fewshot"):
-        step = ps.fewshot_maml_step(learner, batch, cuda_graph=variant == "fewshot-cudagraph")
+        step = pm.fewshot_maml_step(learner, batch, cuda_graph=variant == "fewshot-cudagraph")
     elif variant in ("plain", "higher"):
-        fn = ps.plain_meta_loss if variant == "plain" else ps.higher_meta_loss
-        step = ps.plain_step(fn, learner.net, batch, cfg["steps"])
+        fn = pm.plain_meta_loss if variant == "plain" else pm.higher_meta_loss
+        step = pm.plain_step(fn, learner.net, batch, cfg["steps"])
     else:
-        step = ps.metalearn_step(learner.net, batch, cfg["steps"], variant.split("-")[1], device)
+        step = pm.metalearn_step(learner.net, batch, cfg["steps"], variant.split("-")[1], device)
     rss = common.peak_memory("cpu")["peak_rss_gb"]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -61,6 +62,15 @@ def test_maml_variants_compute_our_meta_loss(variant, module, our_first_loss):
         pytest.importorskip(module)
     row = peers.worker({**MAML, "variant": variant})
     assert row["first_loss"] == pytest.approx(our_first_loss, rel=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replay_computes_our_meta_loss():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    rows = [peers.worker({**MAML, "device": "cuda", "variant": v, "iters": 3})
+            for v in ("fewshot", "fewshot-cudagraph")]
+    assert rows[1]["first_loss"] == pytest.approx(rows[0]["first_loss"], rel=1e-3)
 
 
 def test_skips():

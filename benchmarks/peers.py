@@ -124,7 +124,7 @@ def maml_worker(cfg: dict, device: torch.device) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     first_loss = float(torch.as_tensor(step()).detach())  # same weights in every variant
-    compile_s = time.perf_counter() - start
+    compile_s = time.perf_counter() - start  # with torch.compile: the compilation
     for _ in range(cfg["warmup"] - 1):
         step()
     times, spent = [], 0.0
@@ -136,8 +136,7 @@ def maml_worker(cfg: dict, device: torch.device) -> dict:
         times.append(time.perf_counter() - t)
         spent += times[-1]
     return {"s_per_iter": statistics.median(times), "times": times, "first_loss": first_loss,
-            "first_iter_s": compile_s, "vmap": learner.use_vmap if variant.startswith("fewshot")
-            else None, "rss_after_setup_gb": rss, **common.peak_memory(device)}
+            "first_iter_s": compile_s, "rss_after_setup_gb": rss, **common.peak_memory(device)}
 
 
 # ---------------------------------------------------------------- the run
@@ -205,12 +204,13 @@ def markdown(result: dict) -> str:
                 f"{[round(x, 1) for x in r['rounds']]} | {memory_text(r)} |" if "skipped" not in r
                 else f"| {r['skipped']} | | |"))
     else:
-        lines = ["| inner steps | variant | s / meta-iteration (median) | timed | first loss | "
-                 "peak memory |", "|---|---|---|---|---|---|"]
+        lines = ["| inner steps | variant | s / meta-iteration (median) | timed | first iteration "
+                 "(s) | first loss | peak memory |", "|---|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(f"| {r['steps']} | {r['variant']} | " + (
-                f"{r['s_per_iter']:.4f} | {len(r['times'])} | {r['first_loss']:.6f} | "
-                f"{memory_text(r)} |" if "skipped" not in r else f"{r['skipped']} | | | |"))
+                f"{r['s_per_iter']:.4f} | {len(r['times'])} | {r['first_iter_s']:.2f} | "
+                f"{r['first_loss']:.6f} | {memory_text(r)} |" if "skipped" not in r
+                else f"{r['skipped']} | | | | |"))
     return "\n".join([head, "", *lines])
 
 

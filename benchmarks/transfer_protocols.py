@@ -29,7 +29,8 @@ protocol for the 2-core development machine (Conv-4 only: about a day; ResNet-12
 BENCHMARKS.md gives the estimate): 3,000 pre-training steps (30 epochs), ProtoNet trained on
 5-way episodes for 3,000 steps, 300 Meta-Baseline steps, fine-tuning cells on the first 50 of the
 1,000 test episodes (paired with ProtoNet on those 50); ``cpu-small`` is what a session of the
-2-core machine can finish (83 minutes measured with 1 thread at load 3-6, Conv-4 only): 42 x 42 images (a quarter of the pixels),
+2-core machine can finish (83 minutes measured with 1 thread at load 3-6, Conv-4 only): 42 x 42
+images (a quarter of the pixels),
 1,000 pre-training steps (10 epochs), 1,000 ProtoNet steps of 5-way episodes, 100 Meta-Baseline
 steps, fine-tuning cells on the first 25 test episodes; ``quick`` is a smoke test.
 """

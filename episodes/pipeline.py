@@ -7,8 +7,10 @@ file labelled by a trained model looks exactly like the images the model was tra
 
 Steps, in order: decode (mode converted to ``channels``; 16-bit scaled to 8), crop (to an
 annotated box, where the loader has boxes), resize to ``size x size`` (``resample``), invert
-(``255 - x``). There is no mean/std normalisation: every path turns the uint8 images into floats
-in ``[0, 1]`` by dividing by 255 (:func:`to_unit_float`).
+(``255 - x``). Every path turns the uint8 images into floats in ``[0, 1]`` by dividing by 255
+(:func:`to_unit_float`); a mean/std normalisation, where a model needs one, is the model's
+(``fewshot.input_norm``: recorded in its spec, applied by its backbone), so augmentation works
+on ``[0, 1]`` images whatever the model.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class ImagePipeline:
 
 
 def to_unit_float(images: Tensor) -> Tensor:
-    """uint8 images (any shape) as float32 in ``[0, 1]``: the only normalisation there is."""
+    """uint8 images (any shape) as float32 in ``[0, 1]``: the data side's only normalisation."""
     return images.float().div_(255)
 
 

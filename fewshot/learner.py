@@ -27,6 +27,9 @@ class ModelSpec:
         backbone: backbone name ("conv4", "resnet12").
         in_channels: image channels (1 grayscale, 3 RGB); image_size: H = W of the images.
         options: method-specific keyword arguments.
+        normalize: ``{"mean": [...], "std": [...]}`` the backbone applies to its ``[0, 1]`` input
+            images first, or None (:mod:`fewshot.input_norm`; checkpoints from before it have
+            none).
     """
 
     method: str
@@ -34,6 +37,7 @@ class ModelSpec:
     in_channels: int = 1
     image_size: int = 28
     options: dict[str, Any] = field(default_factory=dict)
+    normalize: dict[str, list[float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

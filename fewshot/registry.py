@@ -13,7 +13,9 @@ from typing import Any
 
 from episodes.options import config_dict, parse_config
 
+from .input_norm import Normalize, add_input_norm, channels_taken, check_normalize
 from .learner import EpisodicLearner, ModelSpec
+from .weights import backbone_of
 
 
 @dataclass(frozen=True)
@@ -52,20 +54,29 @@ def method_config(name: str, options: Mapping[str, Any]) -> Any:
 
 
 def make_spec(method: str, backbone: str, in_channels: int, image_size: int,
-              options: Mapping[str, Any] | None = None) -> ModelSpec:
+              options: Mapping[str, Any] | None = None, normalize: Normalize = None
+              ) -> ModelSpec:
     """A spec whose options are checked, converted and complete (every field of the config), so
-    that two specs of the same model compare equal however their options were written."""
+    that two specs of the same model compare equal however their options were written;
+    ``normalize``: the input normalisation (:func:`fewshot.input_norm.resolve_normalize`)."""
     return ModelSpec(method, backbone, in_channels, image_size,
-                     config_dict(method_config(method, options or {})))
+                     config_dict(method_config(method, options or {})),
+                     None if normalize is None else check_normalize(
+                         normalize, channels_taken(backbone, in_channels), "spec normalize"))
 
 
 def canonical(spec: ModelSpec | Mapping[str, Any]) -> ModelSpec:
     """``spec`` (or its dict) with its options checked, converted and complete."""
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec(**spec)
-    return make_spec(spec.method, spec.backbone, spec.in_channels, spec.image_size, spec.options)
+    return make_spec(spec.method, spec.backbone, spec.in_channels, spec.image_size, spec.options,
+                     spec.normalize)
 
 
 def build_learner(spec: ModelSpec) -> EpisodicLearner:
-    """Build the learner a spec describes (untrained)."""
+    """Build the learner a spec describes (untrained), its backbone normalising its input as
+    ``spec.normalize`` says."""
     method = get_method(spec.method)
-    return method.build(spec, parse_config(method.config, spec.options, spec.method))
+    learner = method.build(spec, parse_config(method.config, spec.options, spec.method))
+    if spec.normalize is not None:
+        add_input_norm(backbone_of(learner), spec.normalize)
+    return learner

@@ -22,6 +22,7 @@ from episodes.shard import check_shardable
 
 from .. import distributed
 from ..checkpoint import load_checkpoint, load_learner, recorded_pipeline
+from ..input_norm import resolve_normalize
 from ..learner import EpisodicLearner
 from ..memory import memory_budget
 from ..predict import Prediction, predict
@@ -154,7 +155,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     train_ds = dataset_from_args(args, "train")
     spec = make_spec(args.method, args.backbone, train_ds.image_shape[0], train_ds.image_shape[1],
-                     options)
+                     options,
+                     resolve_normalize(args.normalize, args.backbone, train_ds.image_shape[0]))
     learner = build_learner(spec)
     per_step = resolve_episodes_per_step(args, learner, train_ds.image_shape, device)
     check_shardable(per_step, distributed.current().world_size, "episodes",

@@ -10,6 +10,7 @@ from episodes import ClassDataset, FixedEpisodes, ImagePipeline
 
 from ..checkpoint import check_pipeline
 from ..distributed import DEFAULT_TIMEOUT
+from ..input_norm import check_normalize_text, describe_normalize
 from ..learner import EpisodicLearner, ModelSpec
 from ..registry import canonical
 from ..train import TrainConfig
@@ -25,9 +26,28 @@ def add_backbone_args(g: argparse._ArgumentGroup) -> None:
                    help="initial backbone weights: a fewshot checkpoint (its backbone, e.g. "
                    "fewshot pretrain's best.pt: Meta-Baseline) or a state dict of the backbone "
                    "(e.g. torchvision's resnet18 weights file); read with weights_only=True")
+    add_normalize_arg(g)
     g.add_argument("--freeze", action="append", default=[], metavar="LAYER",
                    help="do not train this backbone layer (a name such as blocks.0 or layer1, "
                    "everything under it, or a pattern with *), repeatable")
+
+
+def normalize_arg(text: str) -> str:
+    """argparse type of ``--normalize`` (:func:`fewshot.input_norm.check_normalize_text`)."""
+    try:
+        return check_normalize_text(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_normalize_arg(g: argparse._ArgumentGroup, default: str | None = "auto") -> None:
+    g.add_argument("--normalize", default=default, type=normalize_arg,
+                   metavar="auto|none|imagenet|inception|MEAN/STD",
+                   help="mean/std the backbone applies to its [0, 1] input images, recorded in "
+                   "the checkpoint: auto (default) is ImageNet's for torchvision models (what "
+                   "their weights expect), the model's own for timm:<name>, none for conv4 and "
+                   "resnet12; or explicit, e.g. 0.5,0.5,0.5/0.25,0.25,0.25"
+                   + ("" if default else "; with --weights only (a checkpoint has its own)"))
 
 
 def add_val_args(p: argparse.ArgumentParser, way_default: str, shot_default: str) -> None:
@@ -131,6 +151,11 @@ def prepare_backbone(args: argparse.Namespace, learner: EpisodicLearner, spec: M
     if args.init and not args.resume:
         meta = load_backbone_weights(backbone, args.init, spec.backbone, "--init")
         if meta is not None:
+            trained = canonical(meta["spec"]).normalize
+            if trained != spec.normalize:
+                raise ValueError(f"--init {args.init} was trained with input normalisation "
+                                 f"{trained} and this model has {spec.normalize}: give "
+                                 f"--normalize {describe_normalize(trained)}")
             saved = meta["pipeline"]
             check_pipeline(canonical(meta["spec"]),
                            None if saved is None else ImagePipeline.from_dict(saved, args.init),

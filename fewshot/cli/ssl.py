@@ -14,6 +14,7 @@ from episodes.options import parse_values
 from .. import distributed
 from ..checkpoint import check_pipeline, load_learner
 from ..features import extract_features
+from ..input_norm import resolve_normalize
 from ..registry import build_learner, make_spec, method_config
 from ..runs import run_record
 from ..ssl.monitor import knn_monitor, plot_embeddings, project_2d
@@ -55,7 +56,8 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
     if args.method in PER_IMAGE:
         options["num_images"] = len(train_ds)
     spec = make_spec(args.method, args.backbone, train_ds.image_shape[0], train_ds.image_shape[1],
-                     options)
+                     options,
+                     resolve_normalize(args.normalize, args.backbone, train_ds.image_shape[0]))
     queue = spec.options.get("queue_size")
     if queue is not None and queue % args.batch_size:  # before the run folder is written
         raise ValueError(f"MoCo's queue_size {queue} must be a multiple of the batch size "

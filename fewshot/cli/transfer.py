@@ -19,7 +19,8 @@ from ..checkpoint import check_pipeline, load_learner
 from ..evaluate import EvalResult, evaluate
 from ..heads import HEADS, head_config
 from ..heads.scoring import evaluate_head
-from ..registry import build_learner, make_spec, method_config
+from ..input_norm import Normalize, add_input_norm, resolve_normalize
+from ..registry import build_learner, canonical, make_spec, method_config
 from ..runs import run_record
 from ..ssl import SSL_METHODS
 from ..train import train
@@ -28,6 +29,7 @@ from .args import count, dataset_from_args, option, pick_device, positive_int
 from .groups import (
     add_augment_args,
     add_backbone_args,
+    add_normalize_arg,
     add_optimization_args,
     add_run_args,
     add_val_args,
@@ -92,7 +94,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
                          f"{train_ds.num_classes} classes), not {given_classes}: leave it out")
     options["num_classes"] = train_ds.num_classes
     spec = make_spec("classifier", args.backbone, train_ds.image_shape[0],
-                     train_ds.image_shape[1], options)
+                     train_ds.image_shape[1], options,
+                     resolve_normalize(args.normalize, args.backbone, train_ds.image_shape[0]))
     learner = build_learner(spec)
     sampler = ImageBatchSampler(train_ds, args.batch_size, seed=args.seed,
                                 augment=AugmentConfig.standard(**augment_values)
@@ -125,8 +128,22 @@ def add_head_args(p: argparse.ArgumentParser) -> None:
                    "weights are for (conv4, resnet12, resnet18, timm:<name>, ...)")
     g.add_argument("--weights", metavar="PATH", help="with --head and no --checkpoint: a state "
                    "dict of --backbone (read with weights_only=True)")
+    add_normalize_arg(g, default=None)
     g.add_argument("--chunk-size", type=positive_int, help="images per backbone forward pass "
                    "when extracting features (default: as many as fit --max-memory)")
+
+
+def weights_normalize(args: argparse.Namespace, meta: dict | None, channels: int) -> Normalize:
+    """The input normalisation of ``eval --weights``: ``--normalize`` (default auto), or, for a
+    fewshot checkpoint, the one it was trained with (a different ``--normalize`` is refused)."""
+    if meta is None:
+        return resolve_normalize(args.normalize or "auto", args.backbone, channels)
+    trained = canonical(meta["spec"]).normalize
+    if args.normalize is not None and resolve_normalize(args.normalize, args.backbone,
+                                                        channels) != trained:
+        raise ValueError(f"--weights {args.weights} was trained with input normalisation "
+                         f"{trained}, not --normalize {args.normalize}: leave --normalize out")
+    return trained
 
 
 def eval_model(args: argparse.Namespace, device: torch.device
@@ -141,9 +158,10 @@ def eval_model(args: argparse.Namespace, device: torch.device
         if args.weights is None or args.head is None or args.backbone is None:
             raise ValueError("give --checkpoint (a fewshot checkpoint), or --head with "
                              "--backbone NAME --weights FILE")
-    elif args.weights is not None or args.backbone is not None:
-        raise ValueError("--backbone/--weights are for scoring a weights file without "
-                         "--checkpoint: give one or the other")
+    elif args.weights is not None or args.backbone is not None or args.normalize is not None:
+        raise ValueError("--backbone/--weights/--normalize are for scoring a weights file "
+                         "without --checkpoint (a checkpoint records its own normalisation): "
+                         "give one or the other")
     if args.checkpoint is not None:
         learner, spec, ckpt = load_learner(args.checkpoint, device)
         ds = dataset_from_args(args, args.split)
@@ -152,7 +170,8 @@ def eval_model(args: argparse.Namespace, device: torch.device
     else:
         ds = dataset_from_args(args, args.split)
         backbone = make_backbone(args.backbone, ds.image_shape[0])
-        load_backbone_weights(backbone, args.weights, args.backbone, "--weights")
+        meta = load_backbone_weights(backbone, args.weights, args.backbone, "--weights")
+        add_input_norm(backbone, weights_normalize(args, meta, ds.image_shape[0]))
         backbone.to(device)
     if not args.head:
         return (lambda episodes: evaluate(learner, episodes, ds, batch_size=args.batch_size,

@@ -69,6 +69,12 @@ def test_episodes(dataset: ClassDataset, n_way: int, k_shot: int, q_query: int, 
     return eps
 
 
+def p_text(p: float, digits: int = 2) -> str:
+    """A p-value for a table: ``digits`` significant digits, or ``< 1e-300`` where it underflowed
+    to 0 (a difference of many standard errors over 1,000 episodes)."""
+    return "< 1e-300" if p == 0 else f"{p:.{digits}g}"
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -233,7 +233,7 @@ def markdown(results: dict) -> str:
         for c in cfgs:
             for pair, t in results[part][c]["paired"].items():
                 lines.append(f"| {c} | {pair} | {100 * t['mean_diff']:+.2f} +- {100 * t['ci95']:.2f}"
-                             f" | {t['t_test_p']:.3g} | {t['wilcoxon_p']:.3g} |")
+                             f" | {common.p_text(t['t_test_p'], 3)} | {common.p_text(t['wilcoxon_p'], 3)} |")
         lines.append("")
     if "speed" in results:
         lines += ["**training speed**, 5-way 1-shot 15-query, 28x28 (median episodes/s over rounds)",

@@ -190,8 +190,8 @@ def part_accuracy(args, report: dict, device: torch.device) -> None:
             p = paired_test(results[True], results[False])
             rows.append({"backbone": backbone, "shot": shot, "paired_aug_minus_plain": p})
             print(f"paired [{backbone}, {shot}-shot] augment - plain: {100 * p['mean_diff']:+.2f} "
-                  f"+- {100 * p['ci95']:.2f} %, t-test p={p['t_test_p']:.3g}, "
-                  f"Wilcoxon p={p['wilcoxon_p']:.3g}")
+                  f"+- {100 * p['ci95']:.2f} %, t-test p={common.p_text(p['t_test_p'], 3)}, "
+                  f"Wilcoxon p={common.p_text(p['wilcoxon_p'], 3)}")
 
 
 def main() -> None:

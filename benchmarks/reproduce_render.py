@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common import p_text
 from reproduce_protocols import SETTINGS, Protocol
 
 MARKERS = {False: "reproduce-table", True: "reproduce-smoke"}  # smoke -> marker name
@@ -67,7 +68,8 @@ def paired_table(results: dict) -> list[str]:
     for setting, pairs in results["paired"].items():
         for pair, t in pairs.items():
             lines.append(f"| {setting} | {pair} | {100 * t['mean_diff']:+.2f} +- "
-                         f"{100 * t['ci95']:.2f} | {t['t_test_p']:.3g} | {t['wilcoxon_p']:.3g} |")
+                         f"{100 * t['ci95']:.2f} | {p_text(t['t_test_p'], 3)} | "
+                         f"{p_text(t['wilcoxon_p'], 3)} |")
     return lines
 
 

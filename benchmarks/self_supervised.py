@@ -180,7 +180,7 @@ def render(results: dict, preset: str) -> str:
         if not c:
             return "-"
         p = paired.get(cell_name(key, shot))
-        diff = (f" ({100 * p['mean_diff']:+.2f}, p={p['t_test_p']:.2g})" if p else "")
+        diff = (f" ({100 * p['mean_diff']:+.2f}, p={common.p_text(p['t_test_p'])})" if p else "")
         return f"{100 * c['mean']:.2f} +- {100 * c['ci95']:.2f}{diff}"
 
     lines = [f"Preset {preset}; prototype head, 5-way, 15 queries, val classes; in brackets: "

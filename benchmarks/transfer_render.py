@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from common import p_text
 from transfer_protocols import BACKBONES, FEATURE_HEADS, METHODS, SHOTS, cell_name, model_key, training
 
 
@@ -29,7 +30,7 @@ def _paired(test: dict | None) -> str:
     if not test:
         return "-"
     return (f"{100 * test['mean_diff']:+.2f} +- {100 * test['ci95']:.2f} "
-            f"(t {test['t_test_p']:.2g}, W {test['wilcoxon_p']:.2g})")
+            f"(t {p_text(test['t_test_p'])}, W {p_text(test['wilcoxon_p'])})")
 
 
 def _time(results: dict, cell: dict | None, key: str, shot: int) -> str:

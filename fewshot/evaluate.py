@@ -196,9 +196,9 @@ def paired_test(a: EvalResult, b: EvalResult) -> dict[str, float]:
     """
     if a.accuracies.shape != b.accuracies.shape:
         raise ValueError("paired tests need results on the same episodes")
-    diff = (a.accuracies - b.accuracies).double()
-    t_p = float(stats.ttest_rel(a.accuracies.numpy(), b.accuracies.numpy()).pvalue)
-    w_p = float("nan") if bool((diff == 0).all()) else float(
-        stats.wilcoxon(a.accuracies.numpy(), b.accuracies.numpy()).pvalue)
+    x, y = a.accuracies.double().numpy(), b.accuracies.double().numpy()  # float32 p-values
+    diff = torch.from_numpy(x - y)  # underflow to 0 below 1e-38
+    t_p = float(stats.ttest_rel(x, y).pvalue)
+    w_p = float("nan") if bool((diff == 0).all()) else float(stats.wilcoxon(x, y).pvalue)
     return {"mean_diff": float(diff.mean()), "ci95": confidence_interval(diff),
             "t_test_p": t_p, "wilcoxon_p": w_p}

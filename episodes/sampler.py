@@ -18,6 +18,7 @@ from .dataset import ClassDataset
 from .episode import Episode, class_major_labels
 from .io import atomic_torch_save
 from .pipeline import to_unit_float
+from .seeded import SeededBatches
 from .shard import check_shardable, rank_seed, shard_range
 
 FLAGS = ("--way", "--shot", "--query")
@@ -92,12 +93,13 @@ def gather_episode(dataset: ClassDataset, classes: Tensor, items: Tensor, k_shot
     )
 
 
-class EpisodeSampler:
+class EpisodeSampler(SeededBatches):
     """Random N-way K-shot Q-query episodes from the classes of one split, T at a time.
 
     Iterating yields ``num_batches`` :class:`Episode` batches of ``episodes_per_batch`` episodes and
-    continues the generator's stream (a second iteration gives new episodes). The state (generator
-    and count) can be saved and restored, so a resumed run draws exactly what it would have drawn.
+    continues the generator's stream (a second iteration gives new episodes). The state (generator,
+    count, augmentation) can be saved and restored, so a resumed run draws exactly what it would
+    have drawn (:class:`~episodes.seeded.SeededBatches`).
 
     Args:
         dataset: the split's dataset; episodes use only its classes.
@@ -121,12 +123,10 @@ class EpisodeSampler:
         check_episode_shape(dataset, n_way, k_shot, q_query)
         if episodes_per_batch < 1 or num_batches < 0:
             raise ValueError("episodes_per_batch must be >= 1 and num_batches >= 0")
+        super().__init__(num_batches, seed)
         self.dataset, self.n_way, self.k_shot, self.q_query = dataset, n_way, k_shot, q_query
-        self.episodes_per_batch, self.num_batches, self.device = episodes_per_batch, num_batches, device
+        self.episodes_per_batch, self.device = episodes_per_batch, device
         self.table, self.sizes = dataset.index_table()
-        self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
-        self.batches_drawn = 0
         self.augment = augment
         self.part = slice(0, episodes_per_batch)  # the episodes of each batch this process takes
 
@@ -147,25 +147,6 @@ class EpisodeSampler:
         self.batches_drawn += 1
         episode = gather_episode(self.dataset, classes, items, self.k_shot, self.device)
         return self.augment(episode) if self.augment is not None else episode
-
-    def __iter__(self) -> Iterator[Episode]:
-        for _ in range(self.num_batches):
-            yield self.sample()
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def state_dict(self) -> dict:
-        state = {"generator": self.generator.get_state(), "batches_drawn": self.batches_drawn}
-        if hasattr(self.augment, "state_dict"):
-            state["augment"] = self.augment.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.batches_drawn = state["batches_drawn"]
-        if "augment" in state and hasattr(self.augment, "load_state_dict"):
-            self.augment.load_state_dict(state["augment"])
 
 
 @dataclass

@@ -12,12 +12,12 @@ so ``n_way`` is 1). The one training loop takes :class:`SineTasks` in place of a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
 from .episode import Episode
+from .seeded import SeededBatches
 
 
 def sine_episode(amplitude: Tensor, phase: Tensor, support_x: Tensor, query_x: Tensor) -> Episode:
@@ -35,7 +35,7 @@ def sine_episode(amplitude: Tensor, phase: Tensor, support_x: Tensor, query_x: T
                    classes=torch.zeros(len(amplitude), 1, dtype=torch.long, device=support_x.device))
 
 
-class SineTasks:
+class SineTasks(SeededBatches):
     """Random sine-wave regression tasks, T at a time, from a seeded CPU generator.
 
     Args:
@@ -59,9 +59,8 @@ class SineTasks:
                                  f"{(lo, hi)}")
         self.k_shot, self.q_query, self.episodes_per_batch = k_shot, q_query, episodes_per_batch
         self.amplitude, self.phase, self.x_range = amplitude, phase, x_range
-        self.num_batches, self.device = num_batches, torch.device(device)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.batches_drawn = 0
+        super().__init__(num_batches, seed)
+        self.device = torch.device(device)
 
     def _uniform(self, bounds: tuple[float, float], *shape: int) -> Tensor:
         lo, hi = bounds
@@ -74,17 +73,3 @@ class SineTasks:
         x = self._uniform(self.x_range, t, self.k_shot + self.q_query)
         self.batches_drawn += 1
         return sine_episode(amplitude, phase, x[:, :self.k_shot], x[:, self.k_shot:]).to(self.device)
-
-    def __iter__(self) -> Iterator[Episode]:
-        for _ in range(self.num_batches):
-            yield self.sample()
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "batches_drawn": self.batches_drawn}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.batches_drawn = state["batches_drawn"]

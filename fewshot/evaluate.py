@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -87,16 +88,23 @@ def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDa
         device = next(learner.parameters()).device
     device = torch.device(device)
     episodes.check(dataset)
-    ctx = distributed.current()
-    if ctx.active:
-        part = ctx.part(len(episodes))
-        mine = replace(episodes, classes=episodes.classes[part], items=episodes.items[part])
-        accs = (_score(learner, mine, dataset, batch_size, device, amp, max_memory)
-                if len(mine) else torch.zeros(0))
-        accs = distributed.gather_shards(accs, len(episodes))
-    else:
-        accs = _score(learner, episodes, dataset, batch_size, device, amp, max_memory)
+    accs = score_shards(episodes, lambda part: _score(learner, part, dataset, batch_size, device,
+                                                      amp, max_memory))
     return EvalResult(accs, episodes.n_way, episodes.k_shot, episodes.q_query)
+
+
+def score_shards(episodes: FixedEpisodes, score: Callable[[FixedEpisodes], Tensor]) -> Tensor:
+    """``score(episodes)`` -> per-episode accuracies ``[E]``; in a distributed run
+    (:mod:`fewshot.distributed`; every rank must call this) each rank scores only its contiguous
+    part of the episodes and the parts are gathered back in episode order, so every rank returns
+    what a single process computes."""
+    ctx = distributed.current()
+    if not ctx.active:
+        return score(episodes)
+    part = ctx.part(len(episodes))
+    mine = replace(episodes, classes=episodes.classes[part], items=episodes.items[part])
+    accs = score(mine) if len(mine) else torch.zeros(0)
+    return distributed.gather_shards(accs, len(episodes))
 
 
 def _score(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,

@@ -27,6 +27,8 @@ from episodes.shard import rank_seed, shard_range
 from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, train
 from fewshot.checkpoint import load_checkpoint
 from fewshot.distributed import GradientSync, current
+from fewshot.heads import head_config
+from fewshot.heads.scoring import evaluate_head
 from fewshot.memory import chunks
 from fewshot.streams import shard_sampler
 from fewshot.train import accumulate
@@ -92,6 +94,16 @@ def fixed() -> FixedEpisodes:
     return FixedEpisodes.generate(dataset(), 4, 1, 2, 7, seed=3)  # 7: shards of 4 and 3
 
 
+def head_scores() -> dict:
+    """A logistic head's accuracies on the fixed episodes, and how many images the backbone
+    embedded in this process."""
+    backbone = fresh("protonet").backbone.eval()
+    seen = []
+    backbone.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    result = evaluate_head(backbone, "logistic", head_config("logistic"), fixed(), dataset())
+    return {"accuracies": result.accuracies, "images": torch.tensor(sum(seen))}
+
+
 def worker(rank: int, folder: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank,
@@ -104,6 +116,7 @@ def worker(rank: int, folder: str) -> None:
     short_run("protonet", 2, f"{folder}/part")  # stopped at step 2
     out["resumed"] = short_run("protonet", 4, f"{folder}/part", resume=True, seed=9).state_dict()
     out["eval"] = {m: evaluate(fresh(m), fixed(), dataset()).accuracies for m in SPECS}
+    out["head"] = head_scores()
     s = ImageBatchSampler(dataset(), 5, seed=1)
     shard_sampler(s, current())
     out["images"] = [s.sample().labels for _ in range(3)]
@@ -151,6 +164,15 @@ def test_evaluation_through_two_ranks_gives_the_single_process_accuracies(ranks)
         assert len(single) == 7
         for r in range(2):
             assert torch.equal(ranks[r]["eval"][method], single), (method, r)
+
+
+def test_a_head_through_two_ranks_scores_each_part_once(ranks):
+    torch.set_num_threads(1)
+    single = head_scores()
+    for r in range(2):
+        assert torch.equal(ranks[r]["head"]["accuracies"], single["accuracies"]), r
+        assert ranks[r]["head"]["images"] < single["images"], r  # only its part's images
+    assert ranks[0]["head"]["images"] + ranks[1]["head"]["images"] >= single["images"]
 
 
 def test_ranks_share_the_pretraining_batches_of_one_process(ranks):

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from episodes import ClassDataset, FixedEpisodes
 from episodes.episode import class_major_labels
 
-from ..evaluate import EvalResult, evaluate
+from ..evaluate import EvalResult, evaluate, score_shards
 from ..features import extract_features
 from . import HEADS, HeadLearner
 
@@ -62,11 +62,18 @@ def evaluate_head(backbone: nn.Module, head: str, config: Any, episodes: FixedEp
                   dataset: ClassDataset, batch_size: int | None = 50, chunk_size: int | None = None,
                   device: torch.device | str | None = None) -> EvalResult:
     """Accuracy of ``backbone`` with ``head`` fitted on each of ``episodes`` (the backbone is
-    moved to ``device``, default: where it is; it is never changed)."""
+    moved to ``device``, default: where it is; it is never changed). In a distributed run each
+    rank scores its part of the episodes (:func:`fewshot.evaluate.score_shards`)."""
     if device is not None:
         backbone.to(device)
     if HEADS[head].logits is None:
         return evaluate(HeadLearner(backbone, head, config, chunk_size), episodes, dataset,
                         batch_size, device)
-    features, where = episode_features(backbone, episodes, dataset, chunk_size)
-    return evaluate_features(head, config, features, where, episodes, batch_size)
+
+    def score(part: FixedEpisodes) -> Tensor:
+        features, where = episode_features(backbone, part, dataset, chunk_size)
+        return evaluate_features(head, config, features, where, part, batch_size).accuracies
+
+    episodes.check(dataset)
+    return EvalResult(score_shards(episodes, score), episodes.n_way, episodes.k_shot,
+                      episodes.q_query)

@@ -131,7 +131,10 @@ def finetune_logits(backbone: nn.Module, support_x: Tensor, support_y: Tensor, q
         backbone.train(was_training)
 
 
-FINETUNE_CHUNK = 256  # images per forward while fine-tuning (not yet sized from the memory budget)
+# Images per backbone forward while fine-tuning (``chunk_size`` overrides it). It caps one
+# forward's working memory only: a step's backward keeps the activations of every support image
+# of the ``episodes_per_chunk`` episodes fine-tuned together, so that option bounds a step's memory.
+FINETUNE_CHUNK = 256
 
 
 def _finetune(backbone: nn.Module, sx: Tensor, sy: Tensor, qx: Tensor, n_way: int,

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
+
+from .input_norm import add_input_norm
+
+if TYPE_CHECKING:
+    from .learner import ModelSpec
 
 
 def conv_block(in_channels: int, out_channels: int, pool: bool = True) -> nn.Sequential:
@@ -86,6 +93,15 @@ def feature_shape(backbone: nn.Module, in_channels: int, image_size: int) -> tor
 
 
 BACKBONES = {"conv4": Conv4, "resnet12": ResNet12}
+
+
+def spec_backbone(spec: ModelSpec, hidden: int | None = None, **kwargs) -> nn.Module:
+    """The backbone a learner's builder makes for ``spec``: :func:`make_backbone` of its name and
+    channels, normalising its input as ``spec.normalize`` says (:mod:`fewshot.input_norm`). Built
+    here, before the builder copies it (the momentum targets of BYOL and MoCo), so every copy
+    normalises too."""
+    return add_input_norm(make_backbone(spec.backbone, spec.in_channels, hidden, **kwargs),
+                          spec.normalize)
 
 
 def make_backbone(name: str, in_channels: int, hidden: int | None = None, **kwargs) -> nn.Module:

@@ -13,7 +13,7 @@ from typing import Any
 
 from episodes.options import config_dict, parse_config
 
-from .input_norm import Normalize, add_input_norm, channels_taken, check_normalize
+from .input_norm import Normalize, channels_taken, check_normalize
 from .learner import EpisodicLearner, ModelSpec
 from .weights import backbone_of
 
@@ -77,6 +77,7 @@ def build_learner(spec: ModelSpec) -> EpisodicLearner:
     ``spec.normalize`` says."""
     method = get_method(spec.method)
     learner = method.build(spec, parse_config(method.config, spec.options, spec.method))
-    if spec.normalize is not None:
-        add_input_norm(backbone_of(learner), spec.normalize)
+    if hasattr(backbone_of(learner), "input_mean") != (spec.normalize is not None):
+        raise RuntimeError(f"the builder of {spec.method} did not apply the spec's input "
+                           f"normalisation: build its backbone with fewshot.backbones.spec_backbone")
     return learner

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fewshot import build_learner, make_spec
+from fewshot.backbones import Conv4
 from fewshot.checkpoint import load_learner, save_checkpoint
 from fewshot.cli import main
 from fewshot.input_norm import add_input_norm, parse_normalize, resolve_normalize
@@ -61,6 +62,23 @@ def test_backbone_normalises_first_and_keeps_its_state_dict(backbone: str, chann
     with torch.no_grad():
         torch.testing.assert_close(normed.backbone(x), plain.backbone(by_hand), rtol=0, atol=0)
         assert not torch.equal(normed.backbone(x), plain.backbone(x))
+
+
+OPTIONS = {"classifier": {"num_classes": 4}, "maml": {"n_way": 2},
+           "deepcluster": {"num_images": 200}, "uic": {"num_images": 200}}
+
+
+@pytest.mark.parametrize("method", ["protonet", "matching", "relation", "maml", "classifier",
+                                    "rotation", "jigsaw", "simclr", "moco", "byol", "simsiam",
+                                    "barlow-twins", "vicreg", "deepcluster", "uic"])
+def test_every_backbone_of_every_method_normalises(method: str):
+    """Every Conv-4 a learner holds normalises, momentum targets (BYOL, MoCo) included."""
+    norm = {"mean": [0.5], "std": [0.25]}
+    learner = build_learner(make_spec(method, "conv4", 1, 28, OPTIONS.get(method), norm))
+    convs = [m for m in learner.modules() if isinstance(m, Conv4)]
+    assert len(convs) == (2 if method in ("byol", "moco") else 1)
+    for m in convs:
+        assert m.input_mean.flatten().tolist() == [0.5] and m.input_std.flatten().tolist() == [0.25]
 
 
 def test_checkpoints_record_it_and_old_ones_have_none(tmp_path: Path):

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from episodes import LabelledBatch
 from episodes.options import check
 
-from ..backbones import make_backbone
+from ..backbones import spec_backbone
 from ..learner import EpisodicLearner, ModelSpec, embed_episode
 from ..registry import register
 from ..zoo import feature_dim
@@ -127,7 +127,7 @@ class ClassifierConfig:
 
 @register("classifier", ClassifierConfig)
 def build_classifier(spec: ModelSpec, config: ClassifierConfig) -> SupervisedClassifier:
-    backbone = make_backbone(spec.backbone, spec.in_channels)
+    backbone = spec_backbone(spec)
     return SupervisedClassifier(backbone, feature_dim(backbone, spec.in_channels, spec.image_size),
                                 config.num_classes, config.classifier, config.scale,
                                 config.label_smoothing, config.distance)

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ..backbones import feature_shape, make_backbone
+from ..backbones import feature_shape, spec_backbone
 from ..learner import BackboneLearner, ModelSpec, embed_episode
 from ..registry import register
 
@@ -213,7 +213,7 @@ class MatchingConfig:
 
 @register("matching", MatchingConfig)
 def build_matching(spec: ModelSpec, config: MatchingConfig) -> MatchingNet:
-    backbone = make_backbone(spec.backbone, spec.in_channels, config.hidden)
+    backbone = spec_backbone(spec, config.hidden)
     dim = feature_shape(backbone, spec.in_channels, spec.image_size).numel()
     from ..ssl.pretext_methods import add_rotation
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ..backbones import make_backbone
+from ..backbones import spec_backbone
 from ..learner import BackboneLearner, ModelSpec
 from ..registry import register
 
@@ -98,7 +98,7 @@ class ProtoNetConfig:
 def build_protonet(spec: ModelSpec, config: ProtoNetConfig) -> ProtoNet:
     from ..ssl.pretext_methods import add_rotation
 
-    learner = ProtoNet(make_backbone(spec.backbone, spec.in_channels, config.hidden),
+    learner = ProtoNet(spec_backbone(spec, config.hidden),
                        distance=config.distance, scale=config.scale,
                        learn_scale=config.learn_scale)
     return add_rotation(learner, spec, config.rotation_weight)

@@ -49,7 +49,8 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ..backbones import Conv4, conv_block, feature_shape, make_backbone
+from ..backbones import Conv4, conv_block, feature_shape, spec_backbone
+from ..input_norm import add_input_norm
 from ..learner import EpisodicLearner, ModelSpec, embed_episode
 from ..registry import register
 
@@ -272,11 +273,12 @@ def build_relation(spec: ModelSpec, config: RelationConfig) -> RelationNet:
     maps (``resnet12``: 640 x 5 x 5 at 84x84; ``encoder_padding`` applies to Conv-4 only)."""
     hidden, fc_hidden, unpooled = config.hidden, config.fc_hidden, config.unpooled_last
     if spec.backbone == "conv4":
-        embedding: nn.Module = Conv4(spec.in_channels, hidden, flatten=False, unpooled_last=unpooled)
+        embedding: nn.Module = add_input_norm(
+            Conv4(spec.in_channels, hidden, flatten=False, unpooled_last=unpooled), spec.normalize)
         for block in embedding.blocks[:4 - unpooled]:  # the pooled blocks
             block[0].padding = (config.encoder_padding, config.encoder_padding)
     else:  # the backbone's feature maps (before any global pooling)
-        embedding = make_backbone(spec.backbone, spec.in_channels, flatten=False)
+        embedding = spec_backbone(spec, flatten=False)
     shape = feature_shape(embedding, spec.in_channels, spec.image_size)
     if len(shape) != 3:
         raise ValueError(f"backbone {spec.backbone!r} returns flat features {tuple(shape)}; the "

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from episodes import AugmentConfig, ViewBatch, view_configs
 from episodes.options import check
 
-from ..backbones import make_backbone
+from ..backbones import spec_backbone
 from ..learner import BackboneLearner, ModelSpec
 from ..methods.protonet import protonet_logits
 from ..zoo import feature_dim
@@ -157,7 +157,7 @@ class SelfSupervisedLearner(BackboneLearner):
 
 def build_common(spec: ModelSpec, config: SSLConfig) -> tuple[nn.Module, int]:
     """The backbone of ``spec`` (Conv-4 width ``config.hidden``) and its flattened feature size."""
-    backbone = make_backbone(spec.backbone, spec.in_channels, config.hidden)
+    backbone = spec_backbone(spec, config.hidden)
     return backbone, feature_dim(backbone, spec.in_channels, spec.image_size)
 
 

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ...backbones import feature_shape, make_backbone
+from ...backbones import feature_shape, spec_backbone
 from ...learner import EpisodicLearner, ModelSpec
 from ...registry import register
 from .functional import TaskConfig, maml_logits, mse_loss
@@ -253,6 +253,6 @@ class MAMLConfig:
 def build_maml(spec: ModelSpec, config: MAMLConfig) -> MAML:
     options = asdict(config)
     hidden, use_vmap = options.pop("hidden"), options.pop("vmap")
-    backbone = make_backbone(spec.backbone, spec.in_channels, hidden)
+    backbone = spec_backbone(spec, hidden)
     dim = feature_shape(backbone, spec.in_channels, spec.image_size).numel()
     return MAML(backbone, dim, use_vmap=use_vmap, **options)

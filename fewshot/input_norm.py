@@ -12,9 +12,9 @@ So the normalisation is part of the model: ``ModelSpec.normalize`` (``{"mean": [
 (built by :func:`fewshot.backbones.spec_backbone`, before any copy of it is taken: the momentum
 targets of BYOL and MoCo normalise too) apply it as its first operation (a forward pre-hook with
 non-persistent buffers, so the backbone's parameter names and state dict, and hence weights
-files, are unchanged). Training, evaluation,
-the heads fitted per episode, fine-tuning and ``predict`` all call the backbone, so none of them
-can skip it, and a checkpoint cannot be read with another normalisation than it was trained with.
+files, are unchanged). Training, evaluation, the heads fitted per episode, fine-tuning and
+``predict`` all call the backbone, so none of them can skip it, and a checkpoint cannot be read
+with another normalisation than it was trained with.
 
 ``--normalize`` chooses it: ``auto`` (the default) is ImageNet's for torchvision models, the
 model's own for ``timm:`` models and none for ``conv4``/``resnet12``; ``none``; ``imagenet``;
@@ -164,4 +164,3 @@ def add_input_norm(backbone: nn.Module, norm: Normalize) -> nn.Module:
                                  persistent=False)
     backbone.register_forward_pre_hook(_normalise_input, prepend=True)
     return backbone
-

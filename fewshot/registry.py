@@ -77,7 +77,7 @@ def build_learner(spec: ModelSpec) -> EpisodicLearner:
     ``spec.normalize`` says."""
     method = get_method(spec.method)
     learner = method.build(spec, parse_config(method.config, spec.options, spec.method))
-    if hasattr(backbone_of(learner), "input_mean") != (spec.normalize is not None):
+    if spec.normalize is not None and not hasattr(backbone_of(learner), "input_mean"):
         raise RuntimeError(f"the builder of {spec.method} did not apply the spec's input "
                            f"normalisation: build its backbone with fewshot.backbones.spec_backbone")
     return learner

@@ -9,6 +9,7 @@ the training checkpoint, so a resumed run draws exactly what it would have drawn
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 
 import torch
@@ -16,7 +17,7 @@ import torch
 from .episode import Episode
 
 
-class SeededBatches:
+class SeededBatches(ABC):
     """``num_batches`` batches drawn by :meth:`sample` from a generator seeded with ``seed``."""
 
     augment: Callable[[Episode], Episode] | None = None
@@ -28,9 +29,9 @@ class SeededBatches:
         self.generator = torch.Generator().manual_seed(seed)
         self.batches_drawn = 0
 
+    @abstractmethod
     def sample(self) -> Episode:
         """The next batch (subclasses draw it and count it in ``batches_drawn``)."""
-        raise NotImplementedError
 
     def __iter__(self) -> Iterator[Episode]:
         for _ in range(self.num_batches):

@@ -17,8 +17,7 @@ from torch import nn
 from episodes import EpisodeSampler, TensorClassDataset
 from fewshot import ModelSpec, TrainConfig, build_learner, train
 from fewshot.backbones import Conv4
-from fewshot.memory import memory_budget
-from fewshot.step_size import auto_episodes_per_step, training_bytes_per_episode
+from fewshot.step_size import auto_episodes
 
 N, K, Q = 5, 1, 15
 Round = Callable[[int], tuple[int, float]]
@@ -64,8 +63,7 @@ def fewshot_metric(method: str, data: TensorClassDataset, device: torch.device,
     spec = ModelSpec(name, "conv4", 1, 28, dict(options))
     learner = build_learner(spec).to(device)
     if per_step == "auto":
-        per_episode = training_bytes_per_episode(learner, N, K, Q, (1, 28, 28), device)
-        per_step = auto_episodes_per_step(per_episode, N * (K + Q), memory_budget(device), device)
+        per_step = auto_episodes(learner, N, K, Q, (1, 28, 28), device)
     sampler = EpisodeSampler(data, N, K, Q, episodes_per_batch=per_step, seed=0, device=device)
 
     def run(episodes: int) -> tuple[int, float]:

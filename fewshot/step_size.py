@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .learner import EpisodicLearner
-from .memory import bytes_per_item, items_per_chunk
+from .memory import bytes_per_item, items_per_chunk, memory_budget
 
 AUTO_IMAGES = {"cuda": 4096}  # images per step that keep a GPU busy (CPU: one episode per step)
 
@@ -58,3 +58,14 @@ def auto_episodes_per_step(per_episode: int, images_per_episode: int, budget: in
     images, at most what fits ``budget``."""
     target = AUTO_IMAGES.get(torch.device(device).type, 0) // max(images_per_episode, 1)
     return max(1, min(target, items_per_chunk(per_episode, budget)))
+
+
+def auto_episodes(learner: EpisodicLearner, n_way: int, k_shot: int, q_query: int,
+                  image_shape: tuple[int, ...], device: torch.device | str,
+                  max_memory: int | None = None) -> int:
+    """What ``--episodes-per-step auto`` picks for ``learner`` (on ``device``) on N-way K-shot
+    Q-query episodes of ``image_shape`` images: :func:`auto_episodes_per_step` of its measured
+    training bytes per episode, within :func:`fewshot.memory.memory_budget` of ``max_memory``."""
+    per_episode = training_bytes_per_episode(learner, n_way, k_shot, q_query, image_shape, device)
+    return auto_episodes_per_step(per_episode, n_way * (k_shot + q_query),
+                                  memory_budget(device, max_memory), device)

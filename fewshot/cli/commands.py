@@ -24,12 +24,11 @@ from .. import distributed
 from ..checkpoint import load_checkpoint, load_learner, recorded_pipeline
 from ..input_norm import resolve_normalize
 from ..learner import EpisodicLearner
-from ..memory import memory_budget
 from ..predict import Prediction, predict
 from ..registry import build_learner, make_spec, method_config
 from ..runs import RUN_FILE, check_run_folder, prepare_run, read_run, run_lock, run_record
 from ..ssl import SSL_METHODS
-from ..step_size import auto_episodes_per_step, training_bytes_per_episode
+from ..step_size import auto_episodes
 from ..train import train
 from .args import check_data_args, dataset_from_args, output_file, output_folder, pick_device
 from .groups import prepare_backbone, train_config, validation
@@ -105,10 +104,8 @@ def resolve_episodes_per_step(args: argparse.Namespace, learner: EpisodicLearner
             return int(recorded)
 
     def auto() -> int:  # per process, times the processes; rank 0's number for all
-        per_episode = training_bytes_per_episode(learner.to(device), args.way, args.shot,
-                                                 args.query, image_shape, device)
-        return auto_episodes_per_step(per_episode, args.way * (args.shot + args.query),
-                                      memory_budget(device, args.max_memory), device)
+        return auto_episodes(learner.to(device), args.way, args.shot, args.query, image_shape,
+                             device, args.max_memory)
     return distributed.on_main(auto) * distributed.current().world_size
 
 

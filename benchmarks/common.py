@@ -80,13 +80,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def step_times(step, device: torch.device, warmup: int = 3, iters: int = 20) -> list[float]:
+def step_times(step, device: torch.device, warmup: int = 3, iters: int = 20,
+               max_seconds: float = float("inf")) -> list[float]:
     """Seconds of each of ``iters`` calls of ``step()`` after ``warmup`` calls, synchronising the
-    device around each."""
+    device around each; fewer (but at least 2) once the timed calls took ``max_seconds``."""
     for _ in range(warmup):
         step()
-    times = []
-    for _ in range(iters):
+    times: list[float] = []
+    while len(times) < iters and (sum(times) < max_seconds or len(times) < 2):
         sync(device)
         t = time.perf_counter()
         step()

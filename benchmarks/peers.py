@@ -125,16 +125,7 @@ def maml_worker(cfg: dict, device: torch.device) -> dict:
     start = time.perf_counter()
     first_loss = float(torch.as_tensor(step()).detach())  # same weights in every variant
     compile_s = time.perf_counter() - start  # with torch.compile: the compilation
-    for _ in range(cfg["warmup"] - 1):
-        step()
-    times, spent = [], 0.0
-    while len(times) < cfg["iters"] and (spent < cfg["max_seconds"] or len(times) < 2):
-        common.sync(device)
-        t = time.perf_counter()
-        step()
-        common.sync(device)
-        times.append(time.perf_counter() - t)
-        spent += times[-1]
+    times = common.step_times(step, device, cfg["warmup"] - 1, cfg["iters"], cfg["max_seconds"])
     return {"s_per_iter": statistics.median(times), "times": times, "first_loss": first_loss,
             "first_iter_s": compile_s, "rss_after_setup_gb": rss, **common.peak_memory(device)}
 

@@ -116,11 +116,24 @@ def environment(device: torch.device) -> dict:
             "command": " ".join(sys.argv)}
 
 
-def peak_memory(device: torch.device | str = "cpu") -> dict:
-    """This process's peak memory so far: resident set size (GB) and, on a GPU,
-    ``torch.cuda.max_memory_allocated`` (GB). Every benchmark reports it beside its times."""
+def peak_rss_gb() -> float:
+    """This process's own peak resident set in GiB: ``VmHWM`` of ``/proc/self/status`` on Linux,
+    which starts afresh at ``exec``; elsewhere ``ru_maxrss``, which on Linux a child started by
+    ``subprocess`` inherits from its parent (a 3 GB parent would make every child read >= 3 GB)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 2**20, 3)  # kB
     import resource
-    out = {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+    scale = 2**30 if sys.platform == "darwin" else 2**20  # bytes on macOS, KiB elsewhere
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 3)
+
+
+def peak_memory(device: torch.device | str = "cpu") -> dict:
+    """This process's peak memory so far: resident set (GiB, :func:`peak_rss_gb`) and, on a GPU,
+    ``torch.cuda.max_memory_allocated`` (GiB). Every benchmark reports it beside its times."""
+    out = {"peak_rss_gb": peak_rss_gb()}
     if torch.device(device).type == "cuda":
         out["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
     return out

@@ -10,7 +10,7 @@ steps, second order: seconds per meta-iteration (forward, backward, Adam; median
 peak memory of the library's vmapped MAML (transductive and per-step BatchNorm statistics), vmap in
 chunks, the per-task loop and ``higher`` (when installed). Each variant runs in a fresh subprocess
 so that its peak memory is its own: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the
-process's peak resident set (``ru_maxrss``), with the resident set after setup (before the first
+process's peak resident set (``common.peak_rss_gb``), with the resident set after setup (before the first
 meta-iteration) alongside. Meta-gradients of every
 variant are compared with the loop's on the same first batch (float32; TF32 off on GPU).
 
@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
-from common import environment, median, omniglot_root, step_times, write_json
+from common import environment, median, omniglot_root, peak_rss_gb, step_times, write_json
 from peer_maml import higher_meta_loss, maml_batch
 
 from episodes import EpisodeSampler, FixedEpisodes, omniglot
@@ -78,7 +77,7 @@ def worker(cfg: dict) -> dict:
         if update:
             opt.step()
 
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (ru_maxrss in KiB)
+    rss0 = peak_rss_gb()
     step(update=False)  # the gradient check, on the untrained weights
     grads = torch.cat([p.grad.flatten() for p in learner.net.parameters()]).cpu()
     torch.save(grads, cfg["grad_file"])
@@ -89,7 +88,7 @@ def worker(cfg: dict) -> dict:
     if device.type == "cuda":
         out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     else:
-        out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        out["peak_rss_gib"] = peak_rss_gb()
         out["rss_before_gib"] = rss0
     return out
 

@@ -93,7 +93,7 @@ def train_one(key: str, args: argparse.Namespace) -> None:
         checkpoint_every=200, progress=False, time_limit=rec.get("seconds", 0.0) + args.time_left,
         **cfg), device=args.device)
     done_epochs = res.steps * batch / len(data)
-    session = {**common.environment(args.device), **own_peak_memory(args.device),
+    session = {**common.environment(args.device), **common.peak_memory(args.device),
                "steps_to": res.steps}
     rec.update(steps=res.steps, target_steps=steps, seconds=round(res.seconds, 1),
                images=len(data), batch=batch, epochs=round(done_epochs, 2),
@@ -102,19 +102,6 @@ def train_one(key: str, args: argparse.Namespace) -> None:
                sessions=[*rec.get("sessions", []), session])
     ckdir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(rec, indent=1), record_path)
-
-
-def own_peak_memory(device: torch.device) -> dict:
-    """This process's own peak memory: ``VmHWM`` of ``/proc/self/status`` (Linux; unlike
-    ``ru_maxrss``, not inherited from the parent that started it), else
-    :func:`common.peak_memory`; with the largest CUDA allocation on a GPU."""
-    out = common.peak_memory(device)
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                out["peak_rss_gb"] = round(int(line.split()[1]) / 2**20, 3)
-    return out
 
 
 def left(args: argparse.Namespace) -> float:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import common
 import torch
-from self_supervised import labelled_subset, own_peak_memory
+from self_supervised import labelled_subset
 from ssl_protocols import HEADLINE, PRESETS, SSL
 
 from episodes import AugmentConfig, ImageBatchSampler, mini_imagenet
@@ -75,7 +75,7 @@ def main() -> None:
     print(f"sup10 (and each sup10-<method>): {s:.2f} s/step, {p.finetune_epochs} epochs of "
           f"{len(data)} images: {sup / 60:.1f} min, x {n_sup}", flush=True)
     print(f"total training of preset {args.preset}: {total / 3600:.1f} h at {args.threads} "
-          f"thread(s) (scoring adds about a minute per model); {own_peak_memory(torch.device('cpu'))}")
+          f"thread(s) (scoring adds about a minute per model); {common.peak_memory('cpu')}")
 
 
 if __name__ == "__main__":

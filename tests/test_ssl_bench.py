@@ -69,3 +69,19 @@ def test_models_cells_and_tables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
                                            "sup10-rotation/5w1s", "sup10-rotation/5w5s"}
     table = bench.render(args.results, "quick")
     assert "| sup10-rotation |" in table and "| rotation |" in table
+
+
+def test_peak_memory_is_the_childs_own() -> None:
+    """A benchmark's child reports its own peak, not that of the larger process that started it
+    (``ru_maxrss`` is carried across ``exec`` on Linux; ``common.peak_rss_gb`` reads VmHWM)."""
+    import subprocess
+
+    import common
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("VmHWM is Linux's")
+    big = torch.ones(2**28)  # 1 GiB, touched
+    code = "import common; print(common.peak_rss_gb())"
+    child = float(subprocess.run([sys.executable, "-c", code], cwd=BENCH, check=True,
+                                 capture_output=True, text=True).stdout)
+    assert common.peak_rss_gb() > 1.0 > child + 0.3, (common.peak_rss_gb(), child)
+    del big

@@ -121,6 +121,15 @@ def describe_normalize(norm: Normalize) -> str:
     return "/".join(",".join(str(v) for v in norm[k]) for k in ("mean", "std"))
 
 
+def require_same_normalize(source: str, trained: Normalize, wanted: Normalize, fix: str) -> None:
+    """Refuse weights trained with another input normalisation than the one they are about to
+    get: one line naming ``source``, both normalisations (as ``--normalize`` takes them) and
+    ``fix``."""
+    if trained != wanted:
+        raise ValueError(f"{source} was trained with --normalize {describe_normalize(trained)}, "
+                         f"and here it would get --normalize {describe_normalize(wanted)}: {fix}")
+
+
 def channels_taken(backbone: str, in_channels: int) -> int:
     """The channels the backbone's first layer sees: 3 for torchvision models (they repeat a
     grayscale channel), else ``in_channels``."""

@@ -114,13 +114,13 @@ ROWS: list[Row] = [
     ("weights with another normalisation", lambda t: [
         "eval", *data_args(t), "--backbone", "conv4", "--weights", str(trained(t) / "last.pt"),
         "--head", "prototype", "--normalize", "imagenet"],
-     r"--weights .*last.pt was trained with input normalisation None, not --normalize imagenet: "
-     r"leave --normalize out"),
+     r"--weights .*last.pt was trained with --normalize none, and here it would get "
+     r"--normalize 0.449/0.226: leave --normalize out"),
     ("init with another normalisation", lambda t: ["train", *data_args(t), *TRAIN, "--init",
                                                    str(trained(t) / "last.pt"), "--normalize",
                                                    "imagenet", "--out", str(t / "n")],
-     r"--init .*last.pt was trained with input normalisation None and this model has "
-     r"\{'mean': \[0.449\], 'std': \[0.226\]\}: give --normalize none"),
+     r"--init .*last.pt was trained with --normalize none, and here it would get "
+     r"--normalize 0.449/0.226: give --normalize none"),
     ("query 0", lambda t: ["train", *data_args(t), *TRAIN, "--query", "0"],
      r"--query: must be >= 1, got 0"),
     ("steps 0", lambda t: ["train", *data_args(t), *TRAIN, "--steps", "0"],

@@ -10,7 +10,7 @@ from episodes import ClassDataset, FixedEpisodes, ImagePipeline
 
 from ..checkpoint import check_pipeline
 from ..distributed import DEFAULT_TIMEOUT
-from ..input_norm import check_normalize_text, describe_normalize
+from ..input_norm import check_normalize_text, describe_normalize, require_same_normalize
 from ..learner import EpisodicLearner, ModelSpec
 from ..registry import canonical
 from ..train import TrainConfig
@@ -152,10 +152,8 @@ def prepare_backbone(args: argparse.Namespace, learner: EpisodicLearner, spec: M
         meta = load_backbone_weights(backbone, args.init, spec.backbone, "--init")
         if meta is not None:
             trained = canonical(meta["spec"]).normalize
-            if trained != spec.normalize:
-                raise ValueError(f"--init {args.init} was trained with input normalisation "
-                                 f"{trained} and this model has {spec.normalize}: give "
-                                 f"--normalize {describe_normalize(trained)}")
+            require_same_normalize(f"--init {args.init}", trained, spec.normalize,
+                                   f"give --normalize {describe_normalize(trained)}")
             saved = meta["pipeline"]
             check_pipeline(canonical(meta["spec"]),
                            None if saved is None else ImagePipeline.from_dict(saved, args.init),

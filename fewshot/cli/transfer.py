@@ -19,7 +19,7 @@ from ..checkpoint import check_pipeline, load_learner
 from ..evaluate import EvalResult, evaluate
 from ..heads import HEADS, head_config
 from ..heads.scoring import evaluate_head
-from ..input_norm import Normalize, add_input_norm, resolve_normalize
+from ..input_norm import Normalize, add_input_norm, require_same_normalize, resolve_normalize
 from ..registry import build_learner, canonical, make_spec, method_config
 from ..runs import run_record
 from ..ssl import SSL_METHODS
@@ -139,10 +139,10 @@ def weights_normalize(args: argparse.Namespace, meta: dict | None, channels: int
     if meta is None:
         return resolve_normalize(args.normalize or "auto", args.backbone, channels)
     trained = canonical(meta["spec"]).normalize
-    if args.normalize is not None and resolve_normalize(args.normalize, args.backbone,
-                                                        channels) != trained:
-        raise ValueError(f"--weights {args.weights} was trained with input normalisation "
-                         f"{trained}, not --normalize {args.normalize}: leave --normalize out")
+    if args.normalize is not None:
+        require_same_normalize(f"--weights {args.weights}", trained,
+                               resolve_normalize(args.normalize, args.backbone, channels),
+                               "leave --normalize out")
     return trained
 
 

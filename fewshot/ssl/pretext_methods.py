@@ -40,7 +40,7 @@ ViewName = Literal["simclr", "byol", "crop", "standard", "none"]
 class RotationHead(nn.Module):
     """The 4-way rotation classifier on backbone features ``[B, D] -> [B, 4]`` and its loss;
     shared by RotNet pre-training and the auxiliary loss of meta-training (Gidaris et al. 2019,
-    :mod:`fewshot.ssl.auxiliary`)."""
+    :func:`add_rotation`)."""
 
     def __init__(self, feat_dim: int, hidden: int = 256) -> None:
         super().__init__()

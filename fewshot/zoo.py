@@ -127,13 +127,19 @@ def select_parameters(module: nn.Module, patterns: Sequence[str], what: str = "l
 
 
 def freeze(module: nn.Module, patterns: Sequence[str]) -> list[str]:
-    """Stop training the parameters of ``module`` in the layers ``patterns``
-    (``requires_grad=False``); returns their names. BatchNorm running statistics are buffers,
-    not parameters: those of frozen layers still update in training mode."""
+    """Stop training the layers ``patterns`` of ``module``: their parameters
+    (``requires_grad=False``) and the running statistics of their BatchNorm layers (``momentum``
+    0, so training mode still normalises with batch statistics but leaves the running mean and
+    variance as they were, for the heads and evaluation that use them). Returns the names of the
+    frozen parameters."""
     names = select_parameters(module, patterns, "--freeze")
     params = dict(module.named_parameters())
     for n in names:
         params[n].requires_grad_(False)
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm) and any(
+                matches(f"{name}.running_mean", p) for p in patterns):
+            sub.momentum = 0.0
     return names
 
 

@@ -122,6 +122,12 @@ def test_freezing_by_layer_name():
     assert frozen == ["blocks.0.0.weight", "blocks.0.0.bias", "blocks.0.1.weight",
                       "blocks.0.1.bias", "blocks.3.1.weight", "blocks.3.1.bias"]
     assert [n for n, p in net.named_parameters() if not p.requires_grad] == frozen
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    net.train()(torch.randn(8, 1, 28, 28) * 3 + 1)
+    after = net.state_dict()
+    kept = [k for k in before if torch.equal(before[k], after[k])]
+    assert kept == ["blocks.0.1.running_mean", "blocks.0.1.running_var",
+                    "blocks.3.1.running_mean", "blocks.3.1.running_var"]
     assert select_parameters(net, ["*.1.weight"]) == [f"blocks.{i}.1.weight" for i in range(4)]
     with pytest.raises(ValueError, match=r"--freeze 'layer4' matches no layer of the backbone: "
                                          r"its layers are blocks.0, blocks.1, blocks.2, blocks.3"):

@@ -102,3 +102,15 @@ def test_quick_on_mini_imagenet(tmp_path: Path) -> None:
                    "--test-episodes", "10"])
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["cells"]) == len(METHODS)
+
+
+def test_backbone_step_table(capsys: pytest.CaptureFixture) -> None:
+    """benchmarks/backbone_step.py: one row per backbone and size, a positive time each."""
+    import backbone_step
+
+    backbone_step.main(["--backbones", "conv4", "resnet12", "--sizes", "16", "--batch", "2",
+                        "--iters", "1", "--threads", "1"])
+    rows = [ln.split("|") for ln in capsys.readouterr().out.splitlines()
+            if ln.startswith("| conv4") or ln.startswith("| resnet12")]
+    assert [(r[1].strip(), r[2].strip()) for r in rows] == [("conv4", "16"), ("resnet12", "16")]
+    assert all(float(r[3]) > 0 for r in rows)

@@ -34,8 +34,8 @@ images (a quarter of the pixels),
 1,000 pre-training steps (10 epochs), 1,000 ProtoNet steps of 5-way episodes, 100 Meta-Baseline
 steps, fine-tuning cells on the first 25 test episodes; ``cpu-short`` is ``cpu-small`` cut to what
 a session can finish with ResNet-12 (each model about 15 minutes of the idle 2-core machine with 2
-threads, as ``cpu-small`` gave Conv-4): 300 pre-training steps (3 epochs), 200 ProtoNet steps,
-30 Meta-Baseline steps, fine-tuning cells on the first 5 test episodes; ``quick`` is a smoke
+threads, as ``cpu-small`` gave Conv-4): 300 pre-training steps (3 epochs), 350 ProtoNet steps,
+60 Meta-Baseline steps, fine-tuning cells on the first 5 test episodes; ``quick`` is a smoke
 test.
 """
 
@@ -110,7 +110,7 @@ PRESETS = {
     "cpu-small": Preset(pretrain_steps=1000, protonet_steps=1000, metabaseline_steps=100,
                         test_episodes=1000, finetune_episodes=25, protonet_ways=(5, 5),
                         image_size=42),
-    "cpu-short": Preset(pretrain_steps=300, protonet_steps=200, metabaseline_steps=30,
+    "cpu-short": Preset(pretrain_steps=300, protonet_steps=350, metabaseline_steps=60,
                         test_episodes=1000, finetune_episodes=5, protonet_ways=(5, 5),
                         image_size=42),
     "quick": Preset(pretrain_steps=3, protonet_steps=3, metabaseline_steps=3, test_episodes=20,

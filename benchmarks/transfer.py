@@ -17,7 +17,7 @@ at a time, its per-episode accuracies saved after each block; everything accumul
     python benchmarks/transfer.py --preset cpu-small --backbones conv4 --threads 1
     python benchmarks/transfer.py --preset full --device cuda --budget-minutes 9
     python benchmarks/transfer.py --quick --backbones conv4            # smoke test, CPU
-    python benchmarks/transfer.py --render [--quick]                   # the Markdown table
+    python benchmarks/transfer.py --render [--quick] [--backbones B]   # the Markdown table
 
 Scoring: heads on frozen features, ProtoNet and Meta-Baseline (whose classifier is the prototype
 head, Euclidean or cosine) run the backbone once over the distinct test images the episodes use

@@ -90,4 +90,5 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
             "episodes of the reduced mini-ImageNet's 16 val classes (15 queries); paired: the "
             "cell minus ProtoNet from scratch (same backbone and shot) on the episodes both "
             "scored, with the paired t-test and Wilcoxon p-values.", ""]
-    return "\n".join(head + table(results) + ["Models:", ""] + models(results, args.preset))
+    return "\n".join(head + table(results, tuple(args.backbones)) + ["Models:", ""]
+                     + models(results, args.preset))

@@ -76,6 +76,9 @@ def test_quick_every_method(tiny_data: Path, capsys: pytest.CaptureFixture) -> N
     table = capsys.readouterr().out
     assert "| pretrain+logistic |" in table and "(reference)" in table
     assert "shared training" in table and "not yet run" in table  # resnet12 was not selected
+    transfer.main(["--render", "--quick", "--backbones", "conv4", "--out-dir", str(out)])
+    only = capsys.readouterr().out
+    assert "**conv4**" in only and "**resnet12**" not in only and "not yet run" not in only
 
 
 def test_resume_after_budget(tiny_data: Path) -> None:

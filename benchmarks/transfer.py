@@ -126,13 +126,28 @@ def subset(episodes: FixedEpisodes, start: int, stop: int) -> FixedEpisodes:
                          episodes.k_shot, episodes.fingerprint)
 
 
+def episode_count(method: str, args: argparse.Namespace) -> int:
+    """How many of the test episodes the cell scores: the first ``finetune_episodes`` for the
+    fine-tuning heads, all for the others."""
+    head = method.split("+")[1] if "+" in method else None
+    return (min(args.preset.finetune_episodes, args.episodes)
+            if head and head not in FEATURE_HEADS else args.episodes)
+
+
+def scored(name: str, method: str, args: argparse.Namespace) -> bool:
+    """Whether the cell has its episodes (a larger ``--finetune-episodes`` or
+    ``--test-episodes`` continues a finished cell from where it stopped)."""
+    cell = args.results["cells"].get(name, {})
+    return (cell.get("status") == "done"
+            and len(cell.get("accuracies", [])) >= episode_count(method, args))
+
+
 def score_cell(backbone: str, shot: int, method: str, test_ds: ClassDataset,
                args: argparse.Namespace) -> bool:
     """Score the cell on its episodes a block at a time; True once all are scored."""
     name, key = cell_name(backbone, shot, method), model_key(method, backbone, shot)
     head = method.split("+")[1] if "+" in method else None
-    count = (min(args.preset.finetune_episodes, args.episodes)
-             if head and head not in FEATURE_HEADS else args.episodes)
+    count = episode_count(method, args)
     cell = args.results["cells"].setdefault(name, {"accuracies": [], "seconds": 0.0})
     episodes = common.test_episodes(test_ds, 5, shot, 15, args.episodes, "mini-val")
     path = args.out_dir / "checkpoints" / key / "last.pt"
@@ -197,7 +212,7 @@ def run(args: argparse.Namespace) -> None:
     todo = cells(tuple(args.backbones), tuple(args.shots), tuple(args.methods))
     data: dict[str, ClassDataset] = {}
     for backbone, shot, method in todo:
-        if args.results["cells"].get(cell_name(backbone, shot, method), {}).get("status") == "done":
+        if scored(cell_name(backbone, shot, method), method, args):
             continue
         if left(args) <= 0:
             break
@@ -215,7 +230,7 @@ def run(args: argparse.Namespace) -> None:
             break
         paired(args, backbone, shot)
         save(args)
-    done = sum(args.results["cells"].get(cell_name(*c), {}).get("status") == "done" for c in todo)
+    done = sum(scored(cell_name(*c), c[2], args) for c in todo)
     print(f"{done} of {len(todo)} selected cells scored"
           + ("" if done == len(todo) else ": run the same command again to continue"), flush=True)
 

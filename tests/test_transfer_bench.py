@@ -117,3 +117,20 @@ def test_backbone_step_table(capsys: pytest.CaptureFixture) -> None:
             if ln.startswith("| conv4") or ln.startswith("| resnet12")]
     assert [(r[1].strip(), r[2].strip()) for r in rows] == [("conv4", "16"), ("resnet12", "16")]
     assert all(float(r[3]) > 0 for r in rows)
+
+
+def test_more_finetune_episodes_continue_a_done_cell(tiny_data: Path) -> None:
+    """A larger --finetune-episodes scores the next episodes of a finished fine-tuning cell and
+    keeps the ones it has; the frozen-head cells, already complete, are not scored again."""
+    out = tiny_data / "out"
+    args = ["--quick", "--backbones", "conv4", "--shots", "1", "--methods", "pretrain+knn",
+            "pretrain+two-stage", "--out-dir", str(out), "--test-episodes", "6", "--block", "1"]
+    transfer.main([*args, "--finetune-episodes", "2"])
+    first = json.loads((out / "results.json").read_text())["cells"]
+    assert first["conv4/5w1s/pretrain+two-stage"]["episodes"] == 2
+    transfer.main([*args, "--finetune-episodes", "4"])
+    cells = json.loads((out / "results.json").read_text())["cells"]
+    two_stage = cells["conv4/5w1s/pretrain+two-stage"]
+    assert two_stage["status"] == "done" and two_stage["episodes"] == 4
+    assert two_stage["accuracies"][:2] == first["conv4/5w1s/pretrain+two-stage"]["accuracies"]
+    assert cells["conv4/5w1s/pretrain+knn"] == first["conv4/5w1s/pretrain+knn"]

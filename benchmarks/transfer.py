@@ -11,7 +11,8 @@ and shot. What is trained how: ``transfer_protocols.py``.
 Resumable and budgeted: each model trains into ``OUT/checkpoints/<model>/`` (``last.pt``, resumed
 exactly) and stops cleanly before ``--budget-minutes`` run out; scoring goes a block of episodes
 at a time, its per-episode accuracies saved after each block; everything accumulates in
-``OUT/results.json`` (atomic writes). Run the same command again to continue where it stopped.
+``OUT/results.json`` (atomic writes). Run the same command again to continue where it stopped;
+with a larger ``--finetune-episodes`` it scores the next episodes of the fine-tuning cells.
 
     python benchmarks/transfer.py --preset cpu --budget-minutes 60     # again until all done
     python benchmarks/transfer.py --preset cpu-small --backbones conv4 --threads 1

@@ -25,18 +25,18 @@ Settings, with where they come from (read, not copied):
   100 head steps at 0.01, then 50 steps of head and backbone at 0.001).
 
 Presets scale the steps and episodes: ``full`` is the above (a GPU run); ``cpu`` is a reduced
-protocol for the 2-core development machine (Conv-4 only: about a day; ResNet-12 needs a GPU;
-BENCHMARKS.md gives the estimate): 3,000 pre-training steps (30 epochs), ProtoNet trained on
+protocol for the 2-core development machine (Conv-4: about a day; ResNet-12: about two days;
+BENCHMARKS.md gives the estimates): 3,000 pre-training steps (30 epochs), ProtoNet trained on
 5-way episodes for 3,000 steps, 300 Meta-Baseline steps, fine-tuning cells on the first 50 of the
 1,000 test episodes (paired with ProtoNet on those 50); ``cpu-small`` is what a session of the
-2-core machine can finish (83 minutes measured with 1 thread at load 3-6, Conv-4 only): 42 x 42
-images (a quarter of the pixels),
-1,000 pre-training steps (10 epochs), 1,000 ProtoNet steps of 5-way episodes, 100 Meta-Baseline
-steps, fine-tuning cells on the first 25 test episodes; ``cpu-short`` is ``cpu-small`` cut to what
-a session can finish with ResNet-12 (each model about 15 minutes of the idle 2-core machine with 2
-threads, as ``cpu-small`` gave Conv-4): 300 pre-training steps (3 epochs), 350 ProtoNet steps,
-60 Meta-Baseline steps, fine-tuning cells on the first 5 test episodes; ``quick`` is a smoke
-test.
+2-core machine can finish with Conv-4 (83 minutes measured with 1 thread at load 3-6): 42 x 42
+images (a quarter of the pixels), 1,000 pre-training steps (10 epochs), 1,000 ProtoNet steps of
+5-way episodes, 100 Meta-Baseline steps, fine-tuning cells on the first 25 test episodes;
+``cpu-short`` is ``cpu-small`` cut to what a session can finish with ResNet-12 (83 minutes
+measured with 2 threads on the idle machine: pre-training 9 minutes, ProtoNet 14 / 19, Meta-Baseline
+11 / 14): 300 pre-training steps (3 epochs), 350 ProtoNet steps, 60 Meta-Baseline steps,
+fine-tuning cells on the first 5 test episodes (``--finetune-episodes`` adds more); ``quick`` is a
+smoke test.
 """
 
 from __future__ import annotations

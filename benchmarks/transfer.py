@@ -127,17 +127,22 @@ def subset(episodes: FixedEpisodes, start: int, stop: int) -> FixedEpisodes:
                          episodes.k_shot, episodes.fingerprint)
 
 
+def head_of(method: str) -> str | None:
+    """The head a ``pretrain+<head>`` cell fits; None for ProtoNet and Meta-Baseline."""
+    return method.split("+")[1] if "+" in method else None
+
+
 def episode_count(method: str, args: argparse.Namespace) -> int:
     """How many of the test episodes the cell scores: the first ``finetune_episodes`` for the
     fine-tuning heads, all for the others."""
-    head = method.split("+")[1] if "+" in method else None
+    head = head_of(method)
     return (min(args.preset.finetune_episodes, args.episodes)
             if head and head not in FEATURE_HEADS else args.episodes)
 
 
 def scored(name: str, method: str, args: argparse.Namespace) -> bool:
-    """Whether the cell has its episodes (a larger ``--finetune-episodes`` or
-    ``--test-episodes`` continues a finished cell from where it stopped)."""
+    """Whether the cell has its episodes (a larger ``--finetune-episodes`` continues a finished
+    fine-tuning cell from where it stopped)."""
     cell = args.results["cells"].get(name, {})
     return (cell.get("status") == "done"
             and len(cell.get("accuracies", [])) >= episode_count(method, args))
@@ -147,9 +152,9 @@ def score_cell(backbone: str, shot: int, method: str, test_ds: ClassDataset,
                args: argparse.Namespace) -> bool:
     """Score the cell on its episodes a block at a time; True once all are scored."""
     name, key = cell_name(backbone, shot, method), model_key(method, backbone, shot)
-    head = method.split("+")[1] if "+" in method else None
-    count = episode_count(method, args)
+    head, count = head_of(method), episode_count(method, args)
     cell = args.results["cells"].setdefault(name, {"accuracies": [], "seconds": 0.0})
+    cell["test_set"] = args.episodes
     episodes = common.test_episodes(test_ds, 5, shot, 15, args.episodes, "mini-val")
     path = args.out_dir / "checkpoints" / key / "last.pt"
     learner, _, _ = load_learner(path, args.device)
@@ -209,7 +214,19 @@ def paired(args: argparse.Namespace, backbone: str, shot: int) -> None:
                 **paired_test(a, b), "episodes": n}
 
 
+def check_test_set(args: argparse.Namespace) -> None:
+    """Refuse to add to cells scored on another number of test episodes: the episodes of a set
+    of 2000 are not the first 1000 and 1000 more (``FixedEpisodes.generate``)."""
+    for name, cell in args.results["cells"].items():
+        if cell.get("test_set", args.episodes) != args.episodes:
+            raise SystemExit(f"error: {args.results_path} was scored on sets of "
+                             f"{cell['test_set']} test episodes ({name}), and --test-episodes "
+                             f"{args.episodes} draws other episodes: give it "
+                             f"--test-episodes {cell['test_set']}, or another --out-dir")
+
+
 def run(args: argparse.Namespace) -> None:
+    check_test_set(args)
     todo = cells(tuple(args.backbones), tuple(args.shots), tuple(args.methods))
     data: dict[str, ClassDataset] = {}
     for backbone, shot, method in todo:

@@ -134,3 +134,8 @@ def test_more_finetune_episodes_continue_a_done_cell(tiny_data: Path) -> None:
     assert two_stage["status"] == "done" and two_stage["episodes"] == 4
     assert two_stage["accuracies"][:2] == first["conv4/5w1s/pretrain+two-stage"]["accuracies"]
     assert cells["conv4/5w1s/pretrain+knn"] == first["conv4/5w1s/pretrain+knn"]
+    # another number of test episodes is another set of episodes: refused, nothing written
+    before = (out / "results.json").read_text()
+    with pytest.raises(SystemExit, match="--test-episodes 6, or another --out-dir"):
+        transfer.main([*args[:-4], "--test-episodes", "8", "--block", "1"])
+    assert (out / "results.json").read_text() == before

@@ -25,7 +25,7 @@ Settings, with where they come from (read, not copied):
   100 head steps at 0.01, then 50 steps of head and backbone at 0.001).
 
 Presets scale the steps and episodes: ``full`` is the above (a GPU run); ``cpu`` is a reduced
-protocol for the 2-core development machine (Conv-4: about a day; ResNet-12: about two days;
+protocol for the 2-core development machine (Conv-4: about a day; ResNet-12: about 2.5 days;
 BENCHMARKS.md gives the estimates): 3,000 pre-training steps (30 epochs), ProtoNet trained on
 5-way episodes for 3,000 steps, 300 Meta-Baseline steps, fine-tuning cells on the first 50 of the
 1,000 test episodes (paired with ProtoNet on those 50); ``cpu-small`` is what a session of the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import warnings
 from collections.abc import Sequence
@@ -191,6 +192,13 @@ def _decode_or_report(path: Path, box: Box | None, *, channels: int, hw: tuple[i
         return None, None, str(e)
 
 
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes started from a fresh server process ("forkserver", Python 3.14's default
+    on Linux), not forked from this one: forking a process whose torch has started threads may
+    deadlock the child (Python 3.12 warns of it)."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
 def decode_images(paths: Sequence[Path], channels: int, size: int | tuple[int, int],
                   convert: bool = True, skip_bad: bool = False, workers: int | None = None,
                   desc: str = "decoding images", resample: str = "bilinear",
@@ -213,7 +221,7 @@ def decode_images(paths: Sequence[Path], channels: int, size: int | tuple[int, i
     work = partial(_decode_or_report, channels=channels, hw=hw, convert=convert,
                    resample=resample, skip_bad=skip_bad)
     workers = workers or min(8, (os.cpu_count() or 1) + 2)
-    pool: Executor = ProcessPoolExecutor(workers) if processes else ThreadPoolExecutor(workers)
+    pool: Executor = process_pool(workers) if processes else ThreadPoolExecutor(workers)
     results = DecodeReport(channels)
     with pool, warnings.catch_warnings():  # over the limit is refused (check_pixels): PIL's
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # warning is noise

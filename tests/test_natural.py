@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from episodes import AnnotationError, ImageFileError, ImagePipeline, cub, mini_imagenet, stanford_dogs
 from episodes.folder import cached_class_dataset, read_split_file
+from episodes.images import process_pool
 from episodes.natural import packaged_split_dir
 from episodes.registry import load_dataset
 from fewshot import ModelSpec
@@ -176,6 +178,16 @@ def test_process_and_thread_decoders_agree(folder_tree: Path) -> None:
     a = cached_class_dataset(files, folder_tree, ImagePipeline(3, SIZE), "t", decoder="threads")
     b = cached_class_dataset(files, folder_tree, ImagePipeline(3, SIZE), "p", decoder="processes")
     assert torch.equal(a.images, b.images) and torch.equal(a.targets, b.targets)
+
+
+def test_process_decoder_does_not_fork_this_process() -> None:
+    """The decoding processes do not inherit torch's threads by fork (a deadlock risk that
+    Python 3.12 warns of): their pool starts them from a fresh server process."""
+    with process_pool(1) as pool:
+        assert pool._mp_context.get_start_method() == "forkserver"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)  # 3.12+: fork() warns
+            assert pool.submit(os.getpid).result() != os.getpid()
 
 
 @pytest.mark.gpu

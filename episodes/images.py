@@ -194,9 +194,11 @@ def _decode_or_report(path: Path, box: Box | None, *, channels: int, hw: tuple[i
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
     """Worker processes started from a fresh server process ("forkserver", Python 3.14's default
-    on Linux), not forked from this one: forking a process whose torch has started threads may
-    deadlock the child (Python 3.12 warns of it)."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+    on Linux; "spawn" where there is none, as on Windows), not forked from this one: forking a
+    process whose torch has started threads may deadlock the child (Python 3.12 warns of it)."""
+    method = ("forkserver" if "forkserver" in multiprocessing.get_all_start_methods()
+              else "spawn")
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
 
 
 def decode_images(paths: Sequence[Path], channels: int, size: int | tuple[int, int],

@@ -101,7 +101,7 @@ def train_model(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) ->
         print(f"  {p.model_key}: its checkpoint is missing (not carried back?): training restarts "
               f"from step 0", flush=True)
         rec.clear()
-    if rec.get("status") == "done":
+    if rec.get("status") == "done" and not reopened(rec, args):
         return True
     s, pipe = settings_for(p, args), data["train"].pipeline  # Omniglot 1 x 28, mini 3 x 84
     spec = make_spec(p.learner, "conv4", pipe.channels, pipe.size, p.options)
@@ -142,6 +142,7 @@ def train_model(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) ->
             rec["status"] = "training"
         session.update(steps_to=res.steps, seconds=round(res.seconds, 1),
                        train_calls=session.get("train_calls", 0) + 1)
+        time_to_accuracy(p, data, rec, args)
         print(f"  {p.model_key}: {res.steps}/{s['steps']} steps, {res.seconds:.0f} s of "
               f"training ({rec['status']})", flush=True)
         save(args)
@@ -151,12 +152,57 @@ def train_model(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) ->
     return rec["status"] == "done"
 
 
-def score(p: Protocol, data: dict, model: dict, args: argparse.Namespace) -> EvalResult:
-    """Score the finished model on the setting's shared fixed test episodes."""
+def reopened(rec: dict, args: argparse.Namespace) -> bool:
+    """True (and the model back in training) if it stopped at a time cap below --cap-minutes."""
+    if (rec.get("stopped", "").startswith("time cap") and args.cap_minutes
+            and rec["seconds"] / 60 < args.cap_minutes):
+        rec["status"] = "training"
+        return True
+    return False
+
+
+def time_to_accuracy(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) -> None:
+    """With ``--curve-minutes``: after every that many minutes of training, score the model on
+    the first ``--curve-episodes`` shared test episodes of each cell it serves (the whole set
+    scores the finished model) and add a point to ``rec["curve"]``. With ``--cap-minutes`` the
+    model is finished once it trained that long; with ``--until-published`` once a point reached
+    the published accuracy of every cell it serves. Both count training seconds only
+    (``train()``'s clock: no validation, scoring or checkpoints)."""
+    if not args.curve_minutes and not args.cap_minutes:
+        return
+    curve, minutes = rec.setdefault("curve", []), rec["seconds"] / 60
+    finished = rec["status"] == "done"
+    capped = bool(args.cap_minutes) and minutes >= args.cap_minutes
+    due = (not curve or minutes - curve[-1]["train_minutes"] >= args.curve_minutes
+           if args.curve_minutes else False)
+    if args.curve_minutes and (due or finished or capped) and (
+            not curve or curve[-1]["steps"] != rec["steps"]):
+        cells = [c for c in protocols().values() if c.model_key == p.model_key]
+        acc = {c.setting: score(c, data, rec, args, args.curve_episodes).mean for c in cells}
+        curve.append({"train_minutes": round(minutes, 2), "steps": rec["steps"],
+                      "accuracy": acc, "episodes": args.curve_episodes})
+        print(f"  {p.model_key}: {minutes:.1f} min, "
+              + ", ".join(f"{k} {100 * v:.2f} %" for k, v in acc.items()), flush=True)
+        if args.until_published and all(100 * acc[c.setting] >= c.published for c in cells):
+            rec.update(status="done", stopped=f"published accuracy reached after {minutes:.0f} "
+                       f"min of training ({rec['steps']:,} steps)", reached_published=minutes)
+            return
+    if capped and not finished:
+        rec.update(status="done", stopped=f"time cap: {args.cap_minutes:g} min of training "
+                   f"({rec['steps']:,} steps)")
+
+
+def score(p: Protocol, data: dict, model: dict, args: argparse.Namespace,
+          count: int | None = None) -> EvalResult:
+    """Score the model on the setting's shared fixed test episodes (the first ``count`` of
+    them, if given)."""
     st = SETTINGS[p.setting]
-    count = args.p["test_episodes"]
+    total = args.p["test_episodes"]
     name = "omniglot-test" if st.dataset == "omniglot" else "mini-val"
-    episodes = common.test_episodes(data["test"], st.way, st.shot, st.query, count, name)
+    episodes = common.test_episodes(data["test"], st.way, st.shot, st.query, total, name)
+    if count is not None and count < len(episodes):
+        episodes = FixedEpisodes(episodes.classes[:count], episodes.items[:count],
+                                 episodes.k_shot, episodes.fingerprint)
     ckdir = args.out_dir / "checkpoints" / p.model_key
     path = ckdir / ("best.pt" if model["select"] == "best" and (ckdir / "best.pt").is_file()
                     else "last.pt")
@@ -191,8 +237,12 @@ def run(args: argparse.Namespace) -> None:
     results = args.results
     loaded: dict[str, dict] = {}
     for p in cells:
+        model = results["models"].get(p.model_key, {})
         if results["cells"].get(p.name, {}).get("status") == "done":
-            continue
+            if not (model.get("stopped", "").startswith("time cap") and args.cap_minutes
+                    and model["seconds"] / 60 < args.cap_minutes):
+                continue
+            del results["cells"][p.name]  # trained on under a larger cap, then scored again
         if args.deadline - time.monotonic() - args.reserve <= 0:
             break
         ds = SETTINGS[p.setting].dataset
@@ -257,6 +307,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pack", type=Path, default=None, metavar="TAR",
                     help="after the run, write the results folder to TAR (files over "
                          f"{PACK_FILE_MB} MiB left out) to carry it to the next call")
+    ap.add_argument("--curve-minutes", type=float, default=None, metavar="M",
+                    help="time to accuracy: score each model on its cells' first --curve-episodes "
+                         "test episodes after every M minutes of training (recorded as its curve)")
+    ap.add_argument("--curve-episodes", type=int, default=200)
+    ap.add_argument("--cap-minutes", type=float, default=None, metavar="C",
+                    help="a model is finished after C minutes of training (a later call with a "
+                         "larger C continues it)")
+    ap.add_argument("--until-published", action="store_true",
+                    help="with --curve-minutes: a model is finished once a curve point reaches the "
+                         "published accuracy of every cell it serves")
     ap.add_argument("--render", action="store_true", help="print the Markdown table and exit")
     ap.add_argument("--splice", type=Path, default=None, metavar="MD",
                     help="with --render: write the table (and the README's summary grid) into MD "
@@ -298,6 +358,8 @@ def run_mode(args: argparse.Namespace) -> str:
     """What the results of this command are: the smoke test, the full protocol, or reduced."""
     if args.quick:
         return "smoke (--quick)"
+    if args.cap_minutes or args.until_published:
+        return "time to accuracy (papers' episode shapes, training capped in time)"
     cuts = [f"--{k.replace('_', '-')} {v}" for k, v in (("steps", args.steps),
                                                           ("test_episodes", args.test_episodes))
             if v is not None]

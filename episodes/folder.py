@@ -6,6 +6,7 @@ Images are decoded and resized once into a cached uint8 tensor file (see :mod:`e
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,6 +87,25 @@ def ratio_split(class_names: Sequence[str], ratios: Sequence[float], seed: int =
             "test": sorted(shuffled[n_train + n_val:])}
 
 
+def check_disjoint(split_dir: str | os.PathLike, split: str, names: Sequence[str]) -> None:
+    """Raise ``ValueError`` if ``names`` (the classes of ``split``) repeats a class or shares one
+    with another split file of ``split_dir``: a score on held-out classes would not be held
+    out."""
+    twice = sorted(n for n, c in Counter(names).items() if c > 1)
+    if twice:
+        raise ValueError(f"split file {Path(split_dir) / f'{split}.txt'} names {twice[:3]} more "
+                         f"than once: list each class once")
+    for other in SPLITS:
+        path = Path(split_dir) / f"{other}.txt"
+        if other == split or not path.is_file():
+            continue
+        shared = sorted(set(names) & set(read_split_file(path)))
+        if shared:
+            raise ValueError(f"split files {split}.txt and {other}.txt of {split_dir} share "
+                             f"{len(shared)} class(es), e.g. {shared[:3]}: a class belongs to one "
+                             f"split only (train, val or test): fix the split files")
+
+
 def resolve_split(available: Sequence[str], split: str, split_dir: str | os.PathLike | None,
                   ratios: Sequence[float] | None, seed: int = 0,
                   where: str = "the dataset folder") -> list[str]:
@@ -103,6 +123,7 @@ def resolve_split(available: Sequence[str], split: str, split_dir: str | os.Path
             raise ValueError(f"split file {Path(split_dir) / f'{split}.txt'} names {len(missing)} "
                              f"class(es) with no folder in {where}, e.g. {missing[:3]}: fix the "
                              f"split file, or add the missing class folders")
+        check_disjoint(split_dir, split, names)
         return names
     if ratios is None:
         raise ValueError("give a split folder with train.txt/val.txt/test.txt (split_dir / "

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
+import math
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -15,6 +18,7 @@ from typing import Any, BinaryIO
 
 import torch
 
+LOW_SPACE = 64 * 2**20  # bytes: a failed write with less free space than this was a full disk
 STALE_SECONDS = 6 * 3600  # a temporary file this old is an orphan, whoever wrote it
 TEMPORARY = re.compile(r"(?:(?P<pid>\d+)-(?P<host>[0-9a-f]{8})\.)?[A-Za-z0-9_]+\.tmp")
 
@@ -82,13 +86,34 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) ->
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj)`` to ``path`` atomically (:func:`_atomic_write`)."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj)`` to ``path`` atomically (:func:`_atomic_write`). A failed write (torch
+    reports a full disk as a ``RuntimeError`` of its zip writer) raises ``OSError`` naming
+    ``path``, with ``ENOSPC`` when the disk has (almost) no space left; the previous file is
+    kept."""
+    try:
+        _atomic_write(path, lambda f: torch.save(obj, f))
+    except RuntimeError as e:
+        free = shutil.disk_usage(Path(path).parent).free if Path(path).parent.is_dir() else 0
+        full = free < LOW_SPACE
+        raise OSError(errno.ENOSPC if full else errno.EIO, "No space left on device" if full else
+                      f"write failed ({str(e).strip().splitlines()[0]})", str(path)) from e
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
     """``text`` (UTF-8) to ``path`` atomically (:func:`_atomic_write`)."""
     _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, infinity) replaced by None, so that the JSON
+    written is strict (``NaN`` is not JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    return obj
 
 
 def default_cache_dir() -> Path:

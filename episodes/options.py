@@ -9,6 +9,7 @@ raise ``ValueError`` naming the option (:func:`check`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -64,9 +65,12 @@ def _convert(value: Any, kind: Any, name: str) -> Any:
         try:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"option {name} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"option {name} must be a finite number, got {value!r}")
+        return number
     if kind is str:
         return str(value)
     raise TypeError(f"option {name}: unsupported option type {kind!r}")

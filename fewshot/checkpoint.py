@@ -38,6 +38,8 @@ def plain(obj: Any) -> Any:
         return os.fspath(obj)
     if isinstance(obj, ImagePipeline):
         return obj.to_dict()
+    if isinstance(obj, str) and type(obj) is not str:  # e.g. torch.__version__ (TorchVersion)
+        return str(obj)
     if isinstance(obj, dict):
         return type(obj)((k, plain(v)) for k, v in obj.items())
     if isinstance(obj, list | tuple):
@@ -88,6 +90,14 @@ def restore_model(learner: EpisodicLearner, ckpt: dict[str, Any], spec: ModelSpe
         raise ValueError(f"{source} does not fit this model: {str(e).splitlines()[0]}") from e
 
 
+def all_finite(learner: torch.nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer of ``learner`` is finite (one device
+    synchronisation)."""
+    flags = [torch.isfinite(t).all() for t in learner.state_dict().values()
+             if torch.is_tensor(t) and t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
 def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu"
                  ) -> tuple[EpisodicLearner, ModelSpec, dict[str, Any]]:
     """Rebuild a trained learner from a checkpoint.
@@ -101,6 +111,10 @@ def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu"
     spec = canonical(ckpt["spec"])
     learner = build_learner(spec)
     restore_model(learner, ckpt, source=str(path))
+    if not all_finite(learner):
+        raise ValueError(f"{path} holds non-finite weights (NaN or infinity): it comes from a run "
+                         f"that diverged, so its scores would mean nothing: use a checkpoint "
+                         f"of a run that trained well")
     saved = ckpt.get("pipeline")
     ckpt["pipeline"] = None if saved is None else ImagePipeline.from_dict(saved, str(path))
     return learner.to(device), spec, ckpt

@@ -14,6 +14,8 @@ from .learner import ModelSpec
 from .registry import build_learner
 from .train import TrainConfig, train
 
+SPEC = ModelSpec("protonet", "conv4", 1, 28)  # the demo's model: ProtoNet, Conv-4, 28x28 grey
+
 
 def run_demo(seconds: float = 100, out: str = "runs/demo", device: torch.device | str = "cpu",
              episodes: int = 600, seed: int = 0) -> float:
@@ -27,7 +29,7 @@ def run_demo(seconds: float = 100, out: str = "runs/demo", device: torch.device 
     train_ds, val_ds, test_ds = (stroke_characters(s).to(device) for s in ("train", "val", "test"))
     print(f"  {train_ds.num_classes} train / {val_ds.num_classes} val / {test_ds.num_classes} test "
           f"classes of {tuple(train_ds.image_shape)} images, on {device}")
-    spec = ModelSpec("protonet", "conv4", 1, 28)
+    spec = SPEC
     learner = build_learner(spec)
     sampler = EpisodeSampler(train_ds, 20, 1, 5, num_batches=10**6, seed=seed)
     val = (val_ds, FixedEpisodes.generate(val_ds, 5, 1, 15, 100, seed=seed + 1))

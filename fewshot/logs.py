@@ -8,9 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+from episodes.io import finite_json
 from episodes.progress import bar, interactive, progress_enabled
 
 METRICS_FILE = "metrics.jsonl"
+
+
+def _line(entry: dict) -> str:
+    """One strict JSON line (a non-finite value is written as null, never as bare ``NaN``)."""
+    return json.dumps(finite_json(entry), allow_nan=False) + "\n"
 
 
 class TrainLog:
@@ -36,7 +42,7 @@ class TrainLog:
         self.metrics = Path(folder) / METRICS_FILE if folder is not None else None
         if self.metrics is not None:
             self.metrics.parent.mkdir(parents=True, exist_ok=True)
-            self.metrics.write_text("".join(json.dumps(r) + "\n" for r in history))
+            self.metrics.write_text("".join(_line(r) for r in history))
 
     def record(self, entry: dict) -> None:
         """Add ``entry`` (``step``, ``seconds`` and values such as ``loss``, ``acc``,
@@ -44,7 +50,7 @@ class TrainLog:
         self.history.append(entry)
         if self.metrics is not None:
             with open(self.metrics, "a") as f:
-                f.write(json.dumps(entry) + "\n")
+                f.write(_line(entry))
         values = {k: v for k, v in entry.items() if k not in ("step", "seconds")}
         self.bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
         now = time.monotonic()

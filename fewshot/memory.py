@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -37,6 +38,15 @@ def parse_bytes(text: str) -> int:
     if value <= 0:
         raise ValueError(f"memory size {text!r} must be above zero")
     return value
+
+
+def fmt_bytes(n: int) -> str:
+    """``1536`` -> ``"1.5 KiB"``: bytes in binary units, for messages."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def free_memory(device: torch.device | str) -> int:
@@ -96,7 +106,13 @@ def bytes_per_item(fn: Callable[[], object]) -> int:
 
 
 def items_per_chunk(item_bytes: int, budget: int, total: int | None = None) -> int:
-    """How many items of ``item_bytes`` fit ``budget`` (at least 1, at most ``total``)."""
+    """How many items of ``item_bytes`` fit ``budget`` (at least 1, at most ``total``). One item
+    that does not fit is still run (nothing can be split further), with a warning."""
+    if item_bytes > budget:
+        warnings.warn(f"the memory budget ({fmt_bytes(budget)}: --max-memory, or a share of the "
+                      f"free memory) is less than one item's {fmt_bytes(item_bytes)}: running one "
+                      f"item per forward, which takes more than the budget; raise --max-memory",
+                      stacklevel=2)
     n = max(1, budget // max(item_bytes, 1))
     return min(n, total) if total is not None else n
 

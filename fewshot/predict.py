@@ -87,6 +87,12 @@ def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.Pat
     if len(names) < 2:
         raise ValueError(f"support folder {support_dir} has {len(names)} class folder(s): give at "
                          f"least two classes to choose between")
+    fixed = getattr(learner, "fixed_way", None)
+    if fixed is not None and fixed != len(names):
+        raise ValueError(f"this {spec.method} model classifies among exactly {fixed} classes (it "
+                         f"was trained on {fixed}-way episodes) but --support {support_dir} has "
+                         f"{len(names)} class folders: give {fixed} class folders, or use a model "
+                         f"trained with --way {len(names)} (or --option head=zero, for any number)")
     files = [f for n in names for f in classes[n]]
     sx, kept = read_images(files, pipeline, convert=convert, skip_bad=skip_bad)
     sy = torch.tensor([i for i, n in enumerate(names) for _ in classes[n]])[kept]

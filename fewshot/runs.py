@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
@@ -20,7 +21,16 @@ from typing import Any
 
 import torch
 
-from episodes.io import atomic_write_text, process_running
+from episodes.io import atomic_write_text, finite_json
+
+from .checkpoint import load_checkpoint
+from .registry import canonical
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
@@ -52,7 +62,7 @@ def run_record(args: Mapping[str, Any], spec: Mapping[str, Any], command: str = 
     every setting (``args``), the model spec with its complete options, and the versions and
     machine it ran on."""
     return {"command": command, "args": dict(args), "spec": dict(spec),
-            "fewshot_version": library_version(), "torch_version": torch.__version__,
+            "fewshot_version": library_version(), "torch_version": str(torch.__version__),
             "python": platform.python_version(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -99,8 +109,6 @@ def changes(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
 
 def _complete(spec: Mapping[str, Any]) -> Mapping[str, Any]:
     """A recorded spec with the options added since it was written, at their defaults."""
-    from .registry import canonical
-
     try:
         return canonical(spec).to_dict()
     except (TypeError, ValueError):  # not a spec this version can read: compared as written
@@ -109,7 +117,7 @@ def _complete(spec: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
     """``obj`` as indented JSON, written atomically (:func:`episodes.io.atomic_write_text`)."""
-    atomic_write_text(json.dumps(obj, indent=1) + "\n", path)
+    atomic_write_text(json.dumps(finite_json(obj), indent=1, allow_nan=False) + "\n", path)
 
 
 def check_folder(out: Path, what: str = "--out") -> None:
@@ -141,61 +149,135 @@ def check_run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> l
     return existing
 
 
+def _saved_record(out: Path) -> dict[str, Any] | None:
+    """The run configuration ``out/last.pt`` recorded (None for a checkpoint written without
+    one: only its training settings are known)."""
+    config = load_checkpoint(out / "last.pt").get("config") or {}
+    if isinstance(config.get("run"), dict):
+        return config["run"]
+    known = {k: v for k, v in config.items() if k in TRAIN_SETTINGS}
+    return {"args": known} if known else None
+
+
+TRAIN_SETTINGS = ("lr", "optimizer", "momentum", "weight_decay", "schedule", "lr_decay_every")
+REPLACED = ".replaced"  # the overwritten run's files, until the new run has its first checkpoint
+
+
 def prepare_run(out: str | os.PathLike, record: dict[str, Any], resume: bool, overwrite: bool
                 ) -> None:
-    """Check ``out`` (:func:`check_run_folder`), then: when resuming, that ``record`` equals
-    ``out/run.json`` in every setting but :data:`RESUMABLE` ones (else the error names each
-    change); otherwise delete the files of the run being overwritten and write ``run.json``."""
+    """Check ``out`` (:func:`check_run_folder`), then: when resuming, that ``record`` equals the
+    run's configuration (``out/run.json``, or the one ``last.pt`` recorded when that file is
+    missing) in every setting but :data:`RESUMABLE` ones (else the error names each change);
+    otherwise move the files of the run being overwritten into ``out/.replaced`` (see
+    :func:`open_run`) and write ``run.json``."""
     out = Path(out)
     existing = check_run_folder(out, resume, overwrite)
     if resume:
-        if (out / RUN_FILE).is_file():
-            diff = changes(read_run(out / RUN_FILE), record)
-            if diff:
-                raise RunError(f"cannot resume {out}: the configuration changed ({'; '.join(diff)})"
-                               f": resume with the run's settings (fewshot train --config "
-                               f"{out / RUN_FILE} --resume), or train into a new --out")
-        else:  # a run from before run.json was written: record it now
+        saved = read_run(out / RUN_FILE) if (out / RUN_FILE).is_file() else _saved_record(out)
+        wanted = record
+        if saved is not None and "spec" not in saved:  # only the training settings are known
+            wanted = {"args": {k: v for k, v in record["args"].items() if k in saved["args"]}}
+        diff = changes(saved, wanted) if saved is not None else []
+        if diff:
+            raise RunError(f"cannot resume {out}: the configuration changed ({'; '.join(diff)})"
+                           f": resume with the run's settings (fewshot train --config "
+                           f"{out / RUN_FILE} --out {out} --resume), or train into a new --out")
+        if not (out / RUN_FILE).is_file():  # lost, or a run from before run.json was written
             write_json_atomic(record, out / RUN_FILE)
         return
     out.mkdir(parents=True, exist_ok=True)
-    for name in existing:
-        (out / name).unlink()
+    if existing:
+        backup = out / REPLACED
+        shutil.rmtree(backup, ignore_errors=True)  # left by an overwrite that was killed
+        backup.mkdir()
+        for name in existing:
+            (out / name).rename(backup / name)
     write_json_atomic(record, out / RUN_FILE)
 
 
 @contextlib.contextmanager
+def open_run(out: str | os.PathLike, record: dict[str, Any], resume: bool, overwrite: bool
+             ) -> Iterator[None]:
+    """Hold ``out``'s lock (:func:`run_lock`) and prepare it (:func:`prepare_run`) while the body
+    trains. If the body fails before the new run wrote its first ``last.pt``, the folder is put
+    back as it was: the new ``run.json`` and logs are removed and an overwritten run's files
+    come back, so a mistaken ``--overwrite`` loses nothing and a corrected rerun is not
+    refused. Once the new run has a checkpoint, the overwritten files are deleted."""
+    out = Path(out)
+    created = not out.exists()
+    try:
+        with run_lock(out):
+            prepare_run(out, record, resume=resume, overwrite=overwrite)
+            backup = out / REPLACED
+            try:
+                yield
+            except BaseException:
+                if not resume and not (out / "last.pt").is_file():
+                    for name in RUN_FILES:
+                        with contextlib.suppress(FileNotFoundError):
+                            (out / name).unlink()
+                    if backup.is_dir():
+                        for f in backup.iterdir():
+                            f.rename(out / f.name)
+                raise
+            finally:
+                shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):  # made by a failed start
+            out.rmdir()
+
+
+def _lock_file(fd: int) -> bool:
+    """Take an exclusive lock of the open file ``fd`` without waiting; False if another process
+    (or another open of the file) holds it. The operating system releases it when the holder
+    exits, however it ends."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:  # Windows
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return True
+    except OSError:  # BlockingIOError, PermissionError (msvcrt)
+        return False
+
+
+@contextlib.contextmanager
 def run_lock(out: str | os.PathLike) -> Iterator[None]:
-    """Hold ``out/.lock`` (holding this process's id) while the body runs.
+    """Hold an operating-system lock on ``out/.lock`` (which names this process's id) while the
+    body runs.
+
+    Taking it is atomic, and a lock whose holder died is free (the OS released it), whatever
+    the file says. The file is removed on release; a process that opened it just before then
+    finds it replaced and tries again.
 
     Raises:
-        RunError: another live process holds the lock. A lock left by a process that died is
-        taken over.
+        RunError: another process holds the lock.
     """
     out = Path(out)
     check_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     lock = out / LOCK_FILE
-    for _ in range(2):
+    for _ in range(20):
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        if not _lock_file(fd):
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunError(f"{out} is in use by another training (process {holder}): wait for "
+                           f"it to finish, or train into another --out")
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            current = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            current = False
+        if current:
             break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and process_running(pid):
-                raise RunError(f"{out} is in use by another training (process {pid}): wait for it "
-                               f"to finish, or train into another --out") from None
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()  # left by a process that no longer runs
+        os.close(fd)  # the holder released and removed it meanwhile: lock the new file
     else:
-        raise RunError(f"could not lock {out}: remove {lock} if no training is running there")
+        raise RunError(f"could not lock {out}: too many processes are starting there at once")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
+        os.close(fd)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,7 @@ from torch import Tensor
 from episodes import ClassDataset, Episode, EpisodeSampler, FixedEpisodes, SineTasks
 
 from . import distributed
-from .checkpoint import load_checkpoint, restore_model, save_checkpoint
+from .checkpoint import all_finite, load_checkpoint, restore_model, save_checkpoint
 from .episode_norm import deferred_running_stats
 from .evaluate import evaluate
 from .learner import EpisodicLearner, ModelSpec
@@ -70,6 +71,8 @@ class TrainConfig:
         episodes_per_forward: split each step's T episodes into forwards of this many and
             accumulate their gradients (None: all T if they fit ``max_memory``, else the most
             that fit). The result does not depend on it (:mod:`fewshot.episode_norm`).
+        run: the run's configuration (``run.json``), stored in every checkpoint so that a run
+            folder that lost its ``run.json`` is still checked when resumed.
     """
 
     steps: int = 1000
@@ -90,6 +93,15 @@ class TrainConfig:
     progress: bool = True
     max_memory: int | None = None
     episodes_per_forward: int | None = None
+    run: dict | None = None
+
+
+class Diverged(ValueError):
+    """Training produced a non-finite loss or non-finite weights; nothing non-finite was
+    written (the message names the step, the value and the last good checkpoint)."""
+
+
+EXPLODED = 100.0  # a running loss this many times its first value (at least 1) is warned about
 
 
 @dataclass
@@ -167,9 +179,23 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         restore_streams(sampler, ckpt, ctx)
         step, seconds, best, history = ckpt["step"], ckpt["seconds"], ckpt["best"], ckpt["history"]
 
+    saved_step = step if config.resume and ckdir is not None and (ckdir / "last.pt").is_file() \
+        else None
+
+    def diverged(what: str) -> Diverged:
+        last = (f"the last good checkpoint is {ckdir / 'last.pt'} (step {saved_step})"
+                if saved_step is not None else "no checkpoint of this run was written")
+        return Diverged(f"training diverged at step {step}: {what}; {last}: lower --lr (now "
+                        f"{config.lr:g}) or check the data and options, then resume or start again")
+
     def checkpoint(name: str) -> None:
+        nonlocal saved_step
         if ckdir is None:
             return
+        if not all_finite(learner):  # never written: a NaN best.pt would pass for a model
+            raise diverged("the weights are not finite")
+        if name == "last.pt":
+            saved_step = step
         ranks = (distributed.gather_objects({"sampler": sampler.state_dict(), "rng": rng_state()})
                  if ctx.active else None)
         if ctx.main:
@@ -182,6 +208,8 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
 
     def validate() -> None:
         nonlocal best
+        if not all_finite(learner):
+            raise diverged("the weights are not finite")
         acc = evaluate(learner, val[1], val[0], device=device, amp=config.amp,
                        max_memory=config.max_memory).mean
         extra = {k: v for m in monitors for k, v in m(learner).items()}
@@ -200,6 +228,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
     log = TrainLog(None if config.time_limit else config.steps, step, history,
                    ckdir if ctx.main else None, enabled=config.progress and ctx.main)
     sums = torch.zeros(2, device=device)
+    first_loss, warned = None, False
     start_step, tick = step, time.perf_counter()
     while step < config.steps:
         if config.time_limit is not None and (distributed.any_rank(seconds >= config.time_limit)
@@ -224,6 +253,14 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
                 distributed.all_reduce_([sums])
             run_loss, run_acc = (sums / LOG_EVERY).tolist()
             sums.zero_()
+            if not math.isfinite(run_loss):
+                raise diverged(f"the loss is {run_loss} (over steps {step - LOG_EVERY + 1}-{step})")
+            first_loss = run_loss if first_loss is None else first_loss
+            if not warned and run_loss > EXPLODED * max(first_loss, 1.0):
+                warned = True
+                warnings.warn(f"the loss reached {run_loss:.3g} at step {step}, from {first_loss:.3g}"
+                              f": the learning rate (--lr {config.lr:g}) may be too high",
+                              stacklevel=2)
             classify = not getattr(batch, "query_y", sums).is_floating_point()
             log.record({"step": step, "loss": run_loss, **({"acc": run_acc} if classify else {}),
                         **learner.train_metrics(), "seconds": seconds})
@@ -235,6 +272,8 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
             checkpoint("last.pt")
             tick = time.perf_counter()
     log.close()
+    if not bool(torch.isfinite(sums).all()):  # steps since the last logged ones
+        raise diverged("the loss is not finite")
     if device.type == "cuda":  # count the work still queued on the device
         torch.cuda.synchronize(device)
         seconds += time.perf_counter() - tick

@@ -106,6 +106,11 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, name: st
     if head:
         state = {k: v for k, v in state.items() if not (k == head or k.startswith(head + "."))}
     check_fits(backbone, state, f"{flag} {path}", name)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{flag} {path} holds non-finite weights (NaN or infinity, e.g. "
+                         f"{bad[0]}): it comes from a run that diverged: give weights of a run "
+                         f"that trained well")
     backbone.load_state_dict(state)
     return meta
 

@@ -3,8 +3,8 @@ names the input and the fix: no traceback, nothing half-written. One row per inp
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from fewshot.cli import main
+from fewshot.runs import run_lock
 
 from .conftest import data_args, make_tree
 
@@ -73,10 +74,14 @@ def episodes_file(tree: Path) -> str:
     return str(tree / "e2.pt")
 
 
+HELD = contextlib.ExitStack()  # locks held for the rest of the module's tests
+
+
 def live_lock(tree: Path) -> str:
+    """A run folder whose lock another holder (an open file of this process) keeps."""
     run = tree / "locked"
-    run.mkdir(exist_ok=True)
-    (run / ".lock").write_text(str(os.getppid()))  # a process that is alive
+    if not (run / ".lock").exists():
+        HELD.enter_context(run_lock(run))
     return str(run)
 
 
@@ -93,9 +98,9 @@ ROWS: list[Row] = [
     ("negative hidden", lambda t: ["train", *data_args(t), *TRAIN, "--method", "relation",
                                    "--option", "hidden=-4"], r"option hidden must be >= 1, got -4"),
     ("image size 3", lambda t: ["train", *data_args(t), *TRAIN, "--image-size", "3"],
-     r"--image-size: must be >= 16, got 3"),
+     r"--image-size: must be >= 16 and <= 1024, got 3"),
     ("image size 0", lambda t: ["train", *data_args(t), *TRAIN, "--image-size", "0"],
-     r"--image-size: must be >= 16, got 0"),
+     r"--image-size: must be >= 16 and <= 1024, got 0"),
     ("device gpu7", lambda t: ["train", *TRAIN, "--device", "gpu7"], r"'gpu7' is not a device"),
     ("unknown normalisation", lambda t: ["train", *TRAIN, "--normalize", "imagenett"],
      r"--normalize: normalisation 'imagenett': choose one of auto, none, imagenet, inception, "
@@ -162,7 +167,8 @@ ROWS: list[Row] = [
      r"configuration changed \(--backbone: 'conv4' -> 'resnet12'"),
     ("folder in use", lambda t: ["train", *data_args(t), *TRAIN, "--out", live_lock(t)],
      r"in use by another training"),
-    ("replay a missing run.json", lambda t: ["train", "--config", str(t / "nope.json")],
+    ("replay a missing run.json", lambda t: ["train", "--config", str(t / "nope.json"), "--out",
+                                            str(t / "replayed")],
      r"run configuration .*nope.json does not exist"),
     ("json is a folder", lambda t: args_eval(t, "--json", str(t)), r"--json .* is a folder"),
     ("episodes file is a folder", lambda t: args_eval(t, "--episodes-file", str(t)),
@@ -254,7 +260,8 @@ def test_run_json_replay_and_resume(tree: Path, capsys):
     a = torch.load(run / "last.pt", weights_only=True)["model"]
     b = torch.load(tree / "replay" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same run, replayed
-    main(["train", "--config", str(run / "run.json"), "--resume", "--steps", "3"])
+    main(["train", "--config", str(run / "run.json"), "--out", str(run), "--resume", "--steps",
+          "3"])
     assert "trained 3 steps" in capsys.readouterr().out
     main(["train", *data_args(tree), *TRAIN, "--out", str(run), "--overwrite"])
     assert not (run / "best.pt").exists() and (run / "last.pt").is_file()

@@ -26,6 +26,7 @@ from .args import (
     fail,
     memory_size,
     option,
+    os_error_text,
     pick_device,
     positive_float,
     positive_int,
@@ -73,7 +74,9 @@ def build_parser() -> Parser:
                        "held-out classes (a few minutes on a laptop CPU)")
     p.add_argument("--seconds", type=positive_float, default=100, help="training time")
     p.add_argument("--episodes", type=positive_int, default=600, help="test episodes")
-    p.add_argument("--out", default="runs/demo", help="run folder")
+    p.add_argument("--out", default="runs/demo", help="run folder (an earlier demo's run there is "
+                   "replaced; another run is refused unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
     p.set_defaults(func=commands.cmd_demo)
 
@@ -138,11 +141,19 @@ def build_parser() -> Parser:
     return parser
 
 
+NOT_REPLAYED = ("out", "overwrite", "resume", "config")  # where and how to write: said anew
+
+
 def replay_defaults(parser: Parser, argv: list[str]) -> None:
     """For ``train --config RUN_JSON``: make the recorded settings the train command's defaults,
-    so the run is replayed and arguments given on the command line override them."""
+    so the run is replayed and arguments given on the command line override them.
+
+    Where the replay writes is never taken from the file: ``--out`` must be given on the command
+    line, and ``--overwrite``/``--resume`` apply only when given there. Every recorded value is
+    checked as the flag's own value would be."""
     probe = argparse.ArgumentParser(add_help=False)
     probe.add_argument("--config")
+    probe.add_argument("--out")
     known, _ = probe.parse_known_args(argv[1:])
     if not argv or argv[0] not in ("train", "pretrain") or not known.config:
         return
@@ -150,6 +161,9 @@ def replay_defaults(parser: Parser, argv: list[str]) -> None:
     if record.get("command", "train") != argv[0]:
         raise RunError(f"{known.config} is the record of a fewshot {record['command']} run: "
                        f"replay it with fewshot {record['command']} --config")
+    if known.out is None:
+        raise RunError(f"--config {known.config} replays a run's settings but not its folder: "
+                       f"give --out (a new folder, or the run's own with --resume to continue it)")
     recorded = dict(record["args"])
     spec = record.get("spec") or {}
     recorded["option"] = [(k, str(v)) for k, v in (spec.get("options") or {}).items()]
@@ -159,8 +173,33 @@ def replay_defaults(parser: Parser, argv: list[str]) -> None:
         if flag in spec and argv[0] == "train":
             recorded[flag] = spec[flag]
     command = parser.subcommands[argv[0]]
-    dests = {a.dest for a in command._actions}  # noqa: SLF001 - argparse has no public list
-    command.set_defaults(**{k: v for k, v in recorded.items() if k in dests})
+    actions = {a.dest: a for a in command._actions}  # noqa: SLF001 - argparse has no public list
+    replayed = {k: v for k, v in recorded.items() if k in actions and k not in NOT_REPLAYED}
+    given = {a.split("=", 1)[0] for a in argv[1:] if a.startswith("--")}
+    for key, value in replayed.items():
+        if not given & set(actions[key].option_strings):  # a flag given overrides the record
+            check_recorded(known.config, actions[key], value)
+    command.set_defaults(**replayed)
+
+
+def check_recorded(path: str, action: argparse.Action, value: object) -> None:
+    """Raise :class:`RunError` unless ``value``, recorded for ``action`` in ``path``, passes the
+    checks the flag's own value gets (its type and choices)."""
+    flag = action.option_strings[0] if action.option_strings else action.dest
+    values = value if isinstance(value, list) and action.nargs not in (None, "?") else [value]
+    for v in values:
+        if v is None or isinstance(v, bool) or isinstance(v, list | tuple):
+            continue
+        try:
+            if action.type is not None and callable(action.type):
+                action.type(str(v))
+        except (argparse.ArgumentTypeError, ValueError) as e:
+            raise RunError(f"--config {path}: its {flag} {v!r} is refused ({e}): correct it in "
+                           f"the file or give {flag} on the command line") from None
+        if action.choices is not None and v not in action.choices:
+            raise RunError(f"--config {path}: its {flag} {v!r} is not one of "
+                           f"{', '.join(map(str, action.choices))}: correct it in the file or "
+                           f"give {flag} on the command line")
 
 
 def one_line_warning(message: Warning | str, category: type[Warning], *args: object,
@@ -183,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
                              getattr(args, "dist_timeout", distributed.DEFAULT_TIMEOUT))
         args.func(args)
         distributed.shutdown()  # after a failure the process exits without waiting for peers
+    except OSError as e:  # a full disk, a read-only place, a missing file: named, with the fix
+        fail(os_error_text(e))
     except USER_ERRORS as e:
         fail(e.args[0] if isinstance(e, KeyError) and e.args else e)
     except KeyboardInterrupt:

@@ -4,6 +4,9 @@ line naming the argument and the fix."""
 from __future__ import annotations
 
 import argparse
+import errno
+import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +21,7 @@ MAX_MEMORY_HELP = ("memory one forward pass may take, e.g. 2GB (default: on a GP
                    "memory, on a CPU 1 GiB or a quarter of the free memory); forwards are split "
                    "into chunks that fit, with the same results")
 MIN_IMAGE_SIZE = 16  # four 2x2 max-pools (Conv-4, ResNet-12) need at least 16 pixels
+MAX_IMAGE_SIZE = 1024  # a side; a split of such images already takes GBs
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -43,18 +47,21 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def bounded(kind: Callable[[str], float], low: float, strict: bool = False
-            ) -> Callable[[str], float]:
-    """An argparse type: a ``kind`` (int or float) >= ``low`` (or > ``low`` when ``strict``)."""
-    need = f"{'>' if strict else '>='} {low:g}"
+def bounded(kind: Callable[[str], float], low: float, strict: bool = False,
+            high: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite ``kind`` (int or float) >= ``low`` (or > ``low`` when
+    ``strict``) and, if given, <= ``high``; ``nan`` and ``inf`` are refused."""
+    need = f"{'>' if strict else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+    noun = "a whole number" if kind is int else "a finite number"
 
     def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {'a whole number' if kind is int else 'a number'}"
-                                             f" {need}, got {text!r}") from None
-        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {noun} {need}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be {noun} {need}, got {text}")
+        if value < low or (strict and value == low) or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"must be {need}, got {text}")
         return value
     parse.__name__ = f"{kind.__name__} {need}"
@@ -65,7 +72,7 @@ positive_int = bounded(int, 1)
 count = bounded(int, 0)
 positive_float = bounded(float, 0, strict=True)
 fraction = bounded(float, 0)
-image_size = bounded(int, MIN_IMAGE_SIZE)
+image_size = bounded(int, MIN_IMAGE_SIZE, high=MAX_IMAGE_SIZE)
 way = bounded(int, 2)
 
 
@@ -127,31 +134,81 @@ def option(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _writable(flag: str, p: Path) -> None:
+    """Raise ``ValueError`` unless ``p`` (or, if it does not exist yet, the nearest folder above it
+    that does) may be written."""
+    target = p if p.exists() else next((q for q in p.parents if q.exists()), Path("."))
+    if not os.access(target, os.W_OK | (os.X_OK if target.is_dir() else 0)):
+        where = "" if target == p else f": {target} is"
+        raise ValueError(f"{flag} {p}{where} is not writable (read-only place or permissions): "
+                         f"give a path you can write to")
+
+
+def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (after resolving links, or the same inode)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    real, top = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return top == real or top in real.parents
+
+
+def not_an_input(flag: str, path: str | os.PathLike | None,
+                 inputs: dict[str, str | os.PathLike | None],
+                 folders: dict[str, str | os.PathLike | None] | None = None) -> None:
+    """Raise ``ValueError`` if the output ``path`` (given as ``flag``) is one of the command's
+    input files ``inputs`` (flag -> path) or lies inside one of its input ``folders``: writing
+    it would destroy or change what the command reads."""
+    if path is None:
+        return
+    for other, given in inputs.items():
+        if given is not None and _same(path, given):
+            raise ValueError(f"{flag} {path} is the {other} file the command reads: writing it "
+                             f"would destroy it: give {flag} another file")
+    for other, folder in (folders or {}).items():
+        if folder is not None and Path(folder).is_dir() and _inside(path, folder):
+            raise ValueError(f"{flag} {path} is inside the {other} folder {folder}, which the "
+                             f"command reads: write it elsewhere")
+
+
 def output_file(flag: str, path: str | None) -> None:
     """Raise ``ValueError`` unless ``path`` (given as ``flag``) can be written as a file: not a
-    folder, and in a folder that exists or can be made (not under a file)."""
+    folder, in a folder that exists or can be made (not under a file), and writable."""
     if path is None:
         return
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"{flag} {p} is a folder: give a file name")
+    if p.is_symlink() and not p.exists():
+        raise ValueError(f"{flag} {p} is a link to nothing ({os.readlink(p)}): give a file name")
     for parent in p.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise ValueError(f"{flag} {p}: {parent} is a file, not a folder: give another path")
             break
+    _writable(flag, p)
 
 
 def output_folder(flag: str, path: str | None) -> None:
-    """Raise ``ValueError`` if ``path`` (given as ``flag``) or one of its parents is a file."""
+    """Raise ``ValueError`` if ``path`` (given as ``flag``) or one of its parents is a file, or
+    if it cannot be written."""
     if path is None:
         return
     p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise ValueError(f"{flag} {p} is a link to nothing ({os.readlink(p)}): give a folder")
     for q in (p, *p.parents):
         if q.exists():
             if not q.is_dir():
                 raise ValueError(f"{flag} {p}: {q} is a file, not a folder: give a folder")
             break
+    _writable(flag, p)
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -187,6 +244,10 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 def check_data_args(args: argparse.Namespace) -> None:
     """Checks of the data arguments that need more than one argument or the file system."""
     output_folder("--cache-dir", args.cache_dir)
+    cache = os.environ.get("FEWSHOT_CACHE")
+    if args.cache_dir is None and cache and Path(cache).exists() and not Path(cache).is_dir():
+        raise ValueError(f"FEWSHOT_CACHE={cache} is a file, not a folder: set it to a folder "
+                         f"(or give --cache-dir)")
     if args.dataset != "embedded" and args.root is None:
         raise ValueError(f"the {args.dataset} dataset needs its folder: give --root")
 
@@ -198,6 +259,18 @@ def dataset_from_args(args: argparse.Namespace, split: str):
                       convert=not args.no_convert, skip_bad=args.skip_bad_images,
                       crop=args.crop_boxes, csv_dir=args.csv_dir, decoder=args.decoder)
     return ds.to(pick_device(args.device))
+
+
+def os_error_text(e: OSError) -> str:
+    """One line for an operating-system error: the file, what went wrong, and the fix."""
+    if not e.filename:
+        return str(e)
+    fix = {errno.ENOSPC: "free space there or write elsewhere",
+           errno.EDQUOT: "free space there or write elsewhere",
+           errno.EACCES: "give a path you can write to (or change its permissions)",
+           errno.EPERM: "give a path you can write to (or change its permissions)",
+           errno.EROFS: "give a path on a writable disk"}.get(e.errno or 0, "check the path")
+    return f"{e.filename}: {(e.strerror or type(e).__name__).lower()}: {fix}"
 
 
 def fail(message: str, status: int = 1) -> NoReturn:

@@ -17,20 +17,37 @@ import torch
 from episodes import AugmentConfig, EpisodeAugment, EpisodeSampler, FixedEpisodes
 from episodes.io import atomic_write_text
 from episodes.options import parse_values
-from episodes.sampler import FLAGS
+from episodes.sampler import FLAGS, check_episode_shape
 from episodes.shard import check_shardable
 
 from .. import distributed
 from ..checkpoint import load_checkpoint, load_learner, recorded_pipeline
+from ..demo import SPEC as DEMO_SPEC
+from ..demo import run_demo
 from ..input_norm import resolve_normalize
 from ..learner import EpisodicLearner
 from ..predict import Prediction, predict
 from ..registry import build_learner, make_spec, method_config
-from ..runs import RUN_FILE, check_run_folder, prepare_run, read_run, run_lock, run_record
+from ..runs import (
+    RUN_FILE,
+    RUN_FILES,
+    RunError,
+    check_run_folder,
+    open_run,
+    read_run,
+    run_record,
+)
 from ..ssl import SSL_METHODS
 from ..step_size import auto_episodes
 from ..train import train
-from .args import check_data_args, dataset_from_args, output_file, output_folder, pick_device
+from .args import (
+    check_data_args,
+    dataset_from_args,
+    not_an_input,
+    output_file,
+    output_folder,
+    pick_device,
+)
 from .groups import prepare_backbone, train_config, validation
 from .transfer import eval_model
 
@@ -42,9 +59,22 @@ def load_episodes(path: str) -> FixedEpisodes:
     try:
         return FixedEpisodes.load(path)
     except Exception as e:  # noqa: BLE001 - truncated, not a torch file, other content: one answer
+        if is_checkpoint(path):
+            raise ValueError(f"--episodes-file {path} is a fewshot checkpoint, not an episodes "
+                             f"file: give --episodes-file a new file name (the episodes are "
+                             f"drawn and saved there)") from None
         raise ValueError(f"--episodes-file {path} is not a readable episodes file "
-                         f"({type(e).__name__}): delete it to draw new episodes there, or give "
-                         f"another file") from None
+                         f"({type(e).__name__}): give another file name (a new one is drawn and "
+                         f"saved), or delete it if it is a broken episodes file") from None
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a readable fewshot checkpoint."""
+    try:
+        load_checkpoint(path)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def fixed_episodes(dataset, way: int, shot: int, query: int, count: int, seed: int,
@@ -115,6 +145,10 @@ def check_run_args(args: argparse.Namespace) -> None:
     check_data_args(args)
     output_folder("--out", args.out)
     check_run_folder(args.out, args.resume, args.overwrite)
+    if args.overwrite:  # the files an overwrite replaces must not be the run's own inputs
+        for name in RUN_FILES:
+            not_an_input(f"--overwrite (of {Path(args.out) / name})", Path(args.out) / name,
+                         {"--init": args.init, "--config": args.config})
     if args.resume:  # an unreadable or unsafe last.pt is refused before anything is written
         load_checkpoint(Path(args.out) / "last.pt")
     if args.init and not Path(args.init).is_file():
@@ -125,14 +159,15 @@ def check_run_args(args: argparse.Namespace) -> None:
 
 @contextlib.contextmanager
 def run_folder(args: argparse.Namespace, record: dict) -> Iterator[None]:
-    """Hold ``--out``'s lock and prepare it for the run (:func:`fewshot.runs.prepare_run`) while
-    the body trains; in a distributed run only rank 0 does, and an error there stops every
-    rank. ``record["resolved"]["world_size"]`` notes the number of processes."""
+    """Hold ``--out``'s lock and prepare it for the run (:func:`fewshot.runs.open_run`, which
+    puts the folder back if the run fails before its first checkpoint) while the body trains;
+    in a distributed run only rank 0 does, and an error there stops every rank.
+    ``record["resolved"]["world_size"]`` notes the number of processes."""
     record.setdefault("resolved", {})["world_size"] = distributed.current().world_size
     with contextlib.ExitStack() as stack:
         def prepare() -> None:
-            stack.enter_context(run_lock(args.out))
-            prepare_run(args.out, record, resume=args.resume, overwrite=args.overwrite)
+            stack.enter_context(open_run(args.out, record, resume=args.resume,
+                                         overwrite=args.overwrite))
         distributed.on_main(prepare)
         yield
 
@@ -154,6 +189,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     spec = make_spec(args.method, args.backbone, train_ds.image_shape[0], train_ds.image_shape[1],
                      options,
                      resolve_normalize(args.normalize, args.backbone, train_ds.image_shape[0]))
+    check_episode_shape(train_ds, args.way, args.shot, args.query)  # before any allocation
     learner = build_learner(spec)
     per_step = resolve_episodes_per_step(args, learner, train_ds.image_shape, device)
     check_shardable(per_step, distributed.current().world_size, "episodes",
@@ -165,9 +201,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.val_episodes > 0:
         val = validation(args, dataset_from_args(args, "val"), args.val_way or args.way,
                          args.val_shot or args.shot)
-    config = train_config(args)
     record = run_record(recorded_args(args, augment_values), spec.to_dict())
     record["resolved"] = {"episodes_per_step": per_step}
+    config = train_config(args, learner, record)
     with run_folder(args, record):
         result = train(learner, spec, sampler, config, val=val, device=device)
     if distributed.current().main:
@@ -187,6 +223,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     check_data_args(args)
     output_file("--json", args.json)
     output_file("--episodes-file", args.episodes_file)
+    inputs = {"--checkpoint": args.checkpoint, "--weights": args.weights}
+    not_an_input("--episodes-file", args.episodes_file, inputs)
+    not_an_input("--json", args.json, {**inputs, "--episodes-file": args.episodes_file})
     score, ds = eval_model(args, device)
     episodes = fixed_episodes(ds, args.way, args.shot, args.query, args.episodes, args.seed,
                               args.episodes_file)
@@ -206,6 +245,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     for flag, folder in (("--support", args.support), ("--query", args.query)):
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"{flag} folder {folder} does not exist: check the path")
+    not_an_input("--output", args.output, {"--checkpoint": args.checkpoint},
+                 {"--support": args.support, "--query": args.query})
     learner, spec, ckpt = load_learner(args.checkpoint, device)
     pipeline = recorded_pipeline(ckpt, args.checkpoint, args.pipeline)
     preds = predict(learner, spec, args.support, args.query, device, convert=not args.no_convert,
@@ -238,9 +279,21 @@ def format_predictions(preds: list[Prediction], fmt: str) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from ..demo import run_demo
-
+    """The demo, under ``train``'s rules for its run folder: a folder holding another run is
+    refused unless ``--overwrite`` (an earlier demo's own run is replaced), the folder is locked,
+    and ``run.json`` records the demo."""
     output_folder("--out", args.out)
-    run_demo(seconds=args.seconds, out=args.out, device=pick_device(args.device),
-             episodes=args.episodes)
+    run_file = Path(args.out) / RUN_FILE
+    try:
+        own = run_file.is_file() and read_run(run_file).get("command") == "demo"
+    except RunError:
+        own = False
+    replace = args.overwrite or own
+    check_run_folder(args.out, resume=False, overwrite=replace)
+    settings = {"seconds": args.seconds, "episodes": args.episodes, "out": args.out,
+                "device": args.device}
+    with open_run(args.out, run_record(settings, DEMO_SPEC.to_dict(), command="demo"),
+                  resume=False, overwrite=replace):
+        run_demo(seconds=args.seconds, out=args.out, device=pick_device(args.device),
+                 episodes=args.episodes)
     sys.stdout.flush()

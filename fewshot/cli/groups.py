@@ -13,7 +13,7 @@ from ..distributed import DEFAULT_TIMEOUT
 from ..input_norm import check_normalize_text, describe_normalize, require_same_normalize
 from ..learner import EpisodicLearner, ModelSpec
 from ..registry import canonical
-from ..train import TrainConfig
+from ..train import TrainConfig, make_optimizer
 from ..weights import backbone_of, load_backbone_weights
 from ..zoo import freeze
 from .args import MAX_MEMORY_HELP, count, memory_size, option, positive_float, positive_int, way
@@ -114,18 +114,29 @@ def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
                    "others before the run stops with an error")
 
 
-def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` of the optimization and run arguments."""
+def train_config(args: argparse.Namespace, learner: EpisodicLearner | None = None,
+                 record: dict | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of the optimization and run arguments, ``record`` (the run's
+    ``run.json``) kept in it so that every checkpoint carries it. With ``learner`` (after
+    ``--freeze``), its optimizer is built once too, so that nothing it would refuse reaches the
+    run folder."""
     if not 0 <= args.momentum < 1:
         raise ValueError(f"--momentum must be in [0, 1), got {args.momentum}")
-    if args.weight_decay < 0:
-        raise ValueError(f"--weight-decay must be >= 0, got {args.weight_decay}")
-    return TrainConfig(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
-                       optimizer=args.optimizer, momentum=args.momentum, schedule=args.schedule,
-                       lr_decay_every=args.lr_decay_every, val_every=args.val_every,
-                       checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
-                       resume=args.resume, amp=args.amp, time_limit=args.time_limit,
-                       progress=not args.quiet, max_memory=args.max_memory)
+    if not 0 <= args.weight_decay < float("inf"):
+        raise ValueError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
+    config = TrainConfig(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
+                         optimizer=args.optimizer, momentum=args.momentum, schedule=args.schedule,
+                         lr_decay_every=args.lr_decay_every, val_every=args.val_every,
+                         checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
+                         resume=args.resume, amp=args.amp, time_limit=args.time_limit,
+                         progress=not args.quiet, max_memory=args.max_memory, run=record)
+    if learner is not None:
+        params = [p for p in learner.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"--freeze {' '.join(args.freeze)} leaves no parameter to train: "
+                             f"freeze fewer layers (e.g. --freeze blocks.0)")
+        make_optimizer(params, config)
+    return config
 
 
 def validation(args: argparse.Namespace, val_ds: ClassDataset, way: int, shot: int

@@ -36,6 +36,10 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
         raise ValueError("self-supervised pre-training runs in one process (momentum queues, "
                          "cross-view batches and per-image pseudo-labels are not split across "
                          "ranks): run it without torchrun")
+    if args.batch_size < 2:
+        raise ValueError(f"--batch-size {args.batch_size}: {args.method} learns from the images of "
+                         f"a batch together (and its BatchNorm layers need two): give --batch-size "
+                         f"2 or more")
     device = pick_device(args.device)
     check_run_args(args)
     options = dict(args.option)
@@ -75,9 +79,9 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
         if args.knn_k:
             monitors.append(knn_monitor(val_ds, args.knn_k))
     record = run_record(recorded_args(args, augment_values), spec.to_dict(), command="pretrain")
+    config = train_config(args, learner, record)
     with run_folder(args, record):
-        result = train(learner, spec, sampler, train_config(args), val=val, device=device,
-                       monitors=monitors)
+        result = train(learner, spec, sampler, config, val=val, device=device, monitors=monitors)
     last = next((r for r in reversed(result.history) if "emb_std_ratio" in r), None)
     print(f"pre-trained {args.method} {result.steps} steps ({result.episodes / len(train_ds):.1f} "
           f"epochs) in {result.seconds:.1f} s; checkpoints in {args.out}"

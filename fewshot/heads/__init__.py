@@ -100,6 +100,10 @@ class CosineHead(LinearHead):
     scale: float = 2.0
     learn_norm: bool = True
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.scale > 0, "scale", "> 0 (scores times 0 are all 0)", self.scale)
+
 
 @dataclass
 class LogisticHead:

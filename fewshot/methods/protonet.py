@@ -92,6 +92,8 @@ class ProtoNetConfig:
     def __post_init__(self) -> None:
         check(self.hidden is None or self.hidden >= 1, "hidden", ">= 1 (conv4 width)", self.hidden)
         check(self.rotation_weight >= 0, "rotation_weight", ">= 0", self.rotation_weight)
+        check(self.scale is None or self.scale > 0, "scale", "> 0 (logits times 0 are all 0)",
+              self.scale)
 
 
 @register("protonet", ProtoNetConfig)

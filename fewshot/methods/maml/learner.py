@@ -138,6 +138,12 @@ class MAML(EpisodicLearner):
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self._step_logits: Tensor | None = None
 
+    @property
+    def fixed_way(self) -> int | None:
+        """The number of classes every episode must have (a linear head's outputs), or None
+        when any number works (``head=zero``)."""
+        return self.net.head.out_features if self.head_kind == "linear" else None
+
     def adapted_module(self) -> nn.Module:
         """The module adapted in the inner loop: the head (ANIL) or the whole net."""
         return self.net.head if self.anil else self.net

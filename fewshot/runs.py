@@ -170,7 +170,7 @@ def run_lock(out: str | os.PathLike) -> Iterator[None]:
 
     Raises:
         RunError: another live process holds the lock. A lock left by a process that died is
-        taken over.
+            taken over.
     """
     out = Path(out)
     check_folder(out)

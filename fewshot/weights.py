@@ -46,7 +46,7 @@ def read_backbone_state(path: str | os.PathLike, flag: str = "--weights"
 
     Raises:
         ValueError: not a PyTorch file, a fewshot checkpoint without a backbone, or no mapping of
-        names to tensors.
+            names to tensors.
     """
     from .checkpoint import FORMAT
 

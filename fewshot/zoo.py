@@ -48,7 +48,7 @@ def torchvision_backbone(name: str, in_channels: int) -> nn.Module:
 
     Raises:
         ValueError: the model has no ``nn.Linear`` classifier to remove, or ``in_channels`` is
-        not 1 or 3.
+            not 1 or 3.
     """
     import torchvision
 

@@ -18,7 +18,7 @@ Compared point by point with the reference code: facebookresearch/low-shot-shrin
   default. The paper writes a cosine, but with both sides normalised the logits lie in [-1, 1]
   and at 5-way 1-shot no class can get more than ``e / (e + 4/e) = 0.65``; the query's norm acts
   as a learned, per-query inverse temperature. ``normalize_query=True`` (with ``scale``)
-  gives the cosine of the paper and of this module before issue 9.
+  gives the cosine of the paper.
 - Support normalisation: the low-shot code divides by ``|G| + 1e-5``, we use ``F.normalize``
   (``max(|G|, 1e-12)``); the same for any non-degenerate embedding.
 - Class probabilities: the references take ``log(softmax @ Y)`` (easyfsl adds 1e-6 inside the
@@ -194,7 +194,7 @@ class MatchingNet(BackboneLearner):
 class MatchingConfig:
     """Options of ``--method matching``: full-context embeddings (``fce``) with ``fce_steps``
     processing steps, ``scale`` of the attention logits, ``normalize_query`` (cosine attention;
-    ``normalize_query=true scale=1`` is the behaviour before issue 9), ``hidden`` (Conv-4 width;
+    ``normalize_query=true scale=1``: the paper's cosine), ``hidden`` (Conv-4 width;
     None: 64), ``rotation_weight`` (auxiliary rotation loss, as ProtoNet's; 0: off)."""
 
     fce: bool = True

@@ -34,7 +34,7 @@ and ``miniimagenet_train_*_shot.py``); the defaults follow it, each point has an
   classes, ink = 1); these data differences are not reproduced.
 
 ``separate_passes=false batch_stats_at_test=false init=pytorch encoder_padding=1 grad_clip=none``
-is the behaviour before issue 9.
+sets all five of these choices the other way, not as the authors' code.
 """
 
 from __future__ import annotations

@@ -199,7 +199,8 @@ def batched_logits(task_fn: Callable[..., Tensor | tuple[Tensor, ...]],
 
     Args:
         task_fn: returns a tensor or a tuple of tensors for one task.
-        sx ``[T, S, ...]``, sy ``[T, S]``, qx ``[T, M, ...]``.
+        sx, sy, qx: the tasks' support images ``[T, S, ...]``, support labels ``[T, S]`` and query
+            images ``[T, M, ...]``.
         use_vmap: ``torch.func.vmap`` over tasks (one batched computation; norm layers run as
             primitive ops, see :mod:`fewshot.methods.maml.norms`); False: a Python loop (for models
             that cannot be vmapped); None (default): vmap on accelerators, the loop on the CPU,
@@ -264,7 +265,8 @@ def maml_logits(model: nn.Module, params: Params, lrs: LRs | float, sx: Tensor, 
     Args:
         params: the model's (meta-)parameters; lrs: one float, or per adapted parameter a float
             or a tensor ``[S]`` (see :func:`step_lr`); encoder, encoder_params: ANIL's frozen encoder.
-        sx ``[T, S, C, H, W]``, sy ``[T, S]``, qx ``[T, M, C, H, W]``.
+        sx, sy, qx: support images ``[T, S, C, H, W]``, support labels ``[T, S]``, query images
+            ``[T, M, C, H, W]``.
         use_vmap, chunk_size: see :func:`batched_logits` (None: vmap except on the CPU).
         stats: per-step BatchNorm statistics (see :mod:`fewshot.methods.maml.step_norms`; in training mode
             they are updated here, once, from the batch statistics of all T tasks); None:

@@ -14,7 +14,8 @@ with (appendix A.1): Omniglot 5-way trained with 1 step, tested with 3; mini-Ima
 :func:`paper_eval_steps` of ``inner_steps``: ``max(3, 2 * inner_steps)`` (0 without inner steps),
 which gives the paper's 3 and 10; for 20-way Omniglot it gives 10 where the paper used 5 (pass
 ``eval_inner_steps=5``). Measured on Omniglot 5-way 1-shot: 3 test steps scored 1.64 points above 1
-on the same 500 episodes (paired t-test p = 4e-25; BENCHMARKS.md, issue 9).
+on the same 500 episodes (paired t-test p = 4e-25; BENCHMARKS.md,
+"MAML test-time steps and per-step BatchNorm").
 
 BatchNorm (``bn`` option). ``"transductive"`` (default, the original MAML and what MAML++'s code
 does at evaluation): batch statistics in training and evaluation alike (see
@@ -25,12 +26,12 @@ one set of running statistics per inner step, updated from batch statistics in t
 meta-gradients are the transductive ones). In evaluation the inner loop normalises the support set
 with its own batch statistics, as in training, and each query forward uses its step's running
 statistics, so a query's prediction does not depend on the other queries. (Running the inner loop
-on the fixed statistics too, as this option did before, diverges: without batch statistics the
+on the fixed statistics too diverges: without batch statistics the
 loss is no longer invariant to the scale of each conv filter, the trained inner rate overshoots,
 the support loss rises and the query logits overflow within three steps; see
-:mod:`~fewshot.methods.maml.step_norms`.) Measured on Omniglot 5-way 1-shot (BENCHMARKS.md, issue
-9): 81.3 % against 92.4 % for the same weights with transductive statistics; keep the default for
-accuracy.
+:mod:`~fewshot.methods.maml.step_norms`.) Measured on Omniglot 5-way 1-shot (BENCHMARKS.md,
+"MAML test-time steps and per-step BatchNorm"): 81.3 % against 92.4 % for the same weights
+with transductive statistics; keep the default for accuracy.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ class MAML(EpisodicLearner):
             chunk_size: tasks per chunk.
         compile: run the adaptation and query forward (:func:`maml_logits`) through
             ``torch.compile`` (off by default: the first call compiles for minutes, and whether
-            it pays is measured by ``benchmarks/peers.py maml``, BENCHMARKS.md issue 10).
+            it pays is measured by ``benchmarks/peers.py maml``, BENCHMARKS.md, "speed against
+            the peers").
         loss: ``"cross_entropy"`` (classification) or ``"mse"`` (regression: the head's
             ``n_way`` outputs are the prediction, the targets are floats, e.g.
             :class:`episodes.SineTasks` with ``n_way=1``), in the inner loop and the outer loss.

@@ -23,9 +23,10 @@ inductive (a query's logits do not depend on the other queries) and nothing is r
 updated. The sets of the support forwards (0..S-1) are recorded in training but, as in MAML++'s
 code (which normalises with batch statistics at evaluation too), not used to normalise.
 
-Why not the running statistics in the inner loop as well (what this option did before issue 9).
-Measured on Omniglot 5-way 1-shot (BENCHMARKS.md, issue 9: Conv-4 of width 32, 716
-meta-iterations, 200 test episodes): the stored statistics describe the support activations
+Why not the running statistics in the inner loop as well.
+Measured on Omniglot 5-way 1-shot (BENCHMARKS.md, "MAML test-time steps and per-step
+BatchNorm": Conv-4 of width 32, 716 meta-iterations, 200 test episodes): the stored statistics
+describe the support activations
 (support batch variance / running variance 0.93-1.08 per layer, mean offsets under 0.07 running
 standard deviations), yet with them in the inner loop the support loss rises at the trained rate
 0.4 instead of falling (median 1.63, 4.16, 564, then overflow: the query logits are inf from step

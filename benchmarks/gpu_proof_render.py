@@ -158,9 +158,10 @@ def render(path: Path, splice: list[Path] | None) -> None:
     if not splice:
         print("\n\n".join(blocks.values()))
         return
-    for md in splice:
-        names = splice_blocks(md, blocks)
-        if not names:
-            sys.exit(f"{md}: needs the lines <!-- NAME:start --> and <!-- NAME:end --> for one of "
-                     f"{', '.join(blocks)}, around the text to rewrite")
-        print(f"{md}: rewrote {', '.join(names)} from {path}")
+    done = {md: splice_blocks(md, blocks) for md in splice}
+    if not any(done.values()):
+        sys.exit(f"{', '.join(map(str, splice))}: none has the lines <!-- NAME:start --> and "
+                 f"<!-- NAME:end --> for {' or '.join(blocks)}, around the text to rewrite")
+    for md, names in done.items():
+        print(f"{md}: " + (f"rewrote {', '.join(names)}" if names else "no markers for it")
+              + f" from {path}")

@@ -115,5 +115,5 @@ def test_render_bad_input(tmp_path: Path) -> None:
                                                  "torch": "x", "date": "d", "commit": "c",
                                                  "deadline_s": 1}))
     (tmp_path / "plain.md").write_text("no markers\n")
-    with pytest.raises(SystemExit, match="needs the lines"):
+    with pytest.raises(SystemExit, match="none has the lines"):
         gpu_proof.main(["--render", str(tmp_path / "r.json"), "--splice", str(tmp_path / "plain.md")])

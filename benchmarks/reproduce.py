@@ -34,7 +34,15 @@ import common
 import torch
 from reproduce_protocols import SETTINGS, Protocol, protocols
 
-from episodes import ClassDataset, EpisodeSampler, FixedEpisodes, mini_imagenet, omniglot
+from episodes import (
+    ClassDataset,
+    EpisodeSampler,
+    FixedEpisodes,
+    ImagePipeline,
+    TensorClassDataset,
+    mini_imagenet,
+    omniglot,
+)
 from episodes.io import atomic_write_text
 from fewshot import TrainConfig, build_learner, load_learner, make_spec, train
 from fewshot.evaluate import EvalResult, evaluate, paired_test
@@ -51,8 +59,22 @@ CHUNK_S = 60.0  # full runs: wall seconds per train() call, between which the bu
 PACK_FILE_MB = 15  # --pack: a file that comes back from a device call is at most 16 MiB
 
 
+SYNTHETIC = {"omniglot": (1, 28, {"train": 60, "val": 20, "test": 20}),
+             "mini": (3, 84, {"train": 30, "val": 5})}  # --synthetic: channels, size, classes
+
+
 def load_split(dataset: str, split: str, args: argparse.Namespace) -> ClassDataset:
-    """One class split of ``dataset`` ("omniglot" or "mini") on ``args.device``."""
+    """One class split of ``dataset`` ("omniglot" or "mini") on ``args.device``; with
+    ``--synthetic`` random images of its shape (20 per class: every cell's shots and queries)."""
+    if args.synthetic:
+        channels, size, classes = SYNTHETIC[dataset]
+        g = torch.Generator().manual_seed(len(split) + 10 * channels)
+        n = classes[split]
+        images = torch.randint(0, 256, (n * 20, channels, size, size), generator=g,
+                               dtype=torch.uint8)
+        names = [f"{dataset}-{split}-{i}" for i in range(n)]
+        return TensorClassDataset(images, torch.arange(n).repeat_interleave(20), names,
+                                  ImagePipeline(channels, size)).to(args.device)
     if dataset == "omniglot":
         root = args.omniglot_root or common.omniglot_root()
         return omniglot(root, split).to(args.device)
@@ -80,16 +102,17 @@ def settings_for(p: Protocol, args: argparse.Namespace) -> dict:
     return s
 
 
-def next_target(s: dict, done: int, best_step: int, left: float, per_step: float | None) -> int:
-    """The step the next train() call stops at: the whole --quick half, else about CHUNK_S of
-    wall time (or what is left, if less) at the ``per_step`` seconds of the last call (one
+def next_target(s: dict, done: int, best_step: int, left: float, per_step: float | None,
+                chunk_s: float = CHUNK_S) -> int:
+    """The step the next train() call stops at: the whole --quick half, else about ``chunk_s``
+    of wall time (or what is left, if less) at the ``per_step`` seconds of the last call (one
     validation interval for the first call), in whole validation intervals so that validation
     keeps its schedule, and never past the early-stopping point ``best_step + patience``. The
     wall time includes validation and checkpoints, which train()'s own time_limit does not count."""
     if s["chunk"]:
         return min(s["steps"], done + s["chunk"])
     unit = s["val_every"] or 1
-    units = 1 if per_step is None else max(1, int(min(CHUNK_S, left) / per_step / unit))
+    units = 1 if per_step is None else max(1, int(min(chunk_s, left) / per_step / unit))
     target = min(s["steps"], (done // unit + units) * unit)
     return min(target, best_step + s["patience"]) if s["patience"] else target
 
@@ -122,7 +145,8 @@ def train_model(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) ->
         left, t = args.deadline - time.monotonic() - args.reserve, time.monotonic()
         if left <= 0:
             break
-        target = next_target(s, rec.get("steps", 0), best_step, left, per_step)
+        chunk_s = min(CHUNK_S, 60 * args.curve_minutes) if args.curve_minutes else CHUNK_S
+        target = next_target(s, rec.get("steps", 0), best_step, left, per_step, chunk_s)
         cfg = TrainConfig(steps=target, lr=p.lr, lr_decay_every=p.lr_halve_every,
                           val_every=s["val_every"] if val else 0, checkpoint_dir=str(ckdir),
                           checkpoint_every=args.p["checkpoint_every"], resume=True,
@@ -198,7 +222,8 @@ def score(p: Protocol, data: dict, model: dict, args: argparse.Namespace,
     them, if given)."""
     st = SETTINGS[p.setting]
     total = args.p["test_episodes"]
-    name = "omniglot-test" if st.dataset == "omniglot" else "mini-val"
+    name = ("synthetic-" if args.synthetic else "") + (
+        "omniglot-test" if st.dataset == "omniglot" else "mini-val")
     episodes = common.test_episodes(data["test"], st.way, st.shot, st.query, total, name)
     if count is not None and count < len(episodes):
         episodes = FixedEpisodes(episodes.classes[:count], episodes.items[:count],
@@ -317,6 +342,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--until-published", action="store_true",
                     help="with --curve-minutes: a model is finished once a curve point reaches the "
                          "published accuracy of every cell it serves")
+    ap.add_argument("--reserve-seconds", type=float, default=None,
+                    help=f"budget kept back for scoring and saving (default {EVAL_RESERVE_S:g}; "
+                         "0 with --quick)")
+    ap.add_argument("--synthetic", action="store_true",
+                    help="random images of each dataset's shape instead of the data: a smoke "
+                         "test of the code path that needs no dataset")
     ap.add_argument("--render", action="store_true", help="print the Markdown table and exit")
     ap.add_argument("--splice", type=Path, default=None, metavar="MD",
                     help="with --render: write the table (and the README's summary grid) into MD "
@@ -341,7 +372,8 @@ def main(argv: list[str] | None = None) -> None:
         args.p["test_episodes"] = args.test_episodes
     start = time.monotonic()
     args.deadline = start + (60 * args.budget_minutes if args.budget_minutes else float("inf"))
-    args.reserve = 0.0 if args.quick else EVAL_RESERVE_S
+    args.reserve = (args.reserve_seconds if args.reserve_seconds is not None
+                    else 0.0 if args.quick else EVAL_RESERVE_S)
     args.env = {k: v for k, v in common.environment(torch.device(args.device)).items()}
     args.results = results
     run(args)
@@ -358,6 +390,8 @@ def run_mode(args: argparse.Namespace) -> str:
     """What the results of this command are: the smoke test, the full protocol, or reduced."""
     if args.quick:
         return "smoke (--quick)"
+    if args.synthetic:
+        return "smoke on random images (--synthetic)"
     if args.cap_minutes or args.until_published:
         return "time to accuracy (papers' episode shapes, training capped in time)"
     cuts = [f"--{k.replace('_', '-')} {v}" for k, v in (("steps", args.steps),

@@ -153,12 +153,20 @@ def summary(results: dict | None, cells: dict[str, Protocol]) -> str:
 
 def splice(path: Path, text: str, smoke: bool, extra: dict[str, str] | None = None) -> None:
     """Replace what lies between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in ``path``
-    with ``text`` (NAME from :data:`MARKERS`), and likewise each ``extra`` marker name -> text;
-    the markers that ``path`` has are rewritten (a README may hold only the summary's), and at
-    least one must be there; each once, start before end."""
-    doc = Path(path).read_text()
-    found = False
-    for name, body in {MARKERS[smoke]: text, **(extra or {})}.items():
+    with ``text`` (NAME from :data:`MARKERS`), and likewise each ``extra`` marker name -> text
+    (:func:`splice_blocks`); at least one of the markers must be there."""
+    if not splice_blocks(path, {MARKERS[smoke]: text, **(extra or {})}):
+        start, end = (f"<!-- {MARKERS[smoke]}:{k} -->" for k in ("start", "end"))
+        raise SystemExit(f"{path}: needs the lines {start} and {end} (or <!-- {SUMMARY}:start "
+                         f"-->/end), once each and in that order, around the table to rewrite")
+
+
+def splice_blocks(path: Path, blocks: dict[str, str]) -> list[str]:
+    """For each marker name -> text of ``blocks`` that ``path`` has, replace what lies between
+    ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` (each once, start before end) with the
+    text; returns the names rewritten (a README may hold only some of them)."""
+    doc, found = Path(path).read_text(), []
+    for name, body in blocks.items():
         start, end = (f"<!-- {name}:{k} -->" for k in ("start", "end"))
         if start not in doc and end not in doc:
             continue
@@ -166,9 +174,8 @@ def splice(path: Path, text: str, smoke: bool, extra: dict[str, str] | None = No
             raise SystemExit(f"{path}: needs the lines {start} and {end}, once each and in that "
                              f"order, around the table to rewrite")
         before, rest = doc.split(start)
-        doc, found = f"{before}{start}\n{body}\n{end}{rest.split(end, 1)[1]}", True
-    if not found:
-        start, end = (f"<!-- {MARKERS[smoke]}:{k} -->" for k in ("start", "end"))
-        raise SystemExit(f"{path}: needs the lines {start} and {end} (or <!-- {SUMMARY}:start "
-                         f"-->/end), once each and in that order, around the table to rewrite")
-    Path(path).write_text(doc)
+        doc = f"{before}{start}\n{body}\n{end}{rest.split(end, 1)[1]}"
+        found.append(name)
+    if found:
+        Path(path).write_text(doc)
+    return found

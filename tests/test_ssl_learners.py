@@ -20,7 +20,7 @@ from fewshot.weights import read_backbone_state
 
 from .conftest import data_args
 
-SMALL = {"simclr": {"proj_hidden": 16}, "moco": {"proj_hidden": 16, "queue_size": 12},
+SMALL = {"simclr": {"proj_hidden": 16}, "moco": {"proj_hidden": 16, "queue_size": 12, "bn_splits": 2},
          "byol": {"proj_hidden": 16}, "simsiam": {"proj_dim": 16, "pred_hidden": 8},
          "barlow-twins": {"proj_dim": 16}, "vicreg": {"proj_dim": 16},
          "deepcluster": {"clusters": 4, "proj_hidden": 16}, "uic": {"clusters": 4},

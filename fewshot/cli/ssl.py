@@ -45,7 +45,7 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
                   else options)  # bad options fail before any data is read
     if args.augment != "none":
         raise ValueError(f"--augment is for supervised pre-training; {args.method} draws its "
-                         f"views by option views=simclr|byol|crop|standard|none (--augment-option "
+                         f"views by option views=simclr|mocov2|byol|crop|standard|none (--augment-option "
                          f"changes a setting of every view)")
     if args.dataset == "unlabelled" and args.val_episodes > 0:
         raise ValueError("--dataset unlabelled has no labelled val classes to validate on: add "
@@ -58,11 +58,9 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
     spec = make_spec(args.method, args.backbone, train_ds.image_shape[0], train_ds.image_shape[1],
                      options,
                      resolve_normalize(args.normalize, args.backbone, train_ds.image_shape[0]))
-    queue = spec.options.get("queue_size")
-    if queue is not None and queue % args.batch_size:  # before the run folder is written
-        raise ValueError(f"MoCo's queue_size {queue} must be a multiple of the batch size "
-                         f"{args.batch_size}: change option queue_size or --batch-size")
     learner = build_learner(spec)
+    if hasattr(learner, "check_batch_size"):  # before the run folder is written
+        learner.check_batch_size(args.batch_size)
     views = tuple(None if v is None and not augment_values else
                   replace(v or AugmentConfig(), **augment_values)
                   for v in learner.view_augments())

@@ -20,7 +20,6 @@ Compared with the authors' code (read, not copied):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +30,8 @@ from episodes.options import check
 from ..learner import BackboneLearner, ModelSpec
 from ..registry import register
 from ..zoo import feature_dim
-from .base import SelfSupervisedLearner, SSLConfig, accuracy, build_common, mlp
+from .base import SelfSupervisedLearner, SSLConfig, ViewName, accuracy, build_common, mlp
 from .pretext import jigsaw_permutations, jigsaw_tiles, rotate_batch
-
-ViewName = Literal["simclr", "byol", "crop", "standard", "none"]
 
 
 class RotationHead(nn.Module):

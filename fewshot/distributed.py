@@ -108,6 +108,14 @@ def current() -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), launched().local_rank)
 
 
+def refuse_several_processes(learner: nn.Module | type) -> None:
+    """Raise ValueError in a run on several processes when ``learner`` (or its class) trains in
+    one only (its ``one_process`` reason, :class:`fewshot.learner.EpisodicLearner`)."""
+    reason = getattr(learner, "one_process", None)
+    if reason and current().active:
+        raise ValueError(f"{reason}: run it without torchrun")
+
+
 def local_device(device: torch.device) -> torch.device:
     """``device`` for this process: a CUDA device without an index becomes ``cuda:LOCAL_RANK``
     when launched by torchrun. Raises ``ValueError`` for ``cuda:N`` with several processes per

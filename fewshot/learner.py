@@ -62,6 +62,11 @@ class EpisodicLearner(nn.Module, ABC):
     backward, for learners whose forward DDP's hooks do not follow, such as MAML's functional
     inner loop).
 
+    ``one_process``: why the learner trains in one process only (a loss over the whole batch, a
+    queue or per-image state that splitting the batch across ranks would change), or None: the
+    training loop and the CLI refuse to run it on several (:func:`fewshot.distributed.
+    refuse_several_processes`).
+
     Learners whose logits come from per-image features (``features_per_image()`` True) also
     implement :meth:`embed` (images -> features) and :meth:`head` (features -> logits) with
     ``forward == head(embed(support), embed(query))``; evaluation and prediction then embed each
@@ -72,6 +77,7 @@ class EpisodicLearner(nn.Module, ABC):
     grad_clip: float | None = None
     per_episode_norm: bool = False
     gradient_sync: str = "ddp"  # how a distributed run sums gradients (fewshot.distributed)
+    one_process: str | None = None  # why it cannot train on several processes (None: it can)
 
     def __call__(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
                  ) -> Tensor:

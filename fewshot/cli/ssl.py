@@ -17,6 +17,7 @@ from ..features import extract_features
 from ..input_norm import resolve_normalize
 from ..registry import build_learner, make_spec, method_config
 from ..runs import run_record
+from ..ssl.base import SelfSupervisedLearner
 from ..ssl.monitor import knn_monitor, plot_embeddings, project_2d
 from ..train import train
 from ..weights import backbone_of
@@ -32,10 +33,7 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
     ``--knn-k``, by the k-NN accuracy on the val images."""
     from .commands import check_run_args, recorded_args, run_folder
 
-    if distributed.current().active:
-        raise ValueError("self-supervised pre-training runs in one process (momentum queues, "
-                         "cross-view batches and per-image pseudo-labels are not split across "
-                         "ranks): run it without torchrun")
+    distributed.refuse_several_processes(SelfSupervisedLearner)
     device = pick_device(args.device)
     check_run_args(args)
     options = dict(args.option)

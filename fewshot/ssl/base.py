@@ -123,6 +123,8 @@ class SelfSupervisedLearner(BackboneLearner):
     """
 
     num_views: int = 2
+    one_process = ("self-supervised pre-training runs in one process (momentum queues, "
+                   "cross-view batches and per-image pseudo-labels are not split across ranks)")
 
     def __init__(self, backbone: nn.Module, feat_dim: int, views: str = "simclr",
                  distance: str = "euclidean") -> None:

@@ -317,6 +317,7 @@ class GradientSync:
         if not self.ctx.active:
             return
         if self.ddp is None:
+            self._check_same_gradients()
             grads: dict[torch.dtype, list[Tensor]] = {}
             for p in self.learner.parameters():
                 if p.grad is not None:
@@ -324,3 +325,18 @@ class GradientSync:
             for group in grads.values():
                 all_reduce_(group)
         average_buffers(self.learner, self.share)
+
+    def _check_same_gradients(self) -> None:
+        """Raise RuntimeError on every rank unless all ranks have gradients for the same
+        parameters: the all-reduce of differently sized lists would otherwise wait for the
+        collective's timeout (one small all-reduce of a mask ``[P]``)."""
+        named = list(self.learner.named_parameters())
+        has = torch.tensor([float(p.grad is not None) for _, p in named], device=_comm_device())
+        dist.all_reduce(has)
+        differ = [n for (n, _), c in zip(named, has.tolist(), strict=True)
+                  if c not in (0, self.ctx.world_size)]
+        if differ:
+            raise RuntimeError(f"the ranks' backward passes reached different parameters "
+                               f"({', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''} "
+                               f"have a gradient on some ranks only): every rank's loss must use "
+                               f"the same parameters")

@@ -55,7 +55,9 @@ class EpisodicLearner(nn.Module, ABC):
     ``per_episode_norm``: the learner's layouts are episode-major (every tensor its modules see
     is ``[T * b, ...]``, episode by episode), so BatchNorm with batch statistics can normalise
     each episode on its own (:mod:`fewshot.episode_norm`): T batched episodes then train exactly
-    as T single episodes, and a step split into chunks as the whole step.
+    as T single episodes, and a step split into chunks as the whole step. ``step_statistics``:
+    BatchNorm statistics over all the step's episodes together instead (the training loop then
+    refuses to split a step into chunks).
 
     ``gradient_sync``: how a distributed run (:mod:`fewshot.distributed`) sums the ranks'
     gradients: ``"ddp"`` (DistributedDataParallel) or ``"all_reduce"`` (one all-reduce after the
@@ -76,6 +78,7 @@ class EpisodicLearner(nn.Module, ABC):
     grad_at_eval: bool = False
     grad_clip: float | None = None
     per_episode_norm: bool = False
+    step_statistics: bool = False
     gradient_sync: str = "ddp"  # how a distributed run sums gradients (fewshot.distributed)
     one_process: str | None = None  # why it cannot train on several processes (None: it can)
 

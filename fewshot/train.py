@@ -199,6 +199,11 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
     local = part.stop - part.start  # this rank's episodes (images) of each step
     sync = distributed.GradientSync(learner, ctx, local / sampler.episodes_per_batch, device)
     parts = chunks(local, step_chunk(learner, sampler, config, device, local))
+    if len(parts) > 1 and learner.step_statistics:
+        raise ValueError(f"this learner normalises a step's {local} episodes together (option "
+                         f"step_norm), so they cannot be split into forwards of "
+                         f"{parts[0].stop} episodes: set --episodes-per-forward {local} and a "
+                         f"larger --max-memory, or fewer --episodes-per-step")
     log = TrainLog(None if config.time_limit else config.steps, step, history,
                    ckdir if ctx.main else None, enabled=config.progress and ctx.main)
     sums = torch.zeros(2, device=device)

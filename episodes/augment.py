@@ -36,11 +36,11 @@ class AugmentConfig:
         zoom: scale range ``(low, high)``; below 1 zooms out (exposes fill), above 1 zooms in.
         crop: random crop of side fraction uniform in ``[crop, 1]``, anywhere inside the image,
             resized back to full size (1: no crop).
-        area: random resized crop (torchvision's ``RandomResizedCrop``, SimCLR's crop): a
-            window of area fraction uniform in ``area = (low, high)`` and aspect ratio
-            log-uniform in ``ratio``, sides clipped to the image (torchvision retries 10 draws
-            instead), anywhere inside the image, resized back to full size (None: off; it
-            replaces ``crop``).
+        area: random resized crop (torchvision's ``RandomResizedCrop``, SimCLR's crop), sampled
+            as torchvision does: the first of 10 draws of area fraction uniform in ``area =
+            (low, high)`` and aspect ratio log-uniform in ``ratio`` whose window fits the image,
+            else the largest central window of an aspect ratio in ``ratio``; anywhere inside
+            the image, resized back to full size (None: off; it replaces ``crop``).
         ratio: aspect-ratio range (width / height) of ``area`` crops.
         translate: shift uniform in ``[-translate, translate]`` of the size, each axis.
         noise_std: Gaussian noise standard deviation (pixels in [0, 1]).
@@ -119,6 +119,28 @@ def _uniform(n: int, low: float, high: float, g: torch.Generator) -> Tensor:
     return low + (high - low) * torch.rand(n, generator=g, dtype=torch.float64)
 
 
+CROP_TRIES = 10  # torchvision's RandomResizedCrop.get_params
+
+
+def resized_crop_sides(n: int, area: tuple[float, float], ratio: tuple[float, float],
+                       aspect: float, g: torch.Generator) -> Tensor:
+    """Window sides ``[n, 2]`` (x, y; fractions of the image's) of random resized crops drawn as
+    torchvision's ``RandomResizedCrop`` draws them: the first of :data:`CROP_TRIES` draws (area
+    fraction uniform in ``area``, aspect ratio log-uniform in ``ratio``, for an image of width /
+    height ``aspect``) that fits the image, else the whole image narrowed to the nearest ratio
+    in ``ratio``. Every image draws all tries, so the generator advances the same each time."""
+    a = _uniform(n * CROP_TRIES, *area, g).view(n, CROP_TRIES)
+    r = torch.exp(_uniform(n * CROP_TRIES, math.log(ratio[0]), math.log(ratio[1]), g)
+                  ).view(n, CROP_TRIES)
+    tries = torch.stack([(a * r / aspect).sqrt(), (a * aspect / r).sqrt()], -1)  # [n, tries, 2]
+    fits = (tries <= 1).all(-1)
+    first = torch.where(fits.any(1), fits.double().argmax(1), 0)
+    side = tries[torch.arange(n), first]
+    fallback = torch.tensor([min(1.0, ratio[1] / aspect), min(1.0, aspect / ratio[0])],
+                            dtype=torch.float64)
+    return torch.where(fits.any(1, keepdim=True), side, fallback)
+
+
 def random_affine(n: int, cfg: AugmentConfig, size: tuple[int, int], g: torch.Generator
                   ) -> tuple[Tensor, Tensor]:
     """Per-image inverse affine maps (output -> source, centred pixels) of the geometric
@@ -134,10 +156,8 @@ def random_affine(n: int, cfg: AugmentConfig, size: tuple[int, int], g: torch.Ge
     crop_side = _uniform(n, cfg.crop, 1.0, g)  # the crop is a window of this side fraction
     zoom = _uniform(n, *cfg.zoom, g)
     side = crop_side[:, None].expand(n, 2)  # (x, y) side fractions of the window
-    if cfg.area is not None:  # random resized crop: area and aspect ratio, sides clipped to 1
-        area = _uniform(n, *cfg.area, g)
-        ratio = torch.exp(_uniform(n, math.log(cfg.ratio[0]), math.log(cfg.ratio[1]), g))
-        side = torch.stack([(area * ratio).sqrt(), (area / ratio).sqrt()], 1).clamp(max=1.0)
+    if cfg.area is not None:
+        side = resized_crop_sides(n, cfg.area, cfg.ratio, w / h, g)
     slack = (1 - side) / 2  # the window stays inside the image
     crop_off = torch.stack([_uniform(n, -1, 1, g) * slack[:, 0] * w,
                             _uniform(n, -1, 1, g) * slack[:, 1] * h], 1)

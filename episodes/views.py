@@ -11,8 +11,10 @@ The presets (:data:`VIEW_PRESETS`) follow the papers' pipelines: SimCLR (Chen et
 appendix A: random resized crop of area 0.08-1, flip, colour jitter 0.8/0.8/0.8/0.2 with
 probability 0.8, grayscale 0.2, blur 0.5), BYOL (Grill et al. 2020, table 6: jitter
 0.4/0.4/0.2/0.1 with probability 0.8, grayscale 0.2; blur 1.0 and 0.1, solarisation 0 and 0.2 in
-the two views; also VICReg's and Barlow Twins' pipeline), crop (random resized crop and flip:
-DeepCluster), standard (:meth:`AugmentConfig.standard`: RotNet's crop and flip with jitter), none.
+the two views; also VICReg's and Barlow Twins' pipeline), MoCo v2 (Chen et al. 2020,
+facebookresearch/moco ``--aug-plus``: crop of area 0.2-1, flip, jitter 0.4/0.4/0.4/0.1 with
+probability 0.8, grayscale 0.2, blur 0.5), crop (random resized crop and flip: DeepCluster),
+standard (:meth:`AugmentConfig.standard`: RotNet's crop and flip with jitter), none.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ SIMCLR = AugmentConfig(**CROP, brightness=0.8, contrast=0.8, saturation=0.8, hue
                        jitter_p=0.8, grayscale=0.2, blur=0.5)
 BYOL = {**CROP, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1,
         "jitter_p": 0.8, "grayscale": 0.2}
+MOCO_V2 = AugmentConfig(area=(0.2, 1.0), hflip=0.5, brightness=0.4, contrast=0.4, saturation=0.4,
+                        hue=0.1, jitter_p=0.8, grayscale=0.2, blur=0.5)
 VIEW_PRESETS: dict[str, tuple[AugmentConfig | None, AugmentConfig | None]] = {
     "simclr": (SIMCLR, SIMCLR),
+    "mocov2": (MOCO_V2, MOCO_V2),
     "byol": (AugmentConfig(**BYOL, blur=1.0), AugmentConfig(**BYOL, blur=0.1, solarize=0.2)),
     "crop": (AugmentConfig(**CROP), AugmentConfig(**CROP)),
     "standard": (AugmentConfig.standard(), AugmentConfig.standard()),

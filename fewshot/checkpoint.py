@@ -15,7 +15,7 @@ from episodes import ClassDataset, ImagePipeline
 from episodes.io import atomic_torch_save
 
 from .learner import EpisodicLearner, ModelSpec
-from .registry import build_learner, canonical
+from .registry import build_learner, canonical, stored_spec
 
 FORMAT = "fewshot-checkpoint-v1"
 
@@ -78,7 +78,7 @@ def restore_model(learner: EpisodicLearner, ckpt: dict[str, Any], spec: ModelSpe
                   source: str = "checkpoint") -> None:
     """Load a checkpoint's weights into ``learner``, refusing a checkpoint of another model."""
     if spec is not None:
-        saved, wanted = canonical(ckpt["spec"]).to_dict(), canonical(spec).to_dict()
+        saved, wanted = stored_spec(ckpt["spec"]).to_dict(), canonical(spec).to_dict()
         if saved != wanted:
             changed = ", ".join(f"{k}: {saved[k]!r} -> {wanted[k]!r}" for k in saved
                                 if saved[k] != wanted[k])
@@ -108,7 +108,7 @@ def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu"
         (:func:`recorded_pipeline` turns that into a clear error).
     """
     ckpt = load_checkpoint(path)
-    spec = canonical(ckpt["spec"])
+    spec = stored_spec(ckpt["spec"])
     learner = build_learner(spec)
     restore_model(learner, ckpt, source=str(path))
     if not all_finite(learner):

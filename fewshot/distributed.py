@@ -108,6 +108,14 @@ def current() -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), launched().local_rank)
 
 
+def refuse_several_processes(learner: nn.Module | type) -> None:
+    """Raise ValueError in a run on several processes when ``learner`` (or its class) trains in
+    one only (its ``one_process`` reason, :class:`fewshot.learner.EpisodicLearner`)."""
+    reason = getattr(learner, "one_process", None)
+    if reason and current().active:
+        raise ValueError(f"{reason}: run it without torchrun")
+
+
 def local_device(device: torch.device) -> torch.device:
     """``device`` for this process: a CUDA device without an index becomes ``cuda:LOCAL_RANK``
     when launched by torchrun. Raises ``ValueError`` for ``cuda:N`` with several processes per
@@ -309,6 +317,7 @@ class GradientSync:
         if not self.ctx.active:
             return
         if self.ddp is None:
+            self._check_same_gradients()
             grads: dict[torch.dtype, list[Tensor]] = {}
             for p in self.learner.parameters():
                 if p.grad is not None:
@@ -316,3 +325,18 @@ class GradientSync:
             for group in grads.values():
                 all_reduce_(group)
         average_buffers(self.learner, self.share)
+
+    def _check_same_gradients(self) -> None:
+        """Raise RuntimeError on every rank unless all ranks have gradients for the same
+        parameters: the all-reduce of differently sized lists would otherwise wait for the
+        collective's timeout (one small all-reduce of a mask ``[P]``)."""
+        named = list(self.learner.named_parameters())
+        has = torch.tensor([float(p.grad is not None) for _, p in named], device=_comm_device())
+        dist.all_reduce(has)
+        differ = [n for (n, _), c in zip(named, has.tolist(), strict=True)
+                  if c not in (0, self.ctx.world_size)]
+        if differ:
+            raise RuntimeError(f"the ranks' backward passes reached different parameters "
+                               f"({', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''} "
+                               f"have a gradient on some ranks only): every rank's loss must use "
+                               f"the same parameters")

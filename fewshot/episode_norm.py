@@ -13,7 +13,10 @@ Running statistics are updated once per call with the mean over the episodes of 
 mean and unbiased variance (for T = 1 exactly what ``nn.BatchNorm`` does). Inside
 :func:`deferred_running_stats` the updates of all calls are collected and applied once when it
 exits, with the mean over every episode seen: a step split into chunks then updates the running
-statistics exactly as the unsplit step does.
+statistics exactly as the unsplit step does. A step whose forward passes its images through the
+same BatchNorm more than once (the episodes, then their rotated images for an auxiliary loss)
+names each pass (``PerEpisodeNorm(..., name=...)``): each pass's updates are averaged on their
+own and applied one after the other, in the order the unsplit step makes them.
 """
 
 from __future__ import annotations
@@ -40,14 +43,17 @@ class RunningStats:
     """Running-statistic updates collected over the calls of one step, applied by :meth:`apply`."""
 
     def __init__(self) -> None:
-        self.pending: dict[int, list] = {}  # id(running_mean) -> [mean, var, momentum, sums, n]
+        # (id(running_mean), pass name) -> [mean, var, momentum, sums, n], in first-seen order
+        self.pending: dict[tuple[int, str], list] = {}
 
     def add(self, running_mean: Tensor, running_var: Tensor, momentum: float,
-            mean_sum: Tensor, var_sum: Tensor, episodes: int) -> None:
-        entry = self.pending.get(id(running_mean))
+            mean_sum: Tensor, var_sum: Tensor, episodes: int, name: str = "") -> None:
+        """Collect the sums over ``episodes`` episodes of their means and variances ``[C]`` for
+        the running statistics of one BatchNorm in the forward pass ``name``."""
+        key = (id(running_mean), name)
+        entry = self.pending.get(key)
         if entry is None:
-            self.pending[id(running_mean)] = [running_mean, running_var, momentum, mean_sum,
-                                              var_sum, episodes]
+            self.pending[key] = [running_mean, running_var, momentum, mean_sum, var_sum, episodes]
         else:
             entry[2] = momentum
             entry[3] = entry[3] + mean_sum
@@ -105,11 +111,12 @@ class PerEpisodeNorm(TorchFunctionMode):
     Args:
         episodes: T, the episodes in every batch (each BatchNorm input is ``[T * b, C, ...]``).
         running: where running-statistic updates go (None: applied at once).
+        name: the forward pass of the step the updates belong to (see the module docstring).
     """
 
-    def __init__(self, episodes: int, running: RunningStats | None = None) -> None:
+    def __init__(self, episodes: int, running: RunningStats | None = None, name: str = "") -> None:
         super().__init__()
-        self.episodes, self.running = episodes, running
+        self.episodes, self.running, self.name = episodes, running, name
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -125,7 +132,7 @@ class PerEpisodeNorm(TorchFunctionMode):
         if running_mean is not None:
             if self.running is not None:
                 self.running.add(running_mean, running_var, momentum, mean.sum(0), var.sum(0),
-                                 self.episodes)
+                                 self.episodes, self.name)
             else:
                 with torch.no_grad():
                     update_running(running_mean, running_var, momentum, mean.mean(0),
@@ -137,17 +144,18 @@ class PerEpisodeNorm(TorchFunctionMode):
 def deferred_running_stats(model: nn.Module, calls: int) -> Iterator[RunningStats]:
     """Collect the running-statistic updates of ``calls`` forward passes of ``model`` (the
     chunks of one step) and apply them once on exit, as one unsplit pass would; BatchNorm's
-    ``num_batches_tracked`` counts the step once."""
+    ``num_batches_tracked`` counts what one chunk counts (the step once per pass through it)."""
     stats = RunningStats()
     previous = getattr(model, "_running_stats", None)
     model._running_stats = stats
+    tracked = [(m.num_batches_tracked, m.num_batches_tracked.clone()) for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               and m.num_batches_tracked is not None]
     try:
         yield stats
     finally:
         model._running_stats = previous
     stats.apply()
     if calls > 1:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None \
-                    and m.training:
-                m.num_batches_tracked.sub_(calls - 1)
+        for counter, before in tracked:
+            counter.copy_(before + (counter - before) // calls)

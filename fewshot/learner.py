@@ -8,6 +8,7 @@ training loop (:mod:`fewshot.train`) and evaluation (:mod:`fewshot.evaluate`) wo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,12 +55,19 @@ class EpisodicLearner(nn.Module, ABC):
     ``per_episode_norm``: the learner's layouts are episode-major (every tensor its modules see
     is ``[T * b, ...]``, episode by episode), so BatchNorm with batch statistics can normalise
     each episode on its own (:mod:`fewshot.episode_norm`): T batched episodes then train exactly
-    as T single episodes, and a step split into chunks as the whole step.
+    as T single episodes, and a step split into chunks as the whole step. ``step_statistics``:
+    BatchNorm statistics over all the step's episodes together instead (the training loop then
+    refuses to split a step into chunks).
 
     ``gradient_sync``: how a distributed run (:mod:`fewshot.distributed`) sums the ranks'
     gradients: ``"ddp"`` (DistributedDataParallel) or ``"all_reduce"`` (one all-reduce after the
     backward, for learners whose forward DDP's hooks do not follow, such as MAML's functional
     inner loop).
+
+    ``one_process``: why the learner trains in one process only (a loss over the whole batch, a
+    queue or per-image state that splitting the batch across ranks would change), or None: the
+    training loop and the CLI refuse to run it on several (:func:`fewshot.distributed.
+    refuse_several_processes`).
 
     Learners whose logits come from per-image features (``features_per_image()`` True) also
     implement :meth:`embed` (images -> features) and :meth:`head` (features -> logits) with
@@ -70,15 +78,25 @@ class EpisodicLearner(nn.Module, ABC):
     grad_at_eval: bool = False
     grad_clip: float | None = None
     per_episode_norm: bool = False
+    step_statistics: bool = False
     gradient_sync: str = "ddp"  # how a distributed run sums gradients (fewshot.distributed)
+    one_process: str | None = None  # why it cannot train on several processes (None: it can)
 
     def __call__(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
                  ) -> Tensor:
+        with self.episode_norm(support_x.shape[0]):
+            return super().__call__(support_x, support_y, query_x, n_way)
+
+    def episode_norm(self, episodes: int, name: str = "") -> AbstractContextManager:
+        """The BatchNorm mode of a forward pass over ``episodes`` episodes laid out
+        episode-major: :class:`~fewshot.episode_norm.PerEpisodeNorm` for learners with
+        ``per_episode_norm`` (plain BatchNorm for one episode whose running statistics are not
+        deferred: the same result), else nothing. ``name``: the step's forward pass the
+        running-statistic updates belong to (:mod:`fewshot.episode_norm`)."""
         running = getattr(self, "_running_stats", None)
-        if not self.per_episode_norm or (support_x.shape[0] == 1 and running is None):
-            return super().__call__(support_x, support_y, query_x, n_way)
-        with PerEpisodeNorm(support_x.shape[0], running):
-            return super().__call__(support_x, support_y, query_x, n_way)
+        if not self.per_episode_norm or (episodes == 1 and running is None):
+            return nullcontext()
+        return PerEpisodeNorm(episodes, running, name)
 
     @abstractmethod
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
@@ -164,17 +182,20 @@ class BackboneLearner(EpisodicLearner):
         "Boosting few-shot visual learning with self-supervision"): every training step adds
         ``weight`` times ``head.loss(backbone, images)`` (:class:`fewshot.ssl.pretext_methods.
         RotationHead`: cross-entropy of the four rotations of every support and query image of
-        the step's episodes, their labels unused) to the episodes' loss. The rotated images go
-        through the backbone as one plain batch (BatchNorm statistics over the step's images, not
-        per episode)."""
+        the step's episodes, their labels unused) to the episodes' loss. The rotated images of each
+        episode go through the backbone and the head as the episodes do, with BatchNorm
+        statistics of that episode's rotated images (:meth:`episode_norm`), so T batched episodes
+        train as T single ones and a step split into chunks as the whole step."""
         self.rotation, self.rotation_weight = head, weight
         self._rotation_acc: Tensor | None = None
 
     def batch_loss(self, batch: Any) -> tuple[Tensor, Tensor]:
         loss, acc = super().batch_loss(batch)
         if self.rotation_weight:
-            images = torch.cat([batch.support_x.flatten(0, 1), batch.query_x.flatten(0, 1)])
-            rotation_loss, self._rotation_acc, _ = self.rotation.loss(self.backbone, images)
+            images = torch.cat([batch.support_x, batch.query_x], 1)  # [T, N*K + M, C, H, W]
+            with self.episode_norm(len(images), "rotation"):
+                rotation_loss, self._rotation_acc, _ = self.rotation.loss(
+                    self.backbone, images.flatten(0, 1), episodes=len(images))
             loss = loss + self.rotation_weight * rotation_loss
         return loss, acc
 

@@ -8,7 +8,7 @@ built, and a spec's options are stored converted and complete (:func:`make_spec`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from episodes.options import config_dict, parse_config
@@ -70,6 +70,15 @@ def canonical(spec: ModelSpec | Mapping[str, Any]) -> ModelSpec:
     spec = spec if isinstance(spec, ModelSpec) else ModelSpec(**spec)
     return make_spec(spec.method, spec.backbone, spec.in_channels, spec.image_size, spec.options,
                      spec.normalize)
+
+
+def stored_spec(spec: ModelSpec | Mapping[str, Any]) -> ModelSpec:
+    """A spec read back from a checkpoint or a run record, :func:`canonical`; an option it
+    lacks because it was written before the option existed takes the value that reproduces the
+    model it describes (the method config's ``BEFORE``), not the option's default."""
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec(**spec)
+    before = getattr(get_method(spec.method).config, "BEFORE", {})
+    return canonical(replace(spec, options={**before, **spec.options}))
 
 
 def build_learner(spec: ModelSpec) -> EpisodicLearner:

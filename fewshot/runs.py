@@ -24,7 +24,7 @@ import torch
 from episodes.io import atomic_write_text, finite_json
 
 from .checkpoint import load_checkpoint
-from .registry import canonical
+from .registry import stored_spec
 
 try:
     import fcntl
@@ -108,9 +108,10 @@ def changes(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
 
 
 def _complete(spec: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A recorded spec with the options added since it was written, at their defaults."""
+    """A recorded spec with the options added since it was written (:func:`~fewshot.registry.
+    stored_spec`)."""
     try:
-        return canonical(spec).to_dict()
+        return stored_spec(spec).to_dict()
     except (TypeError, ValueError):  # not a spec this version can read: compared as written
         return spec
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from episodes import Episode
+
 from .learner import EpisodicLearner
 from .memory import bytes_per_item, items_per_chunk, memory_budget
 
@@ -22,13 +24,16 @@ AUTO_IMAGES = {"cuda": 4096}  # images per step that keep a GPU busy (CPU: one e
 def training_bytes_per_episode(learner: EpisodicLearner, n_way: int, k_shot: int, q_query: int,
                                image_shape: tuple[int, ...], device: torch.device | str) -> int:
     """Bytes of one training forward and backward on one episode of zeros (an upper bound:
-    every tensor created counts). The learner's weights, buffers, gradients and the global RNG
-    are left as they were."""
+    every tensor created counts), of the learner's whole training loss
+    (:meth:`~fewshot.learner.EpisodicLearner.batch_loss`: auxiliary losses such as the rotation
+    loss's forward included). The learner's weights, buffers, gradients and the global RNG are
+    left as they were."""
     device = torch.device(device)
     sx = torch.zeros(1, n_way * k_shot, *image_shape, device=device)
     qx = torch.zeros(1, n_way * q_query, *image_shape, device=device)
     sy = torch.arange(n_way, device=device).repeat_interleave(k_shot).unsqueeze(0)
     qy = torch.arange(n_way, device=device).repeat_interleave(q_query).unsqueeze(0)
+    classes = torch.arange(n_way, device=device).unsqueeze(0)
     buffers = {k: v.clone() for k, v in learner.state_dict().items()}
     grads = {p: p.grad for p in learner.parameters()}
     was_training = learner.training
@@ -37,7 +42,7 @@ def training_bytes_per_episode(learner: EpisodicLearner, n_way: int, k_shot: int
     try:
         with torch.random.fork_rng(devices=devices):
             def step() -> None:
-                learner.loss(learner(sx, sy, qx, n_way).float(), qy).backward()
+                learner.batch_loss(Episode(sx, sy, qx, qy, classes))[0].float().backward()
             return bytes_per_item(step)
     finally:
         learner.load_state_dict(buffers)

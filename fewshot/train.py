@@ -11,8 +11,9 @@ sampler and RNG states), so a resumed run finishes exactly as an uninterrupted o
 
 Under ``torchrun`` (:mod:`fewshot.distributed`) the same loop runs on every rank: each step's
 batch is split across the ranks, the gradients are those of the whole batch, validation episodes
-are split too, and only rank 0 writes checkpoints and logs. ``last.pt`` then also holds each
-rank's sampler and RNG state, so a run resumed on as many ranks continues exactly; resumed on a
+are split too, and only rank 0 writes checkpoints and logs (learners that train in one process
+only, self-supervised ones, are refused). ``last.pt`` then also holds each rank's sampler and
+RNG state, so a run resumed on as many ranks continues exactly; resumed on a
 different number, it continues from the weights, optimizer, schedule and step with the same
 episodes (every rank draws the indices of the whole batch) but new augmentation and RNG streams on
 ranks > 0, so it is not bit-identical to an uninterrupted run.
@@ -162,6 +163,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
     device = torch.device(device)
     learner.to(device)
     ctx = distributed.current()
+    distributed.refuse_several_processes(learner)
     shard_sampler(sampler, ctx)
     optimizer, scheduler = make_optimizer([p for p in learner.parameters() if p.requires_grad],
                                           config)
@@ -225,6 +227,11 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
     local = part.stop - part.start  # this rank's episodes (images) of each step
     sync = distributed.GradientSync(learner, ctx, local / sampler.episodes_per_batch, device)
     parts = chunks(local, step_chunk(learner, sampler, config, device, local))
+    if len(parts) > 1 and learner.step_statistics:
+        raise ValueError(f"this learner normalises a step's {local} episodes together (option "
+                         f"step_norm), so they cannot be split into forwards of "
+                         f"{parts[0].stop} episodes: set --episodes-per-forward {local} and a "
+                         f"larger --max-memory, or fewer --episodes-per-step")
     log = TrainLog(None if config.time_limit else config.steps, step, history,
                    ckdir if ctx.main else None, enabled=config.progress and ctx.main)
     sums = torch.zeros(2, device=device)

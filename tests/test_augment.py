@@ -152,3 +152,23 @@ def test_sampler_state_restores_augmentation(tiny_dataset) -> None:
     resumed = sampler()
     resumed.load_state_dict(state)
     assert torch.equal(resumed.sample().support_x, want.support_x)
+
+
+@pytest.mark.parametrize("size", [(224, 224), (84, 168)])
+def test_random_resized_crop_areas_are_torchvisions(size: tuple[int, int]) -> None:
+    """Crop windows drawn as ``RandomResizedCrop.get_params`` draws them (tries, then the central
+    fallback): the same distribution of area fractions (mean, share above 0.8, quartiles)."""
+    from torchvision.transforms import RandomResizedCrop
+
+    n, (h, w) = 20000, size
+    config = AugmentConfig(area=(0.08, 1.0))
+    matrix, _ = random_affine(n, config, size, torch.Generator().manual_seed(0))
+    ours = torch.linalg.det(matrix).abs().float()  # the window's area fraction
+    torch.manual_seed(0)
+    image = torch.zeros(1, h, w)
+    theirs = torch.tensor([hh * ww / (h * w) for _, _, hh, ww in (
+        RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n))])
+    assert abs(ours.mean() - theirs.mean()) < 0.012  # about 4 standard errors
+    assert abs((ours > 0.8).float().mean() - (theirs > 0.8).float().mean()) < 0.012
+    for q in (0.25, 0.5, 0.75):
+        assert abs(ours.quantile(q) - theirs.quantile(q)) < 0.02

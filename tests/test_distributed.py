@@ -33,6 +33,8 @@ from fewshot.memory import chunks
 from fewshot.streams import shard_sampler
 from fewshot.train import accumulate
 
+from .launch import alive, stop, torchrun, worker_pids
+
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
 
@@ -196,56 +198,65 @@ def test_more_processes_than_episodes_is_refused():
         sampler().shard(0, 4)
 
 
-def torchrun(args: list[str], out: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--monitor-interval", "0.5", "-m", "fewshot.cli", "train", "--device", "cpu",
-         "--method", "protonet", "--option", "hidden=8", "--episodes-per-step", "2",
-         "--val-episodes", "0", "--checkpoint-every", "2", "--quiet", "--dist-timeout", "30",
-         "--out", str(out), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True)
-
-
-def worker_pids(launcher: int) -> dict[int, int]:
-    """rank -> pid of the workers torchrun (``launcher``) started."""
-    pids = {}
-    for task in Path(f"/proc/{launcher}/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            rank = [e for e in env if e.startswith(b"RANK=")]
-            if rank:
-                pids[int(rank[0][5:])] = int(pid)
-    return pids
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_killing_a_rank_stops_the_run_and_resume_continues(tmp_path):
     out = tmp_path / "run"
-    run = torchrun(["--steps", "100000"], out)
+    run, workers = torchrun(["--steps", "5000"], out), []
     try:
         deadline = time.monotonic() + 120
         while not (out / "last.pt").is_file():
             assert run.poll() is None and time.monotonic() < deadline, run.communicate()
             time.sleep(0.2)
-        os.kill(worker_pids(run.pid)[1], signal.SIGKILL)
+        ranks = worker_pids(run.pid)
+        workers = list(ranks.values())
+        os.kill(ranks[1], signal.SIGKILL)
         killed = time.monotonic()
         _, err = run.communicate(timeout=60)
         stopped = time.monotonic() - killed
     finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
+        stop(run.pid, workers)
     assert run.returncode != 0
     assert stopped < 60
     lines = [ln for ln in err.splitlines() if ln.startswith("error: distributed run stopped")]
     assert lines and "--resume" in lines[0], err
     step = load_checkpoint(out / "last.pt")["step"]
     resumed = torchrun(["--steps", str(step + 4), "--resume"], out)
-    stdout, err = resumed.communicate(timeout=180)
+    try:
+        stdout, err = resumed.communicate(timeout=180)
+    finally:
+        stop(resumed.pid, [])
     assert resumed.returncode == 0, err
     assert f"trained {step + 4} steps" in stdout
     assert load_checkpoint(out / "last.pt")["step"] == step + 4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_ranks_die_with_the_test_that_started_them(tmp_path):
+    """A test process killed outright (SIGKILL: no ``finally`` runs) takes its torchrun launcher
+    and both ranks with it."""
+    test = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from tests.launch import torchrun; "
+         f"run = torchrun(['--steps', '5000'], {str(tmp_path / 'run')!r}); "
+         "print(run.pid, flush=True); time.sleep(600)"],
+        cwd=Path(__file__).parents[1], stdout=subprocess.PIPE, text=True)
+    launcher, workers = int(test.stdout.readline()), []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2:
+            assert alive(launcher) and time.monotonic() < deadline
+            workers = list(worker_pids(launcher).values())
+            time.sleep(0.2)
+        test.kill()
+        test.wait()
+        deadline = time.monotonic() + 60
+        while any(alive(p) for p in [launcher, *workers]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(p) for p in [launcher, *workers])
+    finally:
+        test.kill()
+        stop(launcher, workers, wait=0)
 
 
 def test_a_lost_peer_is_reported_in_one_line_with_the_way_to_continue():

@@ -74,9 +74,11 @@ def test_batch_stats_learners_are_not_split_by_image(data):
 
 
 @pytest.mark.parametrize("method,options", [("protonet", {}), ("relation", {}),
-                                            ("maml", {"n_way": 3, "inner_steps": 1})])
+                                            ("maml", {"n_way": 3, "inner_steps": 1}),
+                                            ("protonet", {"rotation_weight": 0.5})])
 def test_gradient_accumulation_equals_one_step(data, method, options):
-    """T episodes in one forward vs in chunks of 1 and 2: same loss, gradients, running stats."""
+    """T episodes in one forward vs in chunks of 1 and 2: same loss, gradients, running stats
+    (with the rotation loss too: its rotated images pass through the same BatchNorms again)."""
     base, _ = learner_for(method, options)
     base.train()
     ep = EpisodeSampler(data, 3, 2, 3, episodes_per_batch=5, seed=3).sample()
@@ -114,6 +116,16 @@ def test_batched_episodes_train_as_single_episodes(data):
     torch.testing.assert_close(loss, torch.stack(singles).mean(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(batched.backbone.blocks[0][1].running_mean,
                                torch.stack(means).mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_training_bytes_count_the_rotation_forward(data):
+    """The memory estimate of a training step includes the auxiliary rotation loss's forward and
+    backward (four rotations of every image: several times the episode's own bytes)."""
+    from fewshot.step_size import training_bytes_per_episode
+    plain, _ = learner_for("protonet", {})
+    rotation, _ = learner_for("protonet", {"rotation_weight": 0.5})
+    sizes = [training_bytes_per_episode(m, 3, 2, 3, (1, 16, 16), "cpu") for m in (plain, rotation)]
+    assert sizes[1] > 4 * sizes[0]
 
 
 def test_per_episode_norm_refuses_a_batch_it_cannot_split():

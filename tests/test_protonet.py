@@ -81,3 +81,30 @@ def test_paired_test_p_values_do_not_underflow():
     assert 0 < out["t_test_p"] < 1e-38 and 0 < out["wilcoxon_p"] < 1e-38
     assert out["t_test_p"] == pytest.approx(stats.ttest_rel(x, y).pvalue, rel=1e-9)
     assert out["wilcoxon_p"] == pytest.approx(stats.wilcoxon(x, y).pvalue, rel=1e-9)
+
+
+def test_meta_baseline_step_norm_normalises_the_step_as_one_batch(tiny_dataset):
+    """``step_norm=true``: the authors' Meta-Baseline encoder takes all the step's images as one
+    batch (BatchNorm statistics of the whole step); by default each episode has its own. A step
+    normalised together is not split into chunks."""
+    from episodes import EpisodeSampler
+    from fewshot import TrainConfig, make_spec, train
+    from fewshot.learner import embed_episode
+
+    data = tiny_dataset(num_classes=6, per_class=8, size=16)
+    options = {"distance": "cosine", "learn_scale": True, "hidden": 8}
+    ep = EpisodeSampler(data, 3, 1, 2, episodes_per_batch=4, seed=0).sample()
+    losses = {}
+    for step_norm in (False, True):
+        torch.manual_seed(0)
+        learner = build_learner(make_spec("protonet", "conv4", 1, 16,
+                                          {**options, "step_norm": step_norm})).train()
+        losses[step_norm] = learner.batch_loss(ep)[0]
+    s, q = embed_episode(learner.backbone, ep.support_x, ep.query_x)  # plain BatchNorm
+    whole = learner.loss(learner.head(s, ep.support_y, q, 3), ep.query_y)
+    torch.testing.assert_close(losses[True], whole)
+    assert not torch.allclose(losses[False], whole)
+    spec = make_spec("protonet", "conv4", 1, 16, {**options, "step_norm": True})
+    with pytest.raises(ValueError, match="normalises a step's 4 episodes together"):
+        train(build_learner(spec), spec, EpisodeSampler(data, 3, 1, 2, episodes_per_batch=4),
+              TrainConfig(steps=1, episodes_per_forward=2, progress=False))

@@ -20,7 +20,7 @@ from fewshot.weights import read_backbone_state
 
 from .conftest import data_args
 
-SMALL = {"simclr": {"proj_hidden": 16}, "moco": {"proj_hidden": 16, "queue_size": 12},
+SMALL = {"simclr": {"proj_hidden": 16}, "moco": {"proj_hidden": 16, "queue_size": 12, "bn_splits": 2},
          "byol": {"proj_hidden": 16}, "simsiam": {"proj_dim": 16, "pred_hidden": 8},
          "barlow-twins": {"proj_dim": 16}, "vicreg": {"proj_dim": 16},
          "deepcluster": {"clusters": 4, "proj_hidden": 16}, "uic": {"clusters": 4},
@@ -152,6 +152,7 @@ def test_rotation_as_auxiliary_loss(tree: Path, method: str) -> None:
     """Gidaris et al. 2019: episode loss + weight x rotation loss on the episodes' images."""
     from episodes import EpisodeSampler
     from fewshot.checkpoint import load_learner
+    from fewshot.episode_norm import PerEpisodeNorm
     from fewshot.ssl.pretext import rotate_batch
 
     ds = dataset(n=12)
@@ -165,9 +166,12 @@ def test_rotation_as_auxiliary_loss(tree: Path, method: str) -> None:
     learner(episode.support_x, episode.support_y, episode.query_x, 2)  # Matching: first call
     loss, acc = learner.batch_loss(episode)
     logits = learner(episode.support_x, episode.support_y, episode.query_x, 2)
-    images = torch.cat([episode.support_x.flatten(0, 1), episode.query_x.flatten(0, 1)])
-    rotated, labels = rotate_batch(images)
-    rot_logits = learner.rotation.classifier(learner.backbone(rotated).flatten(1))
+    # each episode's rotated images with BatchNorm statistics of their own, as its episode's
+    images = torch.cat([episode.support_x, episode.query_x], 1)
+    rotated, labels = rotate_batch(images.flatten(0, 1), episodes=2)
+    assert torch.equal(rotated[4 * images.shape[1]], images[1, 0])
+    with PerEpisodeNorm(2):
+        rot_logits = learner.rotation.classifier(learner.backbone(rotated).flatten(1))
     expected = (learner.loss(logits, episode.query_y)
                 + 0.5 * torch.nn.functional.cross_entropy(rot_logits, labels))
     assert torch.allclose(loss, expected, atol=1e-6)

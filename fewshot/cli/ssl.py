@@ -17,6 +17,7 @@ from ..features import extract_features
 from ..input_norm import resolve_normalize
 from ..registry import build_learner, make_spec, method_config
 from ..runs import run_record
+from ..ssl.base import SelfSupervisedLearner
 from ..ssl.monitor import knn_monitor, plot_embeddings, project_2d
 from ..train import train
 from ..weights import backbone_of
@@ -32,10 +33,7 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
     ``--knn-k``, by the k-NN accuracy on the val images."""
     from .commands import check_run_args, recorded_args, run_folder
 
-    if distributed.current().active:
-        raise ValueError("self-supervised pre-training runs in one process (momentum queues, "
-                         "cross-view batches and per-image pseudo-labels are not split across "
-                         "ranks): run it without torchrun")
+    distributed.refuse_several_processes(SelfSupervisedLearner)
     if args.batch_size < 2:
         raise ValueError(f"--batch-size {args.batch_size}: {args.method} learns from the images of "
                          f"a batch together (and its BatchNorm layers need two): give --batch-size "
@@ -49,7 +47,7 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
                   else options)  # bad options fail before any data is read
     if args.augment != "none":
         raise ValueError(f"--augment is for supervised pre-training; {args.method} draws its "
-                         f"views by option views=simclr|byol|crop|standard|none (--augment-option "
+                         f"views by option views=simclr|mocov2|byol|crop|standard|none (--augment-option "
                          f"changes a setting of every view)")
     if args.dataset == "unlabelled" and args.val_episodes > 0:
         raise ValueError("--dataset unlabelled has no labelled val classes to validate on: add "
@@ -62,11 +60,9 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
     spec = make_spec(args.method, args.backbone, train_ds.image_shape[0], train_ds.image_shape[1],
                      options,
                      resolve_normalize(args.normalize, args.backbone, train_ds.image_shape[0]))
-    queue = spec.options.get("queue_size")
-    if queue is not None and queue % args.batch_size:  # before the run folder is written
-        raise ValueError(f"MoCo's queue_size {queue} must be a multiple of the batch size "
-                         f"{args.batch_size}: change option queue_size or --batch-size")
     learner = build_learner(spec)
+    if hasattr(learner, "check_batch_size"):  # before the run folder is written
+        learner.check_batch_size(args.batch_size)
     views = tuple(None if v is None and not augment_values else
                   replace(v or AugmentConfig(), **augment_values)
                   for v in learner.view_augments())

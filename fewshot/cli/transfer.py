@@ -53,7 +53,7 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
                    help="classifier option, repeatable: classifier=linear|cosine (Baseline / "
                    "Baseline++), scale, label_smoothing, distance=euclidean|cosine (the prototype "
                    "head of validation); see fewshot.methods.classifier.ClassifierConfig; "
-                   "self-supervised methods: views=simclr|byol|crop|standard|none, projector "
+                   "self-supervised methods: views=simclr|mocov2|byol|crop|standard|none, projector "
                    "widths, temperature, ... (see each method's config in fewshot.ssl)")
     g = p.add_argument_group("mini-batches")
     g.add_argument("--batch-size", type=positive_int, default=64, help="images per step, drawn "

@@ -31,19 +31,32 @@ from ..zoo import feature_dim
 from .losses import embedding_std
 
 
-def mlp(dims: list[int], bn: bool = True, last_bn: bool = False, last_bias: bool = True
-        ) -> nn.Sequential:
-    """``Linear -> [BatchNorm] -> ReLU`` between consecutive ``dims``, a plain ``Linear`` last
-    (``last_bn``: followed by a BatchNorm without affine parameters, SimSiam's projector)."""
+class ScaleBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm over ``[B, D]`` with a learned scale and no shift (SimCLR's last projector layer:
+    ``batch_norm(center=False)`` in google-research/simclr)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features)
+        self.bias = None  # unregisters the shift
+
+
+def mlp(dims: list[int], bn: bool = True, last_bn: Literal["plain", "scale"] | None = None,
+        last_bias: bool = True) -> nn.Sequential:
+    """``Linear -> [BatchNorm] -> ReLU`` between consecutive ``dims``, a plain ``Linear`` last.
+
+    ``last_bn``: the last ``Linear`` (then without bias) followed by a BatchNorm without affine
+    parameters (``"plain"``, SimSiam's projector) or with a learned scale only (``"scale"``,
+    :class:`ScaleBatchNorm1d`, SimCLR's)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
         last = i == len(dims) - 2
-        layers.append(nn.Linear(a, b, bias=last_bias if last else not bn))
+        layers.append(nn.Linear(a, b, bias=(last_bias and last_bn is None) if last else not bn))
         if not last:
             layers += [nn.BatchNorm1d(b)] if bn else []
             layers.append(nn.ReLU(inplace=True))
-        elif last_bn:
-            layers.append(nn.BatchNorm1d(b, affine=False))
+        elif last_bn is not None:
+            layers.append(ScaleBatchNorm1d(b) if last_bn == "scale"
+                          else nn.BatchNorm1d(b, affine=False))
     return nn.Sequential(*layers)
 
 
@@ -76,18 +89,21 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return target
 
 
+ViewName = Literal["simclr", "mocov2", "byol", "crop", "standard", "none"]  # VIEW_PRESETS
+
+
 @dataclass
 class SSLConfig:
     """Options every self-supervised method has (``--option KEY=VALUE``).
 
     Attributes:
-        views: augmentation preset of the views (:data:`episodes.VIEW_PRESETS`: simclr, byol,
-            crop, standard, none); each method has its paper's default.
+        views: augmentation preset of the views (:data:`episodes.VIEW_PRESETS`: simclr, mocov2,
+            byol, crop, standard, none); each method has its paper's default.
         hidden: Conv-4 width (None: 64).
         distance: of the prototype head on episodes (validation, ``eval`` without ``--head``).
     """
 
-    views: Literal["simclr", "byol", "crop", "standard", "none"] = "simclr"
+    views: ViewName = "simclr"
     hidden: int | None = None
     distance: Literal["euclidean", "cosine"] = "euclidean"
 
@@ -107,6 +123,8 @@ class SelfSupervisedLearner(BackboneLearner):
     """
 
     num_views: int = 2
+    one_process = ("self-supervised pre-training runs in one process (momentum queues, "
+                   "cross-view batches and per-image pseudo-labels are not split across ranks)")
 
     def __init__(self, backbone: nn.Module, feat_dim: int, views: str = "simclr",
                  distance: str = "euclidean") -> None:

@@ -5,13 +5,14 @@ in buffers, one per image, with each pseudo-class's size) and training the netwo
 those labels, each image weighted by the inverse size of its pseudo-class (the expectation of
 their sampling uniformly over pseudo-classes, which keeps a large cluster from taking over).
 
-* DeepCluster (Caron et al. 2018; facebookresearch/deepcluster; the pass over all images and the
-  centroids as the classifier are those of DeepCluster-v2, Caron et al. 2020,
-  facebookresearch/swav ``main_deepclusterv2.py``): features of every image, not augmented, in
-  eval mode, through a projection head ``Linear-BN-ReLU-Linear`` to 128 and L2-normalised;
-  spherical k-means (``clusters``, 20 iterations, seeded by the epoch); the classifier is
-  reassigned to the centroids (cosine logits / temperature 0.1) rather than a new random linear
-  layer (v1), so the optimizer needs no reset. Deviations: k-means on the GPU/CPU in torch, not
+* DeepCluster (Caron et al. 2018, facebookresearch/deepcluster; the centroids as the classifier
+  from DeepCluster-v2, Caron et al. 2020, facebookresearch/swav ``main_deepclusterv2.py``): as
+  in v1 (``compute_features``), a separate pass each epoch over every image, not augmented, in
+  eval mode (v2 instead clusters a memory bank of the embeddings of the previous epoch's
+  training views), through a projection head ``Linear-BN-ReLU-Linear`` to 128, L2-normalised as
+  in v2; spherical k-means (``clusters``, 20 iterations, seeded by the epoch); as in v2 the
+  classifier is reassigned to the centroids (cosine logits / temperature 0.1) rather than a new
+  random linear layer (v1), so the optimizer needs no reset. Deviations: k-means on the GPU/CPU in torch, not
   faiss, without v1's PCA-whitening to 256 (the projection head is 128-d already); empty clusters
   restart at a random point; 128 clusters by default (v1: 10000 for ImageNet's 1.3 M images, v2:
   3 x 3000); views: random resized crop and flip.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ from episodes.options import check
 
 from ..learner import ModelSpec
 from ..registry import register
-from .base import SelfSupervisedLearner, SSLConfig, accuracy, build_common, mlp
+from .base import SelfSupervisedLearner, SSLConfig, ViewName, accuracy, build_common, mlp
 from .losses import balanced_cross_entropy
 from .pretext import kmeans
 
@@ -162,7 +163,7 @@ class UICConfig(SSLConfig):
     """``--method uic``: ``clusters`` pseudo-classes; ``num_images`` (set by ``fewshot
     pretrain`` from the training split: one pseudo-label each); ``seed`` of the labelling."""
 
-    views: Literal["simclr", "byol", "crop", "standard", "none"] = "crop"
+    views: ViewName = "crop"
     num_images: int = 1
     clusters: int = 128
     seed: int = 0

@@ -27,7 +27,7 @@ backbones and CPUs (options ``proj_hidden``, ``proj_dim``; the references' width
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -38,6 +38,7 @@ from ..registry import register
 from .base import (
     SelfSupervisedLearner,
     SSLConfig,
+    ViewName,
     build_common,
     cosine_momentum,
     ema_update,
@@ -45,8 +46,6 @@ from .base import (
     mlp,
 )
 from .losses import barlow_twins_loss, byol_loss, negative_cosine, vicreg_loss
-
-ViewName = Literal["simclr", "byol", "crop", "standard", "none"]
 
 
 class BYOL(SelfSupervisedLearner):
@@ -92,8 +91,7 @@ class SimSiam(SelfSupervisedLearner):
                  distance: str = "euclidean", proj_dim: int = 1024, pred_hidden: int = 256
                  ) -> None:
         super().__init__(backbone, feat_dim, views, distance)
-        self.projector = mlp([feat_dim, proj_dim, proj_dim, proj_dim], last_bn=True,
-                             last_bias=False)
+        self.projector = mlp([feat_dim, proj_dim, proj_dim, proj_dim], last_bn="plain")
         self.predictor = mlp([proj_dim, pred_hidden, proj_dim])
 
     def views_loss(self, views: Tensor, index: Tensor) -> tuple[Tensor, None, Tensor]:

@@ -20,7 +20,6 @@ Compared with the authors' code (read, not copied):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +30,8 @@ from episodes.options import check
 from ..learner import BackboneLearner, ModelSpec
 from ..registry import register
 from ..zoo import feature_dim
-from .base import SelfSupervisedLearner, SSLConfig, accuracy, build_common, mlp
+from .base import SelfSupervisedLearner, SSLConfig, ViewName, accuracy, build_common, mlp
 from .pretext import jigsaw_permutations, jigsaw_tiles, rotate_batch
-
-ViewName = Literal["simclr", "byol", "crop", "standard", "none"]
 
 
 class RotationHead(nn.Module):
@@ -46,10 +43,13 @@ class RotationHead(nn.Module):
         super().__init__()
         self.classifier = mlp([feat_dim, hidden, 4])
 
-    def loss(self, backbone: nn.Module, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def loss(self, backbone: nn.Module, images: Tensor, episodes: int = 1
+             ) -> tuple[Tensor, Tensor, Tensor]:
         """Cross-entropy of predicting the rotation of the four rotations of ``images``
-        ``[B, C, H, W]``; returns the loss, its accuracy and the features ``[4B, D]``."""
-        rotated, labels = rotate_batch(images)
+        ``[B, C, H, W]`` (``episodes`` consecutive episodes: the rotated batch is episode-major,
+        :func:`~fewshot.ssl.pretext.rotate_batch`); returns the loss, its accuracy and the
+        features ``[4B, D]``."""
+        rotated, labels = rotate_batch(images, episodes)
         feats = backbone(rotated).flatten(1)
         logits = self.classifier(feats)
         return F.cross_entropy(logits, labels), accuracy(logits, labels), feats

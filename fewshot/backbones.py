@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .input_norm import add_input_norm
+from .zoo import external_backbone
 
 if TYPE_CHECKING:
     from .learner import ModelSpec
@@ -115,11 +116,14 @@ def make_backbone(name: str, in_channels: int, hidden: int | None = None, **kwar
         kwargs["hidden"] = hidden
     if name in BACKBONES:
         return BACKBONES[name](in_channels=in_channels, **kwargs)
-    from .zoo import external_backbone
-
     backbone = external_backbone(name, in_channels, **kwargs)
     if backbone is None:
         raise ValueError(f"unknown backbone {name!r}: choose conv4, resnet12, a torchvision "
                          f"classification model (resnet18, efficientnet_b0, ...: "
                          f"torchvision.models.list_models()) or timm:<name> (timm installed)")
     return backbone
+
+
+def feature_dim(backbone: nn.Module, in_channels: int, image_size: int) -> int:
+    """Length of the flattened features of ``backbone`` for one image."""
+    return int(torch.Size(feature_shape(backbone, in_channels, image_size)).numel())

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .zoo import TIMM_PREFIX, torchvision_names
+
 NAMED = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
          "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 CHOICES = ("auto", "none", *NAMED, "MEAN/STD")
@@ -49,8 +51,6 @@ def _numbers(text: str, what: str, given: str) -> list[float]:
 
 def backbone_expects(backbone: str) -> Normalize:
     """What ``auto`` gives for a backbone name (see the module docstring)."""
-    from .zoo import TIMM_PREFIX, torchvision_names
-
     if backbone.startswith(TIMM_PREFIX):
         try:
             from timm.models import get_pretrained_cfg
@@ -133,8 +133,6 @@ def require_same_normalize(source: str, trained: Normalize, wanted: Normalize, f
 def channels_taken(backbone: str, in_channels: int) -> int:
     """The channels the backbone's first layer sees: 3 for torchvision models (they repeat a
     grayscale channel), else ``in_channels``."""
-    from .zoo import torchvision_names
-
     return 3 if backbone in torchvision_names() else in_channels
 
 

@@ -69,6 +69,10 @@ class EpisodicLearner(nn.Module, ABC):
     training loop and the CLI refuse to run it on several (:func:`fewshot.distributed.
     refuse_several_processes`).
 
+    Every learner has ``backbone``: the module that maps images ``[B, C, H, W]`` to features,
+    which ``--init``, ``--freeze``, the per-episode heads and weights files address (an attribute
+    for most learners, a property where the learner keeps it inside another module).
+
     Learners whose logits come from per-image features (``features_per_image()`` True) also
     implement :meth:`embed` (images -> features) and :meth:`head` (features -> logits) with
     ``forward == head(embed(support), embed(query))``; evaluation and prediction then embed each

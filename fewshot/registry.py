@@ -15,7 +15,6 @@ from episodes.options import config_dict, parse_config
 
 from .input_norm import Normalize, channels_taken, check_normalize
 from .learner import EpisodicLearner, ModelSpec
-from .weights import backbone_of
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,6 @@ def register(name: str, config: type) -> Callable:
 
 def get_method(name: str) -> Method:
     """The registered method ``name``, or a ValueError listing the methods."""
-    from . import methods, ssl  # noqa: F401  (registers the built-in methods)
-
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}: choose one of {', '.join(sorted(METHODS))}")
     return METHODS[name]
@@ -86,7 +83,7 @@ def build_learner(spec: ModelSpec) -> EpisodicLearner:
     ``spec.normalize`` says."""
     method = get_method(spec.method)
     learner = method.build(spec, parse_config(method.config, spec.options, spec.method))
-    if spec.normalize is not None and not hasattr(backbone_of(learner), "input_mean"):
+    if spec.normalize is not None and not hasattr(getattr(learner, "backbone", None), "input_mean"):
         raise RuntimeError(f"the builder of {spec.method} did not apply the spec's input "
                            f"normalisation: build its backbone with fewshot.backbones.spec_backbone")
     return learner

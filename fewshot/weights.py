@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-BACKBONE_PATHS = ("backbone", "net.backbone", "embedding")  # ProtoNet & co, MAML, Relation
+from .checkpoint import FORMAT
+from .registry import build_learner, stored_spec
 
 
 def _load(path: Path, flag: str) -> object:
@@ -48,17 +49,14 @@ def read_backbone_state(path: str | os.PathLike, flag: str = "--weights"
         ValueError: not a PyTorch file, a fewshot checkpoint without a backbone, or no mapping of
             names to tensors.
     """
-    from .checkpoint import FORMAT
-
     path = Path(path)
     obj = _load(path, flag)
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
-        state = {}
-        for prefix in BACKBONE_PATHS:  # the learner's backbone, wherever it keeps it
-            state = {k[len(prefix) + 1:]: v for k, v in obj["model"].items()
-                     if k.startswith(prefix + ".")}
-            if state:
-                break
+        learner = build_learner(stored_spec(obj["spec"]))  # where its backbone lives in it
+        backbone = getattr(learner, "backbone", None)
+        prefix = next((n for n, m in learner.named_modules() if m is backbone), None)
+        state = {k[len(prefix) + 1:]: v for k, v in obj["model"].items()
+                 if prefix and k.startswith(prefix + ".")}
         if not state:
             raise ValueError(f"{flag} {path} is a checkpoint of a {obj['spec']['method']} model, "
                              f"which has no backbone to take weights from")
@@ -116,11 +114,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, name: st
 
 
 def backbone_of(learner: nn.Module) -> nn.Module:
-    """The backbone of a learner (``learner.backbone``; MAML's ``net.backbone``; Relation
-    Networks' ``embedding``)."""
-    for path in BACKBONE_PATHS:
-        try:
-            return learner.get_submodule(path)
-        except AttributeError:
-            continue
+    """The backbone of a learner: its ``backbone`` (every learner has one,
+    :class:`~fewshot.learner.EpisodicLearner`)."""
+    backbone = getattr(learner, "backbone", None)
+    if isinstance(backbone, nn.Module):
+        return backbone
     raise ValueError(f"{type(learner).__name__} has no backbone")

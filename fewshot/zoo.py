@@ -22,7 +22,6 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 TIMM_PREFIX = "timm:"
@@ -146,10 +145,3 @@ def freeze(module: nn.Module, patterns: Sequence[str]) -> list[str]:
 def split_patterns(text: str) -> list[str]:
     """``"blocks.2, blocks.3"`` -> ``["blocks.2", "blocks.3"]``."""
     return [p.strip() for p in text.split(",") if p.strip()]
-
-
-def feature_dim(backbone: nn.Module, in_channels: int, image_size: int) -> int:
-    """Length of the flattened features of ``backbone`` for one image."""
-    from .backbones import feature_shape
-
-    return int(torch.Size(feature_shape(backbone, in_channels, image_size)).numel())

@@ -11,8 +11,8 @@ import torch
 from episodes import VIEW_PRESETS
 from fewshot.checkpoint import load_learner, save_checkpoint
 from fewshot.episode_norm import PerEpisodeNorm
+from fewshot.modules import ScaleBatchNorm1d
 from fewshot.registry import build_learner, make_spec
-from fewshot.ssl.base import ScaleBatchNorm1d
 
 
 def moco(**options):

@@ -12,9 +12,9 @@ import torch
 
 from episodes import ImageBatchSampler, TensorClassDataset, ViewBatch
 from fewshot.cli import main
+from fewshot.modules import cosine_momentum, ema_update
 from fewshot.registry import build_learner, make_spec
 from fewshot.ssl import SSL_METHODS
-from fewshot.ssl.base import cosine_momentum, ema_update
 from fewshot.train import TrainConfig, train
 from fewshot.weights import read_backbone_state
 
@@ -153,7 +153,7 @@ def test_rotation_as_auxiliary_loss(tree: Path, method: str) -> None:
     from episodes import EpisodeSampler
     from fewshot.checkpoint import load_learner
     from fewshot.episode_norm import PerEpisodeNorm
-    from fewshot.ssl.pretext import rotate_batch
+    from fewshot.functional import rotate_batch
 
     ds = dataset(n=12)
     spec = make_spec(method, "conv4", 3, 16, {"hidden": 8, "rotation_weight": 0.5})

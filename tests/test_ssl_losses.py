@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from fewshot.functional import rotate_batch
 from fewshot.ssl.losses import (
     balanced_cross_entropy,
     barlow_twins_loss,
@@ -20,7 +21,7 @@ from fewshot.ssl.losses import (
     vicreg_loss,
 )
 from fewshot.ssl.monitor import knn_accuracy, linear_probe_accuracy, project_2d
-from fewshot.ssl.pretext import jigsaw_permutations, jigsaw_tiles, kmeans, rotate_batch
+from fewshot.ssl.pretext import jigsaw_permutations, jigsaw_tiles, kmeans
 
 Z1 = [[1.0, 0.0], [0.6, 0.8]]
 Z2 = [[0.8, 0.6], [0.0, 2.0]]

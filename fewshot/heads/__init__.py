@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from episodes.options import check, parse_config
 
 from ..features import extract_features
+from ..functional import protonet_logits
 from ..learner import EpisodicLearner
-from ..methods.protonet import protonet_logits
 from .finetune import FinetuneHead, TwoStageHead, finetune_logits
 from .functional import (
     StepHook,

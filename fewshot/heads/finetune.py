@@ -31,7 +31,7 @@ from torch.func import functional_call, vmap
 from episodes.options import check
 
 from ..features import extract_features
-from ..methods.protonet import prototypes
+from ..functional import prototypes
 from ..zoo import select_parameters, split_patterns
 from .functional import StepHook, episode_loss, episode_optimizer, fit, linear_logits, uniform_init
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..methods.protonet import euclidean_logits
+from ..functional import euclidean_logits
 
 
 def linear_logits(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

@@ -29,11 +29,10 @@ from torch import Tensor, nn
 from episodes import LabelledBatch
 from episodes.options import check
 
-from ..backbones import spec_backbone
+from ..backbones import feature_dim, spec_backbone
+from ..functional import protonet_logits
 from ..learner import EpisodicLearner, ModelSpec, embed_episode
 from ..registry import register
-from ..zoo import feature_dim
-from .protonet import protonet_logits
 
 
 class CosineClassifier(nn.Module):

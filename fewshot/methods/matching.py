@@ -48,6 +48,7 @@ from episodes.options import check
 
 from ..backbones import feature_shape, spec_backbone
 from ..learner import BackboneLearner, ModelSpec, embed_episode
+from ..modules import add_rotation
 from ..registry import register
 
 
@@ -215,8 +216,6 @@ class MatchingConfig:
 def build_matching(spec: ModelSpec, config: MatchingConfig) -> MatchingNet:
     backbone = spec_backbone(spec, config.hidden)
     dim = feature_shape(backbone, spec.in_channels, spec.image_size).numel()
-    from ..ssl.pretext_methods import add_rotation
-
     return add_rotation(MatchingNet(backbone, dim, fce=config.fce, fce_steps=config.fce_steps,
                                     scale=config.scale, normalize_query=config.normalize_query),
                         spec, config.rotation_weight)

@@ -18,46 +18,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from episodes.options import check
 
 from ..backbones import spec_backbone
+from ..functional import cosine_logits, euclidean_logits, protonet_logits, prototypes
 from ..learner import BackboneLearner, ModelSpec
+from ..modules import add_rotation
 from ..registry import register
 
-
-def prototypes(support: Tensor, support_y: Tensor, n_way: int) -> Tensor:
-    """Class means: support ``[T, S, D]``, labels ``[T, S]`` in 0..N-1 -> ``[T, N, D]``."""
-    onehot = F.one_hot(support_y, n_way).to(support.dtype)  # [T, S, N]
-    return onehot.transpose(1, 2) @ support / onehot.sum(1).unsqueeze(-1)
-
-
-def euclidean_logits(query: Tensor, protos: Tensor) -> Tensor:
-    """Negative squared Euclidean distances: query ``[T, M, D]``, protos ``[T, N, D]`` ->
-    ``[T, M, N]``."""
-    return -(query.pow(2).sum(-1, keepdim=True) - 2 * query @ protos.transpose(1, 2)
-             + protos.pow(2).sum(-1).unsqueeze(1))
-
-
-def cosine_logits(query: Tensor, protos: Tensor, scale: float | Tensor = 10.0) -> Tensor:
-    """Scaled cosine similarities: ``[T, M, D]``, ``[T, N, D]`` -> ``[T, M, N]``."""
-    return scale * F.normalize(query, dim=-1) @ F.normalize(protos, dim=-1).transpose(1, 2)
-
-
-def protonet_logits(support: Tensor, support_y: Tensor, query: Tensor, n_way: int,
-                    distance: str = "euclidean", scale: float | Tensor | None = None) -> Tensor:
-    """ProtoNet logits from features: support ``[T, S, D]``, query ``[T, M, D]`` -> ``[T, M, N]``.
-
-    ``scale`` multiplies the logits (None: 1 for Euclidean, 10 for cosine)."""
-    protos = prototypes(support, support_y, n_way)
-    if distance == "euclidean":
-        logits = euclidean_logits(query, protos)
-        return logits if scale is None else scale * logits
-    if distance == "cosine":
-        return cosine_logits(query, protos, 10.0 if scale is None else scale)
-    raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
+# the pure functions live in fewshot.functional; named here too, where ProtoNet's readers look
+__all__ = ["ProtoNet", "ProtoNetConfig", "build_protonet", "cosine_logits", "euclidean_logits",
+           "protonet_logits", "prototypes"]
 
 
 class ProtoNet(BackboneLearner):
@@ -108,7 +81,6 @@ class ProtoNetConfig:
 
 @register("protonet", ProtoNetConfig)
 def build_protonet(spec: ModelSpec, config: ProtoNetConfig) -> ProtoNet:
-    from ..ssl.pretext_methods import add_rotation
 
     learner = ProtoNet(spec_backbone(spec, config.hidden),
                        distance=config.distance, scale=config.scale,

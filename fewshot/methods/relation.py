@@ -198,6 +198,11 @@ class RelationNet(EpisodicLearner):
         self.embedding, self.relation = embedding, relation
         self.separate_passes, self.grad_clip = separate_passes, grad_clip
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The embedding module (feature maps ``[B, C, h, w]``)."""
+        return self.embedding
+
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
                 ) -> Tensor:
         if self.separate_passes:  # BatchNorm statistics per episode (PerEpisodeNorm) and set

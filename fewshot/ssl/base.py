@@ -24,70 +24,10 @@ from torch import Tensor, nn
 from episodes import AugmentConfig, ViewBatch, view_configs
 from episodes.options import check
 
-from ..backbones import spec_backbone
+from ..backbones import feature_dim, spec_backbone
+from ..functional import protonet_logits
 from ..learner import BackboneLearner, ModelSpec
-from ..methods.protonet import protonet_logits
-from ..zoo import feature_dim
 from .losses import embedding_std
-
-
-class ScaleBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm over ``[B, D]`` with a learned scale and no shift (SimCLR's last projector layer:
-    ``batch_norm(center=False)`` in google-research/simclr)."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__(num_features)
-        self.bias = None  # unregisters the shift
-
-
-def mlp(dims: list[int], bn: bool = True, last_bn: Literal["plain", "scale"] | None = None,
-        last_bias: bool = True) -> nn.Sequential:
-    """``Linear -> [BatchNorm] -> ReLU`` between consecutive ``dims``, a plain ``Linear`` last.
-
-    ``last_bn``: the last ``Linear`` (then without bias) followed by a BatchNorm without affine
-    parameters (``"plain"``, SimSiam's projector) or with a learned scale only (``"scale"``,
-    :class:`ScaleBatchNorm1d`, SimCLR's)."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-        last = i == len(dims) - 2
-        layers.append(nn.Linear(a, b, bias=(last_bias and last_bn is None) if last else not bn))
-        if not last:
-            layers += [nn.BatchNorm1d(b)] if bn else []
-            layers.append(nn.ReLU(inplace=True))
-        elif last_bn is not None:
-            layers.append(ScaleBatchNorm1d(b) if last_bn == "scale"
-                          else nn.BatchNorm1d(b, affine=False))
-    return nn.Sequential(*layers)
-
-
-@torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """Momentum update of ``target``'s parameters from ``online``'s, in place:
-    ``theta_t <- tau * theta_t + (1 - tau) * theta_o`` (MoCo eq. 2, BYOL eq. 1). Buffers (BatchNorm
-    running statistics) are the target's own, from its own forward passes, as in both papers'
-    code."""
-    t = [p for p in target.parameters()]
-    o = [p.detach() for p in online.parameters()]
-    torch._foreach_lerp_(t, o, 1.0 - tau)
-
-
-def cosine_momentum(base: float, step: int, total: int) -> float:
-    """BYOL's target decay at step ``k`` of ``K``: ``1 - (1 - base) (cos(pi k / K) + 1) / 2``,
-    from ``base`` up to 1 (``total`` 0: ``base``)."""
-    if total <= 0:
-        return base
-    return 1 - (1 - base) * (math.cos(math.pi * min(step, total) / total) + 1) / 2
-
-
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` whose parameters take no gradient (a momentum target)."""
-    import copy
-
-    target = copy.deepcopy(module)
-    for p in target.parameters():
-        p.requires_grad_(False)
-    return target
-
 
 ViewName = Literal["simclr", "mocov2", "byol", "crop", "standard", "none"]  # VIEW_PRESETS
 
@@ -179,6 +119,3 @@ def build_common(spec: ModelSpec, config: SSLConfig) -> tuple[nn.Module, int]:
     return backbone, feature_dim(backbone, spec.in_channels, spec.image_size)
 
 
-def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Top-1 accuracy of ``[B, K]`` logits against ``[B]`` labels (a scalar tensor)."""
-    return (logits.argmax(-1) == labels).float().mean()

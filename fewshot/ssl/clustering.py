@@ -35,9 +35,11 @@ from torch import Tensor, nn
 from episodes import AugmentConfig, ClassDataset, augment_images, to_unit_float
 from episodes.options import check
 
+from ..functional import accuracy
 from ..learner import ModelSpec
+from ..modules import mlp
 from ..registry import register
-from .base import SelfSupervisedLearner, SSLConfig, ViewName, accuracy, build_common, mlp
+from .base import SelfSupervisedLearner, SSLConfig, ViewName, build_common
 from .losses import balanced_cross_entropy
 from .pretext import kmeans
 

@@ -42,18 +42,11 @@ from torch import Tensor, nn
 from episodes.options import check
 
 from ..episode_norm import PerEpisodeNorm
+from ..functional import accuracy
 from ..learner import ModelSpec
+from ..modules import ema_update, frozen_copy, mlp
 from ..registry import register
-from .base import (
-    SelfSupervisedLearner,
-    SSLConfig,
-    ViewName,
-    accuracy,
-    build_common,
-    ema_update,
-    frozen_copy,
-    mlp,
-)
+from .base import SelfSupervisedLearner, SSLConfig, ViewName, build_common
 from .losses import info_nce, nt_xent
 
 

@@ -34,17 +34,9 @@ from torch import Tensor, nn
 from episodes.options import check
 
 from ..learner import ModelSpec
+from ..modules import cosine_momentum, ema_update, frozen_copy, mlp
 from ..registry import register
-from .base import (
-    SelfSupervisedLearner,
-    SSLConfig,
-    ViewName,
-    build_common,
-    cosine_momentum,
-    ema_update,
-    frozen_copy,
-    mlp,
-)
+from .base import SelfSupervisedLearner, SSLConfig, ViewName, build_common
 from .losses import barlow_twins_loss, byol_loss, negative_cosine, vicreg_loss
 
 

@@ -11,19 +11,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def rotate_batch(x: Tensor, episodes: int = 1) -> tuple[Tensor, Tensor]:
-    """The four rotations of every image (RotNet, Gidaris et al. 2018): ``[B, C, H, W]`` (square)
-    -> images ``[4B, C, H, W]`` (all images turned by 0, then 90, 180, 270 degrees
-    counter-clockwise) and their labels ``[4B]`` (0, 1, 2, 3: the number of quarter turns).
-
-    ``episodes``: ``x`` holds T consecutive episodes of ``B / T`` images; the result is then
-    episode-major too (episode t's images in all four rotations, then episode t + 1's)."""
-    per = x.reshape(episodes, -1, *x.shape[1:])  # [T, B / T, C, H, W]
-    rotated = torch.cat([torch.rot90(per, k, (3, 4)) for k in range(4)], 1).flatten(0, 1)
-    labels = torch.arange(4, device=x.device).repeat_interleave(per.shape[1]).repeat(episodes)
-    return rotated, labels
-
-
 def jigsaw_permutations(count: int, grid: int = 3, seed: int = 0) -> Tensor:
     """``count`` permutations of the ``grid * grid`` tiles, chosen greedily for large Hamming
     distances (Noroozi & Favaro 2016, "maximal" set): a random first one, then each time the

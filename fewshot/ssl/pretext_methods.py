@@ -27,41 +27,13 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ..learner import BackboneLearner, ModelSpec
+from ..backbones import feature_dim
+from ..functional import accuracy
+from ..learner import ModelSpec
+from ..modules import RotationHead, mlp
 from ..registry import register
-from ..zoo import feature_dim
-from .base import SelfSupervisedLearner, SSLConfig, ViewName, accuracy, build_common, mlp
-from .pretext import jigsaw_permutations, jigsaw_tiles, rotate_batch
-
-
-class RotationHead(nn.Module):
-    """The 4-way rotation classifier on backbone features ``[B, D] -> [B, 4]`` and its loss;
-    shared by RotNet pre-training and the auxiliary loss of meta-training (Gidaris et al. 2019,
-    :func:`add_rotation`)."""
-
-    def __init__(self, feat_dim: int, hidden: int = 256) -> None:
-        super().__init__()
-        self.classifier = mlp([feat_dim, hidden, 4])
-
-    def loss(self, backbone: nn.Module, images: Tensor, episodes: int = 1
-             ) -> tuple[Tensor, Tensor, Tensor]:
-        """Cross-entropy of predicting the rotation of the four rotations of ``images``
-        ``[B, C, H, W]`` (``episodes`` consecutive episodes: the rotated batch is episode-major,
-        :func:`~fewshot.ssl.pretext.rotate_batch`); returns the loss, its accuracy and the
-        features ``[4B, D]``."""
-        rotated, labels = rotate_batch(images, episodes)
-        feats = backbone(rotated).flatten(1)
-        logits = self.classifier(feats)
-        return F.cross_entropy(logits, labels), accuracy(logits, labels), feats
-
-
-def add_rotation(learner: BackboneLearner, spec: ModelSpec, weight: float) -> BackboneLearner:
-    """``learner`` with rotation prediction as an auxiliary loss of ``weight`` (Gidaris et al.
-    2019; nothing when 0): a :class:`RotationHead` on its backbone's features."""
-    if weight > 0:
-        dim = feature_dim(learner.backbone, spec.in_channels, spec.image_size)
-        learner.add_rotation_loss(RotationHead(dim), weight)
-    return learner
+from .base import SelfSupervisedLearner, SSLConfig, ViewName, build_common
+from .pretext import jigsaw_permutations, jigsaw_tiles
 
 
 class Rotation(SelfSupervisedLearner):

@@ -141,6 +141,11 @@ class MAML(EpisodicLearner):
         self._step_logits: Tensor | None = None
 
     @property
+    def backbone(self) -> nn.Module:
+        """The network's feature extractor (``net.backbone``; the head follows it)."""
+        return self.net.backbone
+
+    @property
     def fixed_way(self) -> int | None:
         """The number of classes every episode must have (a linear head's outputs), or None
         when any number works (``head=zero``)."""

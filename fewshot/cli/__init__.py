@@ -14,7 +14,7 @@ from episodes import ImageFileError
 from episodes.progress import set_progress
 
 from .. import distributed
-from ..runs import RunError, read_run
+from ..runs import RunError, legacy_args, read_run
 from . import commands, transfer
 from . import ssl as ssl_cli
 from .args import (
@@ -150,7 +150,7 @@ def replay_defaults(parser: Parser, argv: list[str]) -> None:
     if record.get("command", "train") != argv[0]:
         raise RunError(f"{known.config} is the record of a fewshot {record['command']} run: "
                        f"replay it with fewshot {record['command']} --config")
-    recorded = dict(record["args"])
+    recorded = legacy_args(record["args"])
     spec = record.get("spec") or {}
     recorded["option"] = [(k, str(v)) for k, v in (spec.get("options") or {}).items()]
     recorded["augment_option"] = [(k, ",".join(map(str, v)) if isinstance(v, list | tuple)

@@ -24,6 +24,7 @@ from .. import distributed
 from ..checkpoint import load_checkpoint, load_learner, recorded_pipeline
 from ..input_norm import resolve_normalize
 from ..learner import EpisodicLearner
+from ..precision import resolve_precision
 from ..predict import Prediction, predict
 from ..registry import build_learner, make_spec, method_config
 from ..runs import RUN_FILE, check_run_folder, prepare_run, read_run, run_lock, run_record
@@ -124,11 +125,14 @@ def check_run_args(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def run_folder(args: argparse.Namespace, record: dict) -> Iterator[None]:
+def run_folder(args: argparse.Namespace, record: dict, device: torch.device) -> Iterator[None]:
     """Hold ``--out``'s lock and prepare it for the run (:func:`fewshot.runs.prepare_run`) while
     the body trains; in a distributed run only rank 0 does, and an error there stops every
-    rank. ``record["resolved"]["world_size"]`` notes the number of processes."""
-    record.setdefault("resolved", {})["world_size"] = distributed.current().world_size
+    rank. ``record["resolved"]`` notes the number of processes (``world_size``), the precision
+    ``--precision`` gives the method on ``device`` and the CPU threads."""
+    record.setdefault("resolved", {}).update(
+        world_size=distributed.current().world_size, threads=torch.get_num_threads(),
+        precision=resolve_precision(args.precision, device, record["spec"]["method"]))
     with contextlib.ExitStack() as stack:
         def prepare() -> None:
             stack.enter_context(run_lock(args.out))
@@ -168,7 +172,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = train_config(args)
     record = run_record(recorded_args(args, augment_values), spec.to_dict())
     record["resolved"] = {"episodes_per_step": per_step}
-    with run_folder(args, record):
+    with run_folder(args, record, device):
         result = train(learner, spec, sampler, config, val=val, device=device)
     if distributed.current().main:
         print(f"trained {result.steps} steps ({result.episodes} episodes) in "

@@ -75,7 +75,7 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
         if args.knn_k:
             monitors.append(knn_monitor(val_ds, args.knn_k))
     record = run_record(recorded_args(args, augment_values), spec.to_dict(), command="pretrain")
-    with run_folder(args, record):
+    with run_folder(args, record, device):
         result = train(learner, spec, sampler, train_config(args), val=val, device=device,
                        monitors=monitors)
     last = next((r for r in reversed(result.history) if "emb_std_ratio" in r), None)

@@ -106,7 +106,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         val = validation(args, dataset_from_args(args, "val"), args.val_way or 5,
                          args.val_shot or 1)
     record = run_record(recorded_args(args, augment_values), spec.to_dict(), command="pretrain")
-    with run_folder(args, record):
+    with run_folder(args, record, device):
         result = train(learner, spec, sampler, train_config(args), val=val, device=device)
     if distributed.current().main:
         print(f"pre-trained {result.steps} steps ({result.episodes} images, "

@@ -97,7 +97,7 @@ def add_optimization_args(p: argparse.ArgumentParser, steps: int, lr: float,
                    "training")
     g.add_argument("--precision", choices=CHOICES, default="auto",
                    help="fp32, bf16 (bfloat16 autocast) or auto: bf16 on a CPU with bfloat16 "
-                   "units (AVX512-BF16, AMX) for protonet, matching, relation and maml, else fp32")
+                   "units (AVX512-BF16, AMX) for protonet, matching and relation, else fp32")
     g.add_argument("--amp", dest="precision", action="store_const", const="bf16",
                    help="the same as --precision bf16")
     g.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)

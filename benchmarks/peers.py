@@ -46,9 +46,11 @@ import peer_metric as pmet
 import torch
 
 METRIC_METHODS = list(pmet.METRIC_SPECS)
-METRIC_VARIANTS = ["fewshot-auto", "fewshot-1", "plain", "easyfsl"]
-MAML_VARIANTS = ["fewshot", "fewshot-compile", "fewshot-cudagraph", "plain", "higher",
-                 "metalearn-vmap", "metalearn-seq"]
+METRIC_VARIANTS = ["fewshot-auto", "fewshot-1", "fewshot-1-fp32", "fewshot-1-bf16",
+                   "fewshot-1-fp32-nchw", "plain", "easyfsl"]
+MAML_VARIANTS = ["fewshot", "fewshot-bf16", "fewshot-compile", "fewshot-cudagraph", "plain",
+                 "higher", "metalearn-vmap", "metalearn-seq"]
+HEADLINE = {"metric": "episodes_per_s", "maml": "s_per_iter"}  # the median over --repeat
 NEEDS = {"easyfsl": "easyfsl", "higher": "higher", "metalearn-vmap": "metalearn",
          "metalearn-seq": "metalearn"}  # variant -> module it imports
 PIP = {"easyfsl": "easyfsl", "higher": "higher", "metalearn": "parallel-metalearn"}
@@ -89,10 +91,12 @@ def worker(cfg: dict) -> dict:
 def metric_worker(cfg: dict, device: torch.device) -> dict:
     data = pmet.synthetic_dataset(device)
     variant, method = cfg["variant"], cfg["method"]
-    if variant.startswith("fewshot-"):
-        per_step = variant.split("-")[1]
-        run, info = pmet.fewshot_metric(method, data, device, "auto" if per_step == "auto"
-                                      else int(per_step), cfg["round_seconds"])
+    if variant.startswith("fewshot-"):  # fewshot-<per step>[-<precision>][-nchw]
+        per_step, *rest = variant.split("-")[1:]
+        run, info = pmet.fewshot_metric(
+            method, data, device, "auto" if per_step == "auto" else int(per_step),
+            cfg["round_seconds"], precision=next((r for r in rest if r != "nchw"), "auto"),
+            channels_last=False if "nchw" in rest else None)
     elif variant == "plain":
         run, info = pmet.plain_protonet(data, device, cfg["round_seconds"])
     else:
@@ -113,7 +117,8 @@ def maml_worker(cfg: dict, device: torch.device) -> dict:
                           {"auto": None, "true": True, "false": False}[cfg["vmap"]],
                           compile=variant == "fewshot-compile")
     if variant.startswith("fewshot"):
-        step = pm.fewshot_maml_step(learner, batch, cuda_graph=variant == "fewshot-cudagraph")
+        step = pm.fewshot_maml_step(learner, batch, cuda_graph=variant == "fewshot-cudagraph",
+                                    precision="bf16" if variant == "fewshot-bf16" else "fp32")
     elif variant in ("plain", "higher"):
         fn = pm.plain_meta_loss if variant == "plain" else pm.higher_meta_loss
         step = pm.plain_step(fn, learner.net, batch, cfg["steps"])
@@ -132,7 +137,9 @@ def maml_worker(cfg: dict, device: torch.device) -> dict:
 
 # ---------------------------------------------------------------- the run
 def run_part(args: argparse.Namespace, result: dict) -> None:
-    """Each variant in a fresh subprocess; rows printed and saved as soon as they finish."""
+    """Each variant in a fresh subprocess, all of them in turn ``--repeat`` times (a busy machine
+    slows them alike); rows printed and saved as soon as they finish, each row's figure the
+    median over its repeats so far."""
     if args.part == "metric":
         jobs = [{"variant": v, "method": m} for m in args.methods for v in args.variants
                 if v != "plain" or m == "protonet"]  # the plain loop is written for ProtoNet
@@ -141,20 +148,30 @@ def run_part(args: argparse.Namespace, result: dict) -> None:
     keys = ("device", "threads", "rounds", "episodes", "warmup_episodes", "round_seconds",
             "batch", "hidden", "vmap", "warmup", "iters", "max_seconds")
     result["rows"] = rows = []
-    for job in jobs:
-        cfg = {"part": args.part, **job, **{k: getattr(args, k) for k in keys}}
-        reason = skip_reason(job["variant"], args.device)
-        if reason is None:
-            proc = launch(cfg)
-            if proc.returncode:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                reason = "error: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
-        row = {**job, **(json.loads(proc.stdout.strip().splitlines()[-1]) if reason is None
-                         else {"skipped": reason})}
-        rows.append(row)
-        print(row_text(row), flush=True)
-        if args.out:
-            common.write_json(result, args.out)
+    for repeat in range(args.repeat):
+        for i, job in enumerate(jobs):
+            if repeat and "skipped" in rows[i]:
+                continue
+            cfg = {"part": args.part, **job, **{k: getattr(args, k) for k in keys}}
+            reason = skip_reason(job["variant"], args.device)
+            if reason is None:
+                proc = launch(cfg)
+                if proc.returncode:
+                    print(proc.stderr[-3000:], file=sys.stderr)
+                    reason = "error: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+            row = {**job, **(json.loads(proc.stdout.strip().splitlines()[-1]) if reason is None
+                             else {"skipped": reason})}
+            if repeat:
+                key = HEADLINE[args.part]
+                row["repeats"] = rows[i]["repeats"] + [row[key]]
+                row[key] = statistics.median(row["repeats"])
+                rows[i] = row
+            else:
+                rows.append({**row, "repeats": [row[HEADLINE[args.part]]]} if reason is None
+                            else row)
+            print(row_text(row), flush=True)
+            if args.out:
+                common.write_json(result, args.out)
 
 
 def launch(cfg: dict) -> subprocess.CompletedProcess:
@@ -187,13 +204,15 @@ def markdown(result: dict) -> str:
             f"load average {result['load_before']} before, {result.get('load_after')} after")
     rows = result["rows"]
     if result["part"] == "metric":
-        lines = ["| method | variant | episodes/step | episodes/s (median) | rounds | peak memory |",
-                 "|---|---|---|---|---|---|"]
-        for r in rows:
+        lines = ["| method | variant | precision, layout | episodes/step | episodes/s (median) | "
+                 "per repeat | peak memory |", "|---|---|---|---|---|---|---|"]
+        for r in rows:  # peers, and ours before precisions were recorded: fp32, NCHW
+            layout = (f"{r.get('precision', 'fp32')}, "
+                      f"{'NHWC' if r.get('channels_last') else 'NCHW'}")
             lines.append(f"| {r['method']} | {r['variant']} | " + (
-                f"{r['episodes_per_step']} | {r['episodes_per_s']:.1f} | "
-                f"{[round(x, 1) for x in r['rounds']]} | {memory_text(r)} |" if "skipped" not in r
-                else f"| {r['skipped']} | | |"))
+                f"{layout} | {r['episodes_per_step']} | {r['episodes_per_s']:.1f} | "
+                f"{[round(x, 1) for x in r.get('repeats', [r['episodes_per_s']])]} | "
+                f"{memory_text(r)} |" if "skipped" not in r else f"| {r['skipped']} | | | |"))
     else:
         lines = ["| inner steps | variant | s / meta-iteration (median) | timed | first iteration "
                  "(s) | first loss | peak memory |", "|---|---|---|---|---|---|---|"]
@@ -225,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vmap", default="auto", choices=["auto", "true", "false"],
                    help="maml: our variants' vmap option (auto: the device's default)")
     p.add_argument("--threads", type=int, help="CPU threads (default torch's; 1 with --quick)")
+    p.add_argument("--repeat", type=int, default=1, help="run all the variants in turn this many "
+                   "times; each row's figure is the median of its repeats")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--render", type=Path, help="print the Markdown table of a results JSON")
     args = p.parse_args(argv)

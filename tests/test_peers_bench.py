@@ -4,6 +4,7 @@ all MAML variants start from the same function (equal first meta-losses)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,13 @@ def metric_row(variant: str, method: str) -> dict:
 @pytest.mark.parametrize("method", peers.METRIC_METHODS)
 def test_our_metric_learners(method):
     assert metric_row("fewshot-1", method)["episodes_per_step"] == 1
+
+
+@pytest.mark.parametrize("variant, precision, channels_last", [
+    ("fewshot-1-fp32-nchw", "fp32", False), ("fewshot-1-bf16", "bf16", True)])
+def test_metric_variants_set_precision_and_layout(variant, precision, channels_last):
+    row = metric_row(variant, "protonet")
+    assert (row["precision"], row["channels_last"]) == (precision, channels_last)
 
 
 def test_auto_episodes_per_step():
@@ -86,11 +94,14 @@ def test_run_writes_json_and_table(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(peers, "launch", run_here)
     out = tmp_path / "peers.json"
     peers.main(["metric", "--quick", "--methods", "protonet", "--variants", "fewshot-1",
-                "--episodes", "2", "--rounds", "1", "--out", str(out)])
-    assert "| protonet | fewshot-1 | 1 |" in capsys.readouterr().out
+                "--episodes", "2", "--rounds", "1", "--repeat", "2", "--out", str(out)])
+    assert re.search(r"\| protonet \| fewshot-1 \| (fp32|bf16), NHWC \| 1 \|",
+                     capsys.readouterr().out)
     result = json.loads(out.read_text())
     assert result["settings"]["episodes"] == 2 and result["settings"]["rounds"] == 1
     assert result["rows"][0]["rounds"] and result["mode"] == "reduced CPU run (--quick)"
+    row = result["rows"][0]
+    assert len(row["repeats"]) == 2 and row["episodes_per_s"] == sum(row["repeats"]) / 2
 
 
 @pytest.mark.slow

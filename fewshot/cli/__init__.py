@@ -14,6 +14,7 @@ from episodes import ImageFileError
 from episodes.progress import set_progress
 
 from .. import distributed
+from ..precision import CHOICES
 from ..runs import RunError, legacy_args, read_run
 from . import commands, transfer
 from . import ssl as ssl_cli
@@ -74,6 +75,8 @@ def build_parser() -> Parser:
     p.add_argument("--seconds", type=positive_float, default=100, help="training time")
     p.add_argument("--episodes", type=positive_int, default=600, help="test episodes")
     p.add_argument("--out", default="runs/demo", help="run folder")
+    p.add_argument("--precision", choices=CHOICES, default="auto",
+                   help="fp32, bf16 or auto (bf16 on a CPU with bfloat16 units, else fp32)")
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
     p.set_defaults(func=commands.cmd_demo)
 

@@ -246,5 +246,5 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     output_folder("--out", args.out)
     run_demo(seconds=args.seconds, out=args.out, device=pick_device(args.device),
-             episodes=args.episodes)
+             episodes=args.episodes, precision=args.precision)
     sys.stdout.flush()

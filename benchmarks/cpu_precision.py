@@ -9,8 +9,9 @@ background, 5-way 1-shot 15-query, one episode per step, Adam 1e-3, ``--steps`` 
 own precision on the same fixed test episodes (Omniglot evaluation split, 5-way 1-shot 15-query).
 :func:`fewshot.evaluate.paired_test` compares them episode by episode. A difference within its
 95% interval of 0 is "within noise" (of the test episodes: one training run per precision, so
-the spread between training runs is not in the interval). ``--control`` adds an fp32 run from
-another seed: the difference two fp32 runs show, for scale.
+the spread between training runs is not in the interval). For scale, ``--runs fp32 fp32-nchw``
+trains fp32 without channels-last too: the same computation with float32 rounded in another
+order, so its difference from fp32 is what rounding alone does to a training run.
 
 MAML (second order, 1 inner step of 0.4, transductive BatchNorm) also reports how far bf16's
 meta-gradient is from fp32's at the initial weights on one training batch, at 1, 2 and 5 inner
@@ -34,6 +35,7 @@ from fewshot.precision import autocast, cpu_has_bf16
 METHODS = {"protonet": {}, "matching": {"fce": True}, "relation": {},
            "maml": {"n_way": 5, "inner_steps": 1, "inner_lr": 0.4}}
 N, K, Q = 5, 1, 15
+RUNS = ("fp32", "bf16", "fp32-nchw")
 
 
 def learner_of(method: str, seed: int) -> tuple[torch.nn.Module, ModelSpec]:
@@ -43,12 +45,15 @@ def learner_of(method: str, seed: int) -> tuple[torch.nn.Module, ModelSpec]:
     return build_learner(spec), spec
 
 
-def run(method: str, precision: str, seed: int, splits: dict, episodes, steps: int) -> dict:
-    """Train ``method`` in ``precision`` for ``steps`` steps (episodes from ``seed``), score it."""
-    learner, spec = learner_of(method, seed)
-    sampler = EpisodeSampler(splits["train"], N, K, Q, 1, seed=seed)
-    result = train(learner, spec, sampler, TrainConfig(steps=steps, precision=precision,
-                                                       progress=False))
+def run(method: str, variant: str, splits: dict, episodes, steps: int) -> dict:
+    """Train ``method`` as ``variant`` (fp32, bf16 or fp32-nchw: fp32 without channels-last)
+    for ``steps`` steps from seed 0, and score it."""
+    learner, spec = learner_of(method, 0)
+    sampler = EpisodeSampler(splits["train"], N, K, Q, 1, seed=0)
+    precision = variant[:4]
+    result = train(learner, spec, sampler, TrainConfig(
+        steps=steps, precision=precision, progress=False,
+        channels_last=False if variant.endswith("nchw") else None))
     start = time.perf_counter()
     score = evaluate(learner, episodes, splits["test"], precision=precision)
     return {"score": score, "train_s": round(result.seconds, 1),
@@ -81,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=1000, help="training steps of each run")
     p.add_argument("--episodes", type=int, default=1000, help="fixed test episodes")
     p.add_argument("--threads", type=int, default=1, help="CPU threads")
-    p.add_argument("--control", action="store_true", help="also an fp32 run from seed 1")
+    p.add_argument("--runs", nargs="+", choices=RUNS, default=RUNS[:2],
+                   help="the runs of each method; each is compared with fp32 when both ran")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -91,17 +97,14 @@ def main(argv: list[str] | None = None) -> None:
               "steps": args.steps, "episodes": args.episodes,
               "load_before": [round(x, 2) for x in os.getloadavg()], "rows": []}
     for method in args.methods:
-        runs = {precision: run(method, precision, 0, splits, episodes, args.steps)
-                for precision in ("fp32", "bf16")}
-        if args.control:
-            runs["fp32 seed 1"] = run(method, "fp32", 1, splits, episodes, args.steps)
+        runs = {variant: run(method, variant, splits, episodes, args.steps)
+                for variant in args.runs}
         row = {"method": method, **{k: {x: v for x, v in r.items() if x != "score"}
-                                    for k, r in runs.items()},
-               "bf16_minus_fp32": paired_test(runs["bf16"]["score"], runs["fp32"]["score"])}
-        if args.control:
-            row["seed1_minus_seed0_fp32"] = paired_test(runs["fp32 seed 1"]["score"],
-                                                        runs["fp32"]["score"])
-        if method == "maml":
+                                    for k, r in runs.items()}}
+        for variant in [v for v in runs if v != "fp32"] if "fp32" in runs else []:
+            row[f"{variant}_minus_fp32"] = paired_test(runs[variant]["score"],
+                                                       runs["fp32"]["score"])
+        if method == "maml" and "bf16" in runs:
             row["meta_gradient_bf16_vs_fp32"] = [maml_gradient_agreement(splits, s)
                                                  for s in (1, 2, 5)]
         result["rows"].append(row)

@@ -86,11 +86,14 @@ def test_skips():
     assert peers.skip_reason("fewshot", "cpu") is None
 
 
+def run_here(cfg: dict) -> subprocess.CompletedProcess:
+    """A variant's subprocess replaced by a call in this process."""
+    out = json.dumps(peers.worker(cfg))
+    return subprocess.CompletedProcess([], 0, stdout=out + "\n", stderr="")
+
+
 def test_run_writes_json_and_table(tmp_path, monkeypatch, capsys):
     """The driver, with each variant's subprocess replaced by a call in this process."""
-    def run_here(cfg):
-        out = json.dumps(peers.worker(cfg))
-        return subprocess.CompletedProcess([], 0, stdout=out + "\n", stderr="")
     monkeypatch.setattr(peers, "launch", run_here)
     out = tmp_path / "peers.json"
     peers.main(["metric", "--quick", "--methods", "protonet", "--variants", "fewshot-1",
@@ -122,3 +125,22 @@ def test_bad_variant_exits_with_one_line(capsys):
         peers.main(["maml", "--variants", "easyfsl"])
     assert exc.value.code == 2
     assert "maml variants are fewshot" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("part, variants", [("metric", ["fewshot-1-fp32", "fewshot-1-bf16"]),
+                                            ("maml", ["fewshot", "fewshot-cudagraph",
+                                                      "fewshot-bf16"])])
+def test_together_takes_turns_in_one_process(part, variants, monkeypatch, tmp_path):
+    launched = []
+    monkeypatch.setattr(peers, "launch", lambda cfg: launched.append(cfg) or run_here(cfg))
+    settings = (["--steps", "1", "--iters", "2", "--batch", "2", "--hidden", "8"] if part == "maml"
+                else ["--methods", "protonet", "--rounds", "2", "--episodes", "2"])
+    out = tmp_path / "peers.json"
+    peers.main([part, "--quick", "--variants", *variants, "--together", *settings,
+                "--out", str(out)])
+    assert len(launched) == 1 and len(launched[0]["jobs"]) == 2  # the CUDA variant is skipped
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == variants
+    timed = [r for r in rows if "skipped" not in r]
+    assert len(timed) == 2 and all(r["together"] for r in timed)
+    assert all(len(r["rounds" if part == "metric" else "times"]) == 2 for r in timed)

@@ -96,6 +96,16 @@ def step_times(step, device: torch.device, warmup: int = 3, iters: int = 20,
     return times
 
 
+def take_turns(calls: dict, rounds: int) -> dict[object, list[float]]:
+    """Call each of ``calls`` (name -> a function returning a figure) once per round, in turn,
+    for ``rounds`` rounds, so a load that changes slows them alike; the figures by name."""
+    out: dict[object, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            out[name].append(call())
+    return out
+
+
 def median(times: list[float]) -> float:
     """The middle value (the upper one of the two middle values for an even count)."""
     return sorted(times)[len(times) // 2]

@@ -89,7 +89,7 @@ def train_method(label: str, data, channels: int, size: int, way: int, shot: int
     sampler = EpisodeSampler(data, way, shot, query, episodes_per_batch=args.episodes_per_batch,
                              seed=seed, device=args.device)
     config = TrainConfig(steps=steps, lr=args.lr, lr_decay_every=args.lr_decay_every,
-                         progress=False, time_limit=args.time_limit, amp=args.amp)
+                         progress=False, time_limit=args.time_limit, precision=args.precision)
     result = train(learner, spec, sampler, config, device=args.device)
     record = {"train_way": way, "train_shot": shot, "train_query": query, "steps": result.steps,
               "train_seconds": round(result.seconds, 1),
@@ -187,7 +187,7 @@ def run_speed(args, p: dict, out: dict) -> None:
     for r in range(p["speed_rounds"] + 1):  # round 0 is the warm-up
         for lab, learner in learners.items():
             sampler = EpisodeSampler(data, 5, 1, 15, episodes_per_batch=1, seed=r, device=device)
-            config = TrainConfig(steps=p["speed_steps"], lr=args.lr, progress=False, amp=args.amp)
+            config = TrainConfig(steps=p["speed_steps"], lr=args.lr, progress=False, precision=args.precision)
             sync(device)
             start = time.perf_counter()
             res = train(learner, spec_for(lab, 1, 28), sampler, config, device=device)
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--eval-batch", type=int, default=25)
     ap.add_argument("--time-limit", type=float, default=None, help="seconds per training run")
-    ap.add_argument("--amp", action="store_true")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads (default: torch's; 1 with --quick, best on a busy machine)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")

@@ -176,9 +176,9 @@ def part_accuracy(args, report: dict, device: torch.device) -> None:
                 t0 = time.perf_counter()
                 tr = train(learner, spec, sampler, TrainConfig(
                     steps=steps, lr=1e-3, lr_decay_every=args.lr_decay_every,
-                    amp=args.amp, progress=False), device=device)
+                    precision=args.precision, progress=False), device=device)
                 res = evaluate(learner, episodes, val_set, batch_size=args.eval_batch,
-                               device=device, amp=args.amp)
+                               device=device, precision=args.precision)
                 results[aug] = res
                 row = {"backbone": backbone, "shot": shot, "augment": aug, "steps": tr.steps,
                        "train_s": tr.seconds, "total_s": time.perf_counter() - t0,
@@ -211,7 +211,7 @@ def main() -> None:
     ap.add_argument("--resnet-episodes", type=int, default=3)
     ap.add_argument("--lr-decay-every", type=int, default=0, help="halve the lr every N steps")
     ap.add_argument("--eval-batch", type=int, default=10)
-    ap.add_argument("--amp", action="store_true")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/natural-images")
     ap.add_argument("--json", default=None, help="write the figures here")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewshot import ModelSpec, build_learner
+from fewshot.precision import autocast
 
 N, K, Q = 5, 1, 15
 INNER_LR = 0.4
@@ -127,13 +128,14 @@ class _Identity(nn.Module):
         return x
 
 
-def fewshot_maml_step(learner: nn.Module, batch: tuple[Tensor, ...], cuda_graph: bool = False
-                      ) -> Callable[[], Tensor]:
-    """Our meta-iteration: the learner's meta-loss on the batch, backward, Adam; with
-    ``cuda_graph`` the whole iteration captured once as a CUDA graph and replayed, the batch
-    copied into its static inputs first (CUDA only)."""
+def fewshot_maml_step(learner: nn.Module, batch: tuple[Tensor, ...], cuda_graph: bool = False,
+                      precision: str = "fp32") -> Callable[[], Tensor]:
+    """Our meta-iteration: the learner's meta-loss on the batch (in ``precision``, "fp32" or
+    "bf16" autocast), backward, Adam; with ``cuda_graph`` the whole iteration captured once as a
+    CUDA graph and replayed, the batch copied into its static inputs first (CUDA only)."""
     def meta_loss(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
-        return learner.loss(learner(sx, sy, qx, N), qy)
+        with autocast(sx.device, precision):
+            return learner.loss(learner(sx, sy, qx, N), qy)
 
     if cuda_graph:
         return cuda_graph_step(learner, meta_loss, batch)

@@ -17,6 +17,7 @@ from torch import nn
 from episodes import EpisodeSampler, TensorClassDataset
 from fewshot import ModelSpec, TrainConfig, build_learner, train
 from fewshot.backbones import Conv4
+from fewshot.precision import resolve_precision, use_channels_last
 from fewshot.step_size import auto_episodes
 
 N, K, Q = 5, 1, 15
@@ -53,11 +54,13 @@ METRIC_SPECS = {"protonet": ("protonet", {}), "matching_fce": ("matching", {"fce
 
 
 def fewshot_metric(method: str, data: TensorClassDataset, device: torch.device,
-                   per_step: int | str, limit: float) -> tuple[Round, dict]:
+                   per_step: int | str, limit: float, precision: str = "auto",
+                   channels_last: bool | None = None) -> tuple[Round, dict]:
     """Our learner through :func:`fewshot.train.train` with ``per_step`` episodes per optimizer
-    step (``"auto"``: what ``fewshot train --episodes-per-step auto`` picks on this device). The
-    round's seconds are the training loop's own (``TrainResult.seconds``), set-up excluded; a
-    round stops after ``limit`` seconds."""
+    step (``"auto"``: what ``fewshot train --episodes-per-step auto`` picks on this device), in
+    ``precision`` with ``channels_last`` (None: the device's defaults, :mod:`fewshot.precision`).
+    The round's seconds are the training loop's own (``TrainResult.seconds``), set-up excluded;
+    a round stops after ``limit`` seconds."""
     torch.manual_seed(0)
     name, options = METRIC_SPECS[method]
     spec = ModelSpec(name, "conv4", 1, 28, dict(options))
@@ -67,11 +70,13 @@ def fewshot_metric(method: str, data: TensorClassDataset, device: torch.device,
     sampler = EpisodeSampler(data, N, K, Q, episodes_per_batch=per_step, seed=0, device=device)
 
     def run(episodes: int) -> tuple[int, float]:
-        result = train(learner, spec, sampler, TrainConfig(steps=max(1, episodes // per_step),
-                                                           progress=False, time_limit=limit),
-                       device=device)
+        config = TrainConfig(steps=max(1, episodes // per_step), progress=False,
+                             time_limit=limit, precision=precision, channels_last=channels_last)
+        result = train(learner, spec, sampler, config, device=device)
         return result.episodes, result.seconds
-    return run, {"episodes_per_step": per_step}
+    return run, {"episodes_per_step": per_step,
+                 "precision": resolve_precision(precision, device, name),
+                 "channels_last": use_channels_last(learner, device, channels_last)}
 
 
 def plain_protonet(data: TensorClassDataset, device: torch.device, limit: float

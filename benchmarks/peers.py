@@ -7,8 +7,10 @@
     python benchmarks/peers.py metric --quick                              # reduced CPU run
 
 Every variant runs in a fresh subprocess (its peak memory is its own, nothing is shared between
-variants), one after the other; a variant whose package is not installed, or that needs CUDA on
-a CPU, is listed as skipped, and a variant that fails is listed with its error.
+variants), one after the other (``--together``: all in one process, taking turns round by round,
+so a changing load slows them alike; ``--repeat``: the whole sequence again, medians); a variant
+whose package is not installed, or that needs CUDA on a CPU, is listed as skipped, and a variant
+that fails is listed with its error.
 
 metric: training episodes/s at 5-way 1-shot 15-query on random 1x28x28 images (Omniglot's shape;
 speed does not depend on the pixels), all sampled on the device by our EpisodeSampler, so the
@@ -37,18 +39,20 @@ import os
 import statistics
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import common
-import peer_maml as pm
 import peer_metric as pmet
 import torch
+from peer_workers import worker
 
 METRIC_METHODS = list(pmet.METRIC_SPECS)
-METRIC_VARIANTS = ["fewshot-auto", "fewshot-1", "plain", "easyfsl"]
-MAML_VARIANTS = ["fewshot", "fewshot-compile", "fewshot-cudagraph", "plain", "higher",
-                 "metalearn-vmap", "metalearn-seq"]
+METRIC_VARIANTS = ["fewshot-auto", "fewshot-1", "fewshot-1-fp32", "fewshot-1-bf16",
+                   "fewshot-1-fp32-nchw", "plain", "easyfsl"]
+MAML_VARIANTS = ["fewshot", "fewshot-bf16", "fewshot-compile", "fewshot-cudagraph", "plain",
+                 "higher", "metalearn-vmap", "metalearn-seq"]
+HEADLINE = {"metric": "episodes_per_s", "maml": "s_per_iter"}  # the median over --repeat
 NEEDS = {"easyfsl": "easyfsl", "higher": "higher", "metalearn-vmap": "metalearn",
          "metalearn-seq": "metalearn"}  # variant -> module it imports
 PIP = {"easyfsl": "easyfsl", "higher": "higher", "metalearn": "parallel-metalearn"}
@@ -77,62 +81,11 @@ def skip_reason(variant: str, device: str) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------- in the subprocess
-def worker(cfg: dict) -> dict:
-    """Time one variant in this (fresh) process."""
-    device = torch.device(cfg["device"])  # torch's default precision settings (cuDNN TF32 on)
-    if cfg.get("threads"):
-        torch.set_num_threads(cfg["threads"])
-    return (metric_worker if cfg["part"] == "metric" else maml_worker)(cfg, device)
-
-
-def metric_worker(cfg: dict, device: torch.device) -> dict:
-    data = pmet.synthetic_dataset(device)
-    variant, method = cfg["variant"], cfg["method"]
-    if variant.startswith("fewshot-"):
-        per_step = variant.split("-")[1]
-        run, info = pmet.fewshot_metric(method, data, device, "auto" if per_step == "auto"
-                                      else int(per_step), cfg["round_seconds"])
-    elif variant == "plain":
-        run, info = pmet.plain_protonet(data, device, cfg["round_seconds"])
-    else:
-        run, info = pmet.easyfsl_metric(method, data, device, cfg["round_seconds"])
-    rss = common.peak_memory("cpu")["peak_rss_gb"]
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    run(cfg["warmup_episodes"])
-    rates = [n / s for n, s in (run(cfg["episodes"]) for _ in range(cfg["rounds"]))]
-    return {**info, "episodes_per_s": statistics.median(rates), "rounds": rates,
-            "rss_after_setup_gb": rss, **common.peak_memory(device)}
-
-
-def maml_worker(cfg: dict, device: torch.device) -> dict:
-    batch = pm.maml_batch(cfg["batch"], device)
-    variant = cfg["variant"]
-    learner = pm.our_maml(cfg["steps"], device, cfg["hidden"],
-                          {"auto": None, "true": True, "false": False}[cfg["vmap"]],
-                          compile=variant == "fewshot-compile")
-    if variant.startswith("fewshot"):
-        step = pm.fewshot_maml_step(learner, batch, cuda_graph=variant == "fewshot-cudagraph")
-    elif variant in ("plain", "higher"):
-        fn = pm.plain_meta_loss if variant == "plain" else pm.higher_meta_loss
-        step = pm.plain_step(fn, learner.net, batch, cfg["steps"])
-    else:
-        step = pm.metalearn_step(learner.net, batch, cfg["steps"], variant.split("-")[1], device)
-    rss = common.peak_memory("cpu")["peak_rss_gb"]
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    first_loss = float(torch.as_tensor(step()).detach())  # same weights in every variant
-    compile_s = time.perf_counter() - start  # with torch.compile: the compilation
-    times = common.step_times(step, device, cfg["warmup"] - 1, cfg["iters"], cfg["max_seconds"])
-    return {"s_per_iter": statistics.median(times), "times": times, "first_loss": first_loss,
-            "first_iter_s": compile_s, "rss_after_setup_gb": rss, **common.peak_memory(device)}
-
-
 # ---------------------------------------------------------------- the run
 def run_part(args: argparse.Namespace, result: dict) -> None:
-    """Each variant in a fresh subprocess; rows printed and saved as soon as they finish."""
+    """Each variant in a fresh subprocess (with ``--together``, all of them in one, taking turns
+    round by round), all of them in turn ``--repeat`` times (a busy machine slows them alike);
+    rows printed and saved as they finish, each row's figure the median of its repeats so far."""
     if args.part == "metric":
         jobs = [{"variant": v, "method": m} for m in args.methods for v in args.variants
                 if v != "plain" or m == "protonet"]  # the plain loop is written for ProtoNet
@@ -140,21 +93,46 @@ def run_part(args: argparse.Namespace, result: dict) -> None:
         jobs = [{"variant": v, "steps": s} for s in args.steps for v in args.variants]
     keys = ("device", "threads", "rounds", "episodes", "warmup_episodes", "round_seconds",
             "batch", "hidden", "vmap", "warmup", "iters", "max_seconds")
+    cfg = {"part": args.part, **{k: getattr(args, k) for k in keys}}
     result["rows"] = rows = []
-    for job in jobs:
-        cfg = {"part": args.part, **job, **{k: getattr(args, k) for k in keys}}
-        reason = skip_reason(job["variant"], args.device)
+    key = HEADLINE[args.part]
+    for repeat in range(args.repeat):
+        for i, row in enumerate(measure(jobs, cfg, args.together)):
+            if repeat and "skipped" not in row:
+                row["repeats"] = rows[i]["repeats"] + [row[key]]
+                row[key] = statistics.median(row["repeats"])
+                rows[i] = row
+            elif not repeat:
+                rows.append({**row, "repeats": [row[key]]} if "skipped" not in row else row)
+            print(row_text(rows[i]), flush=True)
+            if args.out:
+                common.write_json(result, args.out)
+
+
+def measure(jobs: list[dict], cfg: dict, together: bool) -> Iterator[dict]:
+    """A row per job: its figures, or why it was skipped (or failed)."""
+    reasons = [skip_reason(job["variant"], cfg["device"]) for job in jobs]
+    if together:
+        runnable = [job for job, reason in zip(jobs, reasons, strict=True) if reason is None]
+        proc = launch({**cfg, "jobs": runnable})
+        failed = proc.returncode and failure(proc)
+        measured = iter([] if failed else json.loads(proc.stdout.strip().splitlines()[-1]))
+        for job, reason in zip(jobs, reasons, strict=True):
+            yield {**job, **({"skipped": reason or failed} if reason or failed
+                             else next(measured))}
+        return
+    for job, reason in zip(jobs, reasons, strict=True):
         if reason is None:
-            proc = launch(cfg)
-            if proc.returncode:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                reason = "error: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
-        row = {**job, **(json.loads(proc.stdout.strip().splitlines()[-1]) if reason is None
-                         else {"skipped": reason})}
-        rows.append(row)
-        print(row_text(row), flush=True)
-        if args.out:
-            common.write_json(result, args.out)
+            proc = launch({**cfg, **job})
+            reason = proc.returncode and failure(proc)
+        yield {**job, **({"skipped": reason} if reason
+                         else json.loads(proc.stdout.strip().splitlines()[-1]))}
+
+
+def failure(proc: subprocess.CompletedProcess) -> str:
+    """The error line of a failed worker (its stderr's tail printed)."""
+    print(proc.stderr[-3000:], file=sys.stderr)
+    return "error: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
 
 
 def launch(cfg: dict) -> subprocess.CompletedProcess:
@@ -178,6 +156,8 @@ def row_text(row: dict) -> str:
 def memory_text(row: dict) -> str:
     if "peak_cuda_gb" in row:
         return f"{row['peak_cuda_gb']:.2f} GiB CUDA"
+    if row.get("together"):
+        return f"{row['peak_rss_gb']:.2f} GiB RSS (the variants' process)"
     return f"{row['peak_rss_gb']:.2f} GiB RSS ({row['rss_after_setup_gb']:.2f} after set-up)"
 
 
@@ -187,19 +167,22 @@ def markdown(result: dict) -> str:
             f"load average {result['load_before']} before, {result.get('load_after')} after")
     rows = result["rows"]
     if result["part"] == "metric":
-        lines = ["| method | variant | episodes/step | episodes/s (median) | rounds | peak memory |",
-                 "|---|---|---|---|---|---|"]
-        for r in rows:
+        lines = ["| method | variant | precision, layout | episodes/step | episodes/s (median) | "
+                 "per repeat | peak memory |", "|---|---|---|---|---|---|---|"]
+        for r in rows:  # peers, and ours before precisions were recorded: fp32, NCHW
+            layout = (f"{r.get('precision', 'fp32')}, "
+                      f"{'NHWC' if r.get('channels_last') else 'NCHW'}")
             lines.append(f"| {r['method']} | {r['variant']} | " + (
-                f"{r['episodes_per_step']} | {r['episodes_per_s']:.1f} | "
-                f"{[round(x, 1) for x in r['rounds']]} | {memory_text(r)} |" if "skipped" not in r
-                else f"| {r['skipped']} | | |"))
+                f"{layout} | {r['episodes_per_step']} | {r['episodes_per_s']:.1f} | "
+                f"{[round(x, 1) for x in r.get('repeats', [r['episodes_per_s']])]} | "
+                f"{memory_text(r)} |" if "skipped" not in r else f"| {r['skipped']} | | | |"))
     else:
         lines = ["| inner steps | variant | s / meta-iteration (median) | timed | first iteration "
                  "(s) | first loss | peak memory |", "|---|---|---|---|---|---|---|"]
-        for r in rows:
+        for r in rows:  # --together measures no first iteration on its own
+            first = f"{r['first_iter_s']:.2f}" if "first_iter_s" in r else "-"
             lines.append(f"| {r['steps']} | {r['variant']} | " + (
-                f"{r['s_per_iter']:.4f} | {len(r['times'])} | {r['first_iter_s']:.2f} | "
+                f"{r['s_per_iter']:.4f} | {len(r['times'])} | {first} | "
                 f"{r['first_loss']:.6f} | {memory_text(r)} |" if "skipped" not in r
                 else f"{r['skipped']} | | | | |"))
     return "\n".join([head, "", *lines])
@@ -225,6 +208,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vmap", default="auto", choices=["auto", "true", "false"],
                    help="maml: our variants' vmap option (auto: the device's default)")
     p.add_argument("--threads", type=int, help="CPU threads (default torch's; 1 with --quick)")
+    p.add_argument("--together", action="store_true", help="all variants in one process, "
+                   "taking turns round by round (metric: --rounds; maml: --iters single "
+                   "iterations); peak memory is then theirs together")
+    p.add_argument("--repeat", type=int, default=1, help="run all the variants in turn this many "
+                   "times; each row's figure is the median of its repeats")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--render", type=Path, help="print the Markdown table of a results JSON")
     args = p.parse_args(argv)

@@ -11,6 +11,7 @@ from episodes import EpisodeSampler, FixedEpisodes, stroke_characters
 
 from .evaluate import evaluate
 from .learner import ModelSpec
+from .precision import resolve_precision
 from .registry import build_learner
 from .train import TrainConfig, train
 
@@ -18,10 +19,11 @@ SPEC = ModelSpec("protonet", "conv4", 1, 28)  # the demo's model: ProtoNet, Conv
 
 
 def run_demo(seconds: float = 100, out: str = "runs/demo", device: torch.device | str = "cpu",
-             episodes: int = 600, seed: int = 0) -> float:
+             episodes: int = 600, seed: int = 0, precision: str = "auto") -> float:
     """Meta-train ProtoNet (Conv-4) on the embedded dataset's 900 training classes for ``seconds``
     (20-way 1-shot 5-query episodes), then score 5-way 1-shot on ``episodes`` fixed episodes of the
-    200 held-out test classes. Returns the mean test accuracy."""
+    200 held-out test classes, training and scoring in ``precision`` (:mod:`fewshot.precision`).
+    Returns the mean test accuracy."""
     device = torch.device(device)
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -34,14 +36,16 @@ def run_demo(seconds: float = 100, out: str = "runs/demo", device: torch.device 
     sampler = EpisodeSampler(train_ds, 20, 1, 5, num_batches=10**6, seed=seed)
     val = (val_ds, FixedEpisodes.generate(val_ds, 5, 1, 15, 100, seed=seed + 1))
     config = TrainConfig(steps=10**6, lr=1e-3, time_limit=seconds, checkpoint_dir=out,
-                         checkpoint_every=100)
-    print(f"meta-training ProtoNet for {seconds:.0f} s on 20-way 1-shot episodes...")
+                         checkpoint_every=100, precision=precision)
+    precision = resolve_precision(precision, device, spec.method)
+    print(f"meta-training ProtoNet for {seconds:.0f} s on 20-way 1-shot episodes ({precision}, "
+          f"{torch.get_num_threads()} threads)...")
     result = train(learner, spec, sampler, config, val=val, device=device)
     print(f"  {result.episodes} episodes in {result.seconds:.0f} s "
           f"({result.episodes_per_second:.1f} episodes/s); validation accuracy "
           f"{100 * result.best_val:.1f} %")
     test = FixedEpisodes.generate(test_ds, 5, 1, 15, episodes, seed=seed + 2)
-    res = evaluate(learner, test, test_ds, batch_size=25, device=device)
+    res = evaluate(learner, test, test_ds, batch_size=25, device=device, precision=precision)
     res.save_json(Path(out) / "test_5way1shot.json")
     print(f"held-out classes, 5-way 1-shot (chance 20 %): {100 * res.mean:.2f} +- "
           f"{100 * res.ci95:.2f} % over {len(test)} episodes "

@@ -21,6 +21,7 @@ from episodes.sampler import gather_episode
 from . import distributed
 from .learner import EpisodicLearner
 from .memory import bytes_per_item, chunks, image_chunk, items_per_chunk, memory_budget
+from .precision import autocast, resolve_precision
 
 
 def confidence_interval(accuracies: Tensor) -> float:
@@ -64,7 +65,7 @@ class EvalResult:
 
 def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
              batch_size: int | None = None, device: torch.device | str | None = None,
-             amp: bool = False, max_memory: int | None = None) -> EvalResult:
+             precision: str = "fp32", max_memory: int | None = None) -> EvalResult:
     """Accuracy of ``learner`` (in eval mode) on each of ``episodes`` drawn from ``dataset``.
 
     Memory stays within a budget (:func:`fewshot.memory.memory_budget`: ``max_memory`` bytes, or
@@ -81,15 +82,17 @@ def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDa
         batch_size: episodes per pass (of the head, or of the whole learner); None: the most
             that fit the budget.
         device: where episodes go (default: the learner's parameters' device).
-        amp: bfloat16 autocast.
+        precision: "fp32", or "bf16" (bfloat16 autocast); "auto" as in training
+            (:func:`fewshot.precision.resolve_precision`, for any method).
         max_memory: bytes one forward may take (None: from the device's free memory).
     """
     if device is None:
         device = next(learner.parameters()).device
     device = torch.device(device)
     episodes.check(dataset)
+    precision = resolve_precision(precision, device)
     accs = score_shards(episodes, lambda part: _score(learner, part, dataset, batch_size, device,
-                                                      amp, max_memory))
+                                                      precision, max_memory))
     return EvalResult(accs, episodes.n_way, episodes.k_shot, episodes.q_query)
 
 
@@ -108,14 +111,14 @@ def score_shards(episodes: FixedEpisodes, score: Callable[[FixedEpisodes], Tenso
 
 
 def _score(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
-           batch_size: int | None, device: torch.device, amp: bool, max_memory: int | None
+           batch_size: int | None, device: torch.device, precision: str, max_memory: int | None
            ) -> Tensor:
     """Per-episode accuracies ``[E]`` of ``episodes`` in this process (see :func:`evaluate`)."""
     budget = memory_budget(device, max_memory)
     was_training = learner.training
     learner.eval()
     try:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(device, precision):
             if learner.features_per_image():
                 accs = _from_features(learner, episodes, dataset, batch_size, device, budget)
             else:

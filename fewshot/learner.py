@@ -77,9 +77,13 @@ class EpisodicLearner(nn.Module, ABC):
     implement :meth:`embed` (images -> features) and :meth:`head` (features -> logits) with
     ``forward == head(embed(support), embed(query))``; evaluation and prediction then embed each
     image once, in memory-bounded chunks (:mod:`fewshot.memory`).
+
+    ``channels_last_cpu``: train with channels-last weights on a CPU
+    (:func:`fewshot.precision.use_channels_last`), where it is faster for most learners.
     """
 
     grad_at_eval: bool = False
+    channels_last_cpu: bool = True
     grad_clip: float | None = None
     per_episode_norm: bool = False
     step_statistics: bool = False

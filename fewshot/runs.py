@@ -90,10 +90,11 @@ def read_run(path: str | os.PathLike) -> dict[str, Any]:
 def changes(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """``name: old -> new`` for every setting that differs, ignoring :data:`RESUMABLE` ones."""
     out = []
-    for key in sorted(set(saved["args"]) | set(wanted["args"])):
+    saved_args = legacy_args(saved["args"])
+    for key in sorted(set(saved_args) | set(wanted["args"])):
         if key in RESUMABLE:
             continue
-        old, new = saved["args"].get(key, ADDED.get(key)), wanted["args"].get(key)
+        old, new = saved_args.get(key, ADDED.get(key)), wanted["args"].get(key)
         if old != new:
             out.append(f"--{key.replace('_', '-')}: {old!r} -> {new!r}")
     old, new = _complete(saved.get("spec") or {}), wanted.get("spec") or {}
@@ -104,6 +105,16 @@ def changes(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
                     if a.get(k) != b.get(k)]
         elif old.get(key) != new.get(key) and key not in saved["args"]:  # not said twice
             out.append(f"model {key}: {old.get(key)!r} -> {new.get(key)!r}")
+    return out
+
+
+def legacy_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Recorded settings with those since renamed under their new names: ``amp`` (a flag) is
+    ``precision`` "bf16" or "fp32"."""
+    out = dict(args)
+    if "amp" in out:
+        amp = out.pop("amp")
+        out.setdefault("precision", "bf16" if amp else "fp32")
     return out
 
 

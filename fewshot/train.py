@@ -42,6 +42,7 @@ from .evaluate import evaluate
 from .learner import EpisodicLearner, ModelSpec
 from .logs import TrainLog
 from .memory import chunks, memory_budget
+from .precision import autocast, resolve_precision, to_channels_last, use_channels_last
 from .step_size import episodes_per_forward, training_bytes_per_episode
 from .streams import restore_streams, rng_state, shard_sampler
 
@@ -62,7 +63,12 @@ class TrainConfig:
         checkpoint_dir: where ``last.pt`` and ``best.pt`` go (None: no checkpoints).
         checkpoint_every: write ``last.pt`` every that many steps.
         resume: continue from ``checkpoint_dir/last.pt`` when it exists.
-        amp: bfloat16 autocast. time_limit: stop after this many seconds of training.
+        precision: "fp32", "bf16" (bfloat16 autocast) or "auto" (bf16 on a CPU with bfloat16
+            units for the methods checked in it, else fp32: :mod:`fewshot.precision`); a
+            resumed run must have its checkpoint's precision.
+        channels_last: channels-last weights (None: on a CPU where it pays,
+            :func:`fewshot.precision.use_channels_last`).
+        time_limit: stop after this many seconds of training.
         grad_clip: clip the gradient norm to this (None: the learner's own ``grad_clip``, which
             is None, no clipping, for most learners).
         progress: report running loss and accuracy (a bar on a terminal, plain lines
@@ -88,7 +94,8 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     checkpoint_every: int = 100
     resume: bool = False
-    amp: bool = False
+    precision: str = "auto"
+    channels_last: bool | None = None
     time_limit: float | None = None
     grad_clip: float | None = None
     progress: bool = True
@@ -162,6 +169,9 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         device = dataset.device if dataset is not None else sampler.device
     device = torch.device(device)
     learner.to(device)
+    precision = resolve_precision(config.precision, device, spec.method if spec else None)
+    if use_channels_last(learner, device, config.channels_last):
+        to_channels_last(learner)
     ctx = distributed.current()
     distributed.refuse_several_processes(learner)
     shard_sampler(sampler, ctx)
@@ -174,6 +184,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
     step, seconds, best, history = 0, 0.0, None, []
     if config.resume and ckdir is not None and (ckdir / "last.pt").is_file():
         ckpt = load_checkpoint(ckdir / "last.pt", map_location=device)
+        check_resumed_precision(ckpt, precision, ckdir / "last.pt")
         restore_model(learner, ckpt, spec, source=str(ckdir / "last.pt"))
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None and ckpt.get("scheduler") is not None:
@@ -205,14 +216,15 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
                             pipeline=dataset.pipeline if dataset is not None else None,
                             scheduler=scheduler.state_dict() if scheduler else None,
                             sampler=sampler.state_dict(), rng=rng_state(), step=step,
-                            seconds=seconds, best=best, history=history, config=asdict(config),
+                            seconds=seconds, best=best, history=history,
+                            config={**asdict(config), "resolved_precision": precision},
                             **({"ranks": ranks} if ranks else {}))
 
     def validate() -> None:
         nonlocal best
         if not all_finite(learner):
             raise diverged("the weights are not finite")
-        acc = evaluate(learner, val[1], val[0], device=device, amp=config.amp,
+        acc = evaluate(learner, val[1], val[0], device=device, precision=precision,
                        max_memory=config.max_memory).mean
         extra = {k: v for m in monitors for k, v in m(learner).items()}
         learner.train()
@@ -243,7 +255,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
             break
         batch = sampler.sample().to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        sums += accumulate(learner, batch, parts, config.amp, sync)
+        sums += accumulate(learner, batch, parts, precision, sync)
         sync.finish()
         clip = config.grad_clip if config.grad_clip is not None else learner.grad_clip
         if clip is not None:
@@ -290,6 +302,17 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
     return TrainResult(step, seconds, step * sampler.episodes_per_batch, best, history)
 
 
+def check_resumed_precision(ckpt: dict, precision: str, source: Path) -> None:
+    """Refuse to resume a run in another precision than its checkpoint's (one line, with the
+    fix); a checkpoint from before precisions were recorded has its ``amp`` flag."""
+    saved = ckpt.get("config") or {}
+    before = saved.get("resolved_precision", "bf16" if saved.get("amp") else "fp32")
+    if before != precision:
+        raise ValueError(f"cannot resume {source}: it was trained in {before}, this run is in "
+                         f"{precision}: resume with --precision {before}, or train into a new "
+                         f"--out")
+
+
 def step_chunk(learner: EpisodicLearner, sampler: EpisodeSampler | SineTasks, config: TrainConfig,
                device: torch.device, t: int | None = None) -> int:
     """Episodes per forward: ``config.episodes_per_forward``, else all ``t`` (default: the T of
@@ -305,8 +328,8 @@ def step_chunk(learner: EpisodicLearner, sampler: EpisodeSampler | SineTasks, co
     return episodes_per_forward(per_episode, memory_budget(device, config.max_memory), t)
 
 
-def accumulate(learner: EpisodicLearner, batch: Episode | Any, parts: list[slice], amp: bool,
-               sync: distributed.GradientSync | None = None) -> Tensor:
+def accumulate(learner: EpisodicLearner, batch: Episode | Any, parts: list[slice],
+               precision: str = "fp32", sync: distributed.GradientSync | None = None) -> Tensor:
     """Forward and backward of ``batch`` (T episodes, or any batch ``learner.batch_loss``
     takes), an episode batch split into the chunks ``parts``, each chunk's loss weighted by its
     share of the T episodes, so the summed gradients are the whole batch's. Returns ``[loss,
@@ -328,7 +351,7 @@ def accumulate(learner: EpisodicLearner, batch: Episode | Any, parts: list[slice
     with deferred_running_stats(learner, len(parts)) if defer else nullcontext():
         for i, (piece, share) in enumerate(pieces):
             with sync.chunk(last=i == len(pieces) - 1) if sync is not None else nullcontext():
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                with autocast(device, precision):
                     loss, acc = forward(piece)
                     loss = loss * share
                 (loss * weight if weight != 1.0 else loss).backward()

@@ -85,7 +85,7 @@ def test_gradient_accumulation_equals_one_step(data, method, options):
     results = []
     for size in (5, 2, 1):
         learner = copy.deepcopy(base)
-        stats = accumulate(learner, ep, chunks(5, size), amp=False)
+        stats = accumulate(learner, ep, chunks(5, size), precision="fp32")
         results.append((stats, {n: p.grad.clone() for n, p in learner.named_parameters()},
                         {n: b.clone() for n, b in learner.named_buffers()}))
     whole = results[0]

@@ -4,6 +4,7 @@ all MAML variants start from the same function (equal first meta-losses)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,13 @@ def metric_row(variant: str, method: str) -> dict:
 @pytest.mark.parametrize("method", peers.METRIC_METHODS)
 def test_our_metric_learners(method):
     assert metric_row("fewshot-1", method)["episodes_per_step"] == 1
+
+
+@pytest.mark.parametrize("variant, precision, channels_last", [
+    ("fewshot-1-fp32-nchw", "fp32", False), ("fewshot-1-bf16", "bf16", True)])
+def test_metric_variants_set_precision_and_layout(variant, precision, channels_last):
+    row = metric_row(variant, "protonet")
+    assert (row["precision"], row["channels_last"]) == (precision, channels_last)
 
 
 def test_auto_episodes_per_step():
@@ -78,19 +86,25 @@ def test_skips():
     assert peers.skip_reason("fewshot", "cpu") is None
 
 
+def run_here(cfg: dict) -> subprocess.CompletedProcess:
+    """A variant's subprocess replaced by a call in this process."""
+    out = json.dumps(peers.worker(cfg))
+    return subprocess.CompletedProcess([], 0, stdout=out + "\n", stderr="")
+
+
 def test_run_writes_json_and_table(tmp_path, monkeypatch, capsys):
     """The driver, with each variant's subprocess replaced by a call in this process."""
-    def run_here(cfg):
-        out = json.dumps(peers.worker(cfg))
-        return subprocess.CompletedProcess([], 0, stdout=out + "\n", stderr="")
     monkeypatch.setattr(peers, "launch", run_here)
     out = tmp_path / "peers.json"
     peers.main(["metric", "--quick", "--methods", "protonet", "--variants", "fewshot-1",
-                "--episodes", "2", "--rounds", "1", "--out", str(out)])
-    assert "| protonet | fewshot-1 | 1 |" in capsys.readouterr().out
+                "--episodes", "2", "--rounds", "1", "--repeat", "2", "--out", str(out)])
+    assert re.search(r"\| protonet \| fewshot-1 \| (fp32|bf16), NHWC \| 1 \|",
+                     capsys.readouterr().out)
     result = json.loads(out.read_text())
     assert result["settings"]["episodes"] == 2 and result["settings"]["rounds"] == 1
     assert result["rows"][0]["rounds"] and result["mode"] == "reduced CPU run (--quick)"
+    row = result["rows"][0]
+    assert len(row["repeats"]) == 2 and row["episodes_per_s"] == sum(row["repeats"]) / 2
 
 
 @pytest.mark.slow
@@ -111,3 +125,22 @@ def test_bad_variant_exits_with_one_line(capsys):
         peers.main(["maml", "--variants", "easyfsl"])
     assert exc.value.code == 2
     assert "maml variants are fewshot" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("part, variants", [("metric", ["fewshot-1-fp32", "fewshot-1-bf16"]),
+                                            ("maml", ["fewshot", "fewshot-cudagraph",
+                                                      "fewshot-bf16"])])
+def test_together_takes_turns_in_one_process(part, variants, monkeypatch, tmp_path):
+    launched = []
+    monkeypatch.setattr(peers, "launch", lambda cfg: launched.append(cfg) or run_here(cfg))
+    settings = (["--steps", "1", "--iters", "2", "--batch", "2", "--hidden", "8"] if part == "maml"
+                else ["--methods", "protonet", "--rounds", "2", "--episodes", "2"])
+    out = tmp_path / "peers.json"
+    peers.main([part, "--quick", "--variants", *variants, "--together", *settings,
+                "--out", str(out)])
+    assert len(launched) == 1 and len(launched[0]["jobs"]) == 2  # the CUDA variant is skipped
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == variants
+    timed = [r for r in rows if "skipped" not in r]
+    assert len(timed) == 2 and all(r["together"] for r in timed)
+    assert all(len(r["rounds" if part == "metric" else "times"]) == 2 for r in timed)

@@ -14,7 +14,8 @@ from episodes import ImageFileError
 from episodes.progress import set_progress
 
 from .. import distributed
-from ..runs import RunError, read_run
+from ..precision import CHOICES
+from ..runs import RunError, legacy_args, read_run
 from . import commands, transfer
 from . import ssl as ssl_cli
 from .args import (
@@ -77,6 +78,8 @@ def build_parser() -> Parser:
     p.add_argument("--out", default="runs/demo", help="run folder (an earlier demo's run there is "
                    "replaced; another run is refused unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument("--precision", choices=CHOICES, default="auto",
+                   help="fp32, bf16 or auto (bf16 on a CPU with bfloat16 units, else fp32)")
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
     p.set_defaults(func=commands.cmd_demo)
 
@@ -164,7 +167,7 @@ def replay_defaults(parser: Parser, argv: list[str]) -> None:
     if known.out is None:
         raise RunError(f"--config {known.config} replays a run's settings but not its folder: "
                        f"give --out (a new folder, or the run's own with --resume to continue it)")
-    recorded = dict(record["args"])
+    recorded = legacy_args(record["args"])
     spec = record.get("spec") or {}
     recorded["option"] = [(k, str(v)) for k, v in (spec.get("options") or {}).items()]
     recorded["augment_option"] = [(k, ",".join(map(str, v)) if isinstance(v, list | tuple)

@@ -26,6 +26,7 @@ from ..demo import SPEC as DEMO_SPEC
 from ..demo import run_demo
 from ..input_norm import resolve_normalize
 from ..learner import EpisodicLearner
+from ..precision import resolve_precision
 from ..predict import Prediction, predict
 from ..registry import build_learner, make_spec, method_config
 from ..runs import (
@@ -158,12 +159,15 @@ def check_run_args(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def run_folder(args: argparse.Namespace, record: dict) -> Iterator[None]:
+def run_folder(args: argparse.Namespace, record: dict, device: torch.device) -> Iterator[None]:
     """Hold ``--out``'s lock and prepare it for the run (:func:`fewshot.runs.open_run`, which
     puts the folder back if the run fails before its first checkpoint) while the body trains;
     in a distributed run only rank 0 does, and an error there stops every rank.
-    ``record["resolved"]["world_size"]`` notes the number of processes."""
-    record.setdefault("resolved", {})["world_size"] = distributed.current().world_size
+    ``record["resolved"]`` notes the number of processes (``world_size``), the precision
+    ``--precision`` gives the method on ``device`` and the CPU threads."""
+    record.setdefault("resolved", {}).update(
+        world_size=distributed.current().world_size, threads=torch.get_num_threads(),
+        precision=resolve_precision(args.precision, device, record["spec"]["method"]))
     with contextlib.ExitStack() as stack:
         def prepare() -> None:
             stack.enter_context(open_run(args.out, record, resume=args.resume,
@@ -204,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     record = run_record(recorded_args(args, augment_values), spec.to_dict())
     record["resolved"] = {"episodes_per_step": per_step}
     config = train_config(args, learner, record)
-    with run_folder(args, record):
+    with run_folder(args, record, device):
         result = train(learner, spec, sampler, config, val=val, device=device)
     if distributed.current().main:
         print(f"trained {result.steps} steps ({result.episodes} episodes) in "
@@ -291,9 +295,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
     replace = args.overwrite or own
     check_run_folder(args.out, resume=False, overwrite=replace)
     settings = {"seconds": args.seconds, "episodes": args.episodes, "out": args.out,
-                "device": args.device}
+                "device": args.device, "precision": args.precision}
     with open_run(args.out, run_record(settings, DEMO_SPEC.to_dict(), command="demo"),
                   resume=False, overwrite=replace):
         run_demo(seconds=args.seconds, out=args.out, device=pick_device(args.device),
-                 episodes=args.episodes)
+                 episodes=args.episodes, precision=args.precision)
     sys.stdout.flush()

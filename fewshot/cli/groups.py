@@ -12,6 +12,7 @@ from ..checkpoint import check_pipeline
 from ..distributed import DEFAULT_TIMEOUT
 from ..input_norm import check_normalize_text, describe_normalize, require_same_normalize
 from ..learner import EpisodicLearner, ModelSpec
+from ..precision import CHOICES
 from ..registry import canonical
 from ..train import TrainConfig, make_optimizer
 from ..weights import backbone_of, load_backbone_weights
@@ -94,7 +95,11 @@ def add_optimization_args(p: argparse.ArgumentParser, steps: int, lr: float,
                    help="write last.pt every N steps")
     g.add_argument("--time-limit", type=positive_float, help="stop after this many seconds of "
                    "training")
-    g.add_argument("--amp", action="store_true", help="bfloat16 mixed precision")
+    g.add_argument("--precision", choices=CHOICES, default="auto",
+                   help="fp32, bf16 (bfloat16 autocast) or auto: bf16 on a CPU with bfloat16 "
+                   "units (AVX512-BF16, AMX) for protonet, matching and relation, else fp32")
+    g.add_argument("--amp", dest="precision", action="store_const", const="bf16",
+                   help="the same as --precision bf16")
     g.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     g.add_argument("--seed", type=int, default=0, help="seed of sampling and initialisation")
 
@@ -128,7 +133,7 @@ def train_config(args: argparse.Namespace, learner: EpisodicLearner | None = Non
                          optimizer=args.optimizer, momentum=args.momentum, schedule=args.schedule,
                          lr_decay_every=args.lr_decay_every, val_every=args.val_every,
                          checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
-                         resume=args.resume, amp=args.amp, time_limit=args.time_limit,
+                         resume=args.resume, precision=args.precision, time_limit=args.time_limit,
                          progress=not args.quiet, max_memory=args.max_memory, run=record)
     if learner is not None:
         params = [p for p in learner.parameters() if p.requires_grad]

@@ -76,7 +76,7 @@ def cmd_ssl_pretrain(args: argparse.Namespace) -> None:
             monitors.append(knn_monitor(val_ds, args.knn_k))
     record = run_record(recorded_args(args, augment_values), spec.to_dict(), command="pretrain")
     config = train_config(args, learner, record)
-    with run_folder(args, record):
+    with run_folder(args, record, device):
         result = train(learner, spec, sampler, config, val=val, device=device, monitors=monitors)
     last = next((r for r in reversed(result.history) if "emb_std_ratio" in r), None)
     print(f"pre-trained {args.method} {result.steps} steps ({result.episodes / len(train_ds):.1f} "

@@ -107,7 +107,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
                          args.val_shot or 1)
     record = run_record(recorded_args(args, augment_values), spec.to_dict(), command="pretrain")
     config = train_config(args, learner, record)
-    with run_folder(args, record):
+    with run_folder(args, record, device):
         result = train(learner, spec, sampler, config, val=val, device=device)
     if distributed.current().main:
         print(f"pre-trained {result.steps} steps ({result.episodes} images, "

@@ -99,6 +99,7 @@ class MAML(EpisodicLearner):
     """
 
     grad_at_eval = True
+    channels_last_cpu = False  # its fast weights come back NCHW: slower (fewshot.precision)
     gradient_sync = "all_reduce"  # the meta-gradient is all-reduced after the step's backward
 
     def __init__(self, backbone: nn.Module, feat_dim: int, n_way: int = 5, inner_steps: int = 1,

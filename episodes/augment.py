@@ -24,6 +24,7 @@ from .episode import Episode
 from .fill import FILL_MODES, affine_sample
 from .options import check
 
+SEED_RANGE = 1 << 62  # the range of the seeds drawn for device generators
 
 @dataclass
 class AugmentConfig:
@@ -255,7 +256,8 @@ def colour_and_noise(x: Tensor, cfg: AugmentConfig, g: torch.Generator) -> Tenso
         x = x.clamp(0, 1)
         x = torch.where(flip & (x >= 0.5), 1 - x, x)
     if cfg.noise_std or cfg.salt_pepper:  # per-pixel draws on the device, seeded from g
-        dev = torch.Generator(x.device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+        seed = int(torch.randint(SEED_RANGE, (1,), generator=g))
+        dev = torch.Generator(x.device).manual_seed(seed)
         if cfg.noise_std:
             x = x + cfg.noise_std * torch.randn(x.shape, generator=dev, **per_image)
         if cfg.salt_pepper:

@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import Tensor
 
+from .gpu_decode import decode_images_cuda
 from .images import Box, decode_images
 from .options import parse_config
 
@@ -140,7 +141,6 @@ def read_images(paths: Sequence[Path], pipeline: ImagePipeline, *, convert: bool
     kw: dict[str, Any] = dict(convert=convert, skip_bad=skip_bad, boxes=boxes,
                               resample=pipeline.resample, desc=desc)
     if decoder == "cuda":
-        from .gpu_decode import decode_images_cuda
         images, kept = decode_images_cuda(paths, pipeline.channels, pipeline.size, **kw)
     else:
         images, kept = decode_images(paths, pipeline.channels, pipeline.size,

@@ -29,9 +29,11 @@ def interactive() -> bool:
 
 
 def bar(iterable: Iterable | None = None, *, total: int | None = None, min_total: int = 0,
-        **kwargs: Any) -> tqdm:
-    """A tqdm bar, shown only on a terminal, when progress is on, and for at least ``min_total``
-    items (a bar written into a log file is one long line of carriage returns)."""
+        enabled: bool = True, **kwargs: Any) -> tqdm:
+    """A tqdm bar, shown only when ``enabled``, on a terminal, when progress is on, and for at
+    least ``min_total`` items (a bar written into a log file is one long line of carriage
+    returns)."""
     n = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
     small = n is not None and n < min_total
-    return tqdm(iterable, total=total, disable=not (_enabled and interactive()) or small, **kwargs)
+    return tqdm(iterable, total=total, disable=not (enabled and _enabled and interactive()) or small,
+                **kwargs)

@@ -188,9 +188,9 @@ class BackboneLearner(EpisodicLearner):
     def add_rotation_loss(self, head: nn.Module, weight: float) -> None:
         """Rotation prediction as an auxiliary loss of meta-training (Gidaris et al. 2019,
         "Boosting few-shot visual learning with self-supervision"): every training step adds
-        ``weight`` times ``head.loss(backbone, images)`` (:class:`fewshot.ssl.pretext_methods.
-        RotationHead`: cross-entropy of the four rotations of every support and query image of
-        the step's episodes, their labels unused) to the episodes' loss. The rotated images of each
+        ``weight`` times ``head.loss(backbone, images)`` (:class:`fewshot.modules.RotationHead`:
+        cross-entropy of the four rotations of every support and query image of the step's
+        episodes, their labels unused) to the episodes' loss. The rotated images of each
         episode go through the backbone and the head as the episodes do, with BatchNorm
         statistics of that episode's rotated images (:meth:`episode_norm`), so T batched episodes
         train as T single ones and a step split into chunks as the whole step."""

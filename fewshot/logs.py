@@ -36,8 +36,7 @@ class TrainLog:
                  every_seconds: float = 10.0) -> None:
         self.history, self.total, self.every = history, total, every_seconds
         self.lines = enabled and progress_enabled() and not interactive()
-        self.bar = bar(total=total, initial=initial, desc="training", min_total=0 if enabled else
-                       2**62)
+        self.bar = bar(total=total, initial=initial, desc="training", enabled=enabled)
         self.last_line = time.monotonic()
         self.metrics = Path(folder) / METRICS_FILE if folder is not None else None
         if self.metrics is not None:

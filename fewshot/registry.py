@@ -1,53 +1,111 @@
-"""Learners by name: each method registers a builder and its typed config class.
+"""Learners by name: each method registers its builder, its typed config class, its kind and a
+one-line summary (:class:`episodes.registry.Registry`, entry-point group ``fewshot.methods``).
 
 ``fewshot train --method NAME --option KEY=VALUE`` and :func:`build_learner` go through here, so
 options are checked against the method's config class (:mod:`episodes.options`) before anything is
-built, and a spec's options are stored converted and complete (:func:`make_spec`).
+built, and a spec's options are stored converted and complete (:func:`make_spec`). The command
+line's ``--method`` choices and help, and the README's methods table (:func:`methods_table`),
+are generated from the entries.
+
+Config fields that the data fills are declared on the field (:func:`data_field`): MAML's
+``n_way`` from the episodes' way, a classifier's ``num_classes`` from the training classes,
+DeepCluster's ``num_images`` from the training images. :func:`fill_from_data` sets them, and
+refuses a value the user gave for one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 from episodes.options import config_dict, parse_config
+from episodes.registry import Entry, Registry
 
 from .input_norm import Normalize, channels_taken, check_normalize
 from .learner import EpisodicLearner, ModelSpec
 
-
-@dataclass(frozen=True)
-class Method:
-    """A registered learner: its name, its config dataclass and ``build(spec, config)``."""
-
-    name: str
-    config: type
-    build: Callable[[ModelSpec, Any], EpisodicLearner]
-
-
-METHODS: dict[str, Method] = {}
+Kind = Literal["episodic", "supervised", "self-supervised"]
+KINDS: dict[str, str] = {"episodic": "meta-trained on episodes (fewshot train)",
+                         "supervised": "pre-trained on labelled mini-batches (fewshot pretrain)",
+                         "self-supervised": "pre-trained on images without labels "
+                                            "(fewshot pretrain)"}
+DATA = {"way": "--way (the classes of an episode)", "classes": "the training split's classes",
+        "images": "the training split's images"}
+METHODS = Registry("method", "fewshot.methods")
+Method = Entry
 
 
-def register(name: str, config: type) -> Callable:
+def register(name: str, config: type, kind: Kind = "episodic", summary: str = "") -> Callable:
     """Decorator registering ``builder(spec, config) -> EpisodicLearner`` under ``name``, with
-    ``config`` the dataclass of its options."""
-    def wrap(builder: Callable[[ModelSpec, Any], EpisodicLearner]) -> Callable:
-        METHODS[name] = Method(name, config, builder)
-        return builder
-    return wrap
+    ``config`` the dataclass of its options, its ``kind`` (:data:`KINDS`) and a one-line
+    ``summary``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    return METHODS.register(name, config, kind, summary)
+
+
+def data_field(source: Literal["way", "classes", "images"], default: Any = None) -> Any:
+    """A config field the data fills (:data:`DATA`), by :func:`fill_from_data`."""
+    return dataclasses.field(default=default, metadata={"from_data": source})
+
+
+def data_fields(name: str) -> dict[str, str]:
+    """Field -> what fills it (``way``, ``classes``, ``images``) of method ``name``'s config."""
+    return {f.name: f.metadata["from_data"] for f in dataclasses.fields(get_method(name).config)
+            if "from_data" in f.metadata}
+
+
+def fill_from_data(name: str, options: Mapping[str, Any], **values: int) -> dict[str, Any]:
+    """``options`` with the data-filled fields of ``name`` set from ``values`` (``way=``,
+    ``classes=``, ``images=``; a field whose value is not given keeps its default).
+
+    Raises:
+        ValueError: an option that the data fills was given.
+    """
+    filled = data_fields(name)
+    given = sorted(set(options) & set(filled))
+    if given:
+        raise ValueError(f"option {given[0]} of {name} is set from {DATA[filled[given[0]]]}: "
+                         f"leave it out")
+    return {**options, **{k: values[src] for k, src in filled.items() if src in values}}
+
+
+def require_data(config: Any, *names: str) -> None:
+    """Raise ``ValueError`` if a data-filled field of ``config`` was not filled (a builder's
+    check: :func:`fill_from_data` sets them from the data)."""
+    for name in names:
+        if getattr(config, name) is None:
+            raise ValueError(f"option {name} is set from the data: fill it with "
+                             f"fewshot.registry.fill_from_data (the command line does)")
 
 
 def get_method(name: str) -> Method:
     """The registered method ``name``, or a ValueError listing the methods."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}: choose one of {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    return METHODS.get(name)
+
+
+def method_names(kind: Kind | None = None) -> list[str]:
+    """The registered methods (of ``kind``)."""
+    return METHODS.names(kind)
 
 
 def method_config(name: str, options: Mapping[str, Any]) -> Any:
     """The typed config of method ``name`` from ``options`` (text values are converted)."""
     return parse_config(get_method(name).config, options, name)
+
+
+def methods_table() -> str:
+    """The Markdown table of the registered methods: name, kind, summary, options."""
+    rows = ["| method | kind | what | options |", "| --- | --- | --- | --- |"]
+    for name in [n for kind in KINDS for n in METHODS.names(kind)]:
+        entry = METHODS.get(name)
+        fields = [f.name for f in dataclasses.fields(entry.config)
+                  if f.init and "from_data" not in f.metadata]
+        rows.append(f"| `{name}` | {entry.kind} | {entry.summary} | "
+                    f"{', '.join(f'`{f}`' for f in fields) or '-'} |")
+    return "\n".join(rows) + "\n"
 
 
 def make_spec(method: str, backbone: str, in_channels: int, image_size: int,

@@ -27,3 +27,13 @@ def test_docs_build_strict(tmp_path):
     for page in ("index.html", "api/episodes/index.html", "notebooks/01_episodes/index.html"):
         assert (tmp_path / "site" / page).is_file(), page
     shutil.rmtree(tmp_path / "site")
+
+
+def test_the_registry_tables_are_current():
+    """The README's and the docs' tables of methods, heads and datasets are those the registries
+    generate (``python docs/tables.py`` rewrites them)."""
+    sys.path.insert(0, str(ROOT / "docs"))
+    import tables
+
+    assert tables.stale() == [], "run python docs/tables.py and commit the result"
+

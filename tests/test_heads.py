@@ -14,7 +14,7 @@ from scipy.optimize import brentq, minimize
 from episodes import FixedEpisodes, TensorClassDataset
 from fewshot.backbones import Conv4
 from fewshot.evaluate import evaluate
-from fewshot.heads import HEADS, CosineHead, HeadLearner, LinearHead, head_config
+from fewshot.heads import HEADS, CosineHead, HeadLearner, LinearHead, head_config, registered
 from fewshot.heads.finetune import finetune_logits
 from fewshot.heads.functional import cosine_classifier_logits, knn_logits
 from fewshot.heads.logistic import fit_logistic, logistic_objective
@@ -72,7 +72,7 @@ def test_linear_head_batched_equals_one_episode_at_a_time():
     s, q = torch.randn(t, n * 2, d, generator=g), torch.randn(t, 3, d, generator=g)
     y = torch.arange(n).repeat_interleave(2).expand(t, -1).contiguous()
     config = LinearHead(epochs=30, batch_size=0, seed=5)
-    batched = HEADS["linear"].logits(s, y, q, n, config)
+    batched = registered("linear").logits(s, y, q, n, config)
     init = torch.Generator().manual_seed(5)
     bound = 1 / math.sqrt(d)
     w0 = (torch.rand(t, n, d, generator=init, dtype=torch.float64) * 2 - 1) * bound

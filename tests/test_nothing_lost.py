@@ -161,14 +161,14 @@ def test_overwrite_deletes_nothing_before_every_value_is_checked(run: Path, caps
 
 
 def test_a_failed_start_restores_the_overwritten_run(run: Path, capsys, monkeypatch):
-    import fewshot.cli.commands as commands
+    import fewshot.cli.recipe as recipe
 
     before = snapshot(run)
 
     def broken(*args, **kwargs):
         raise ValueError("the first step failed")
 
-    monkeypatch.setattr(commands, "train", broken)
+    monkeypatch.setattr(recipe, "train", broken)
     fails(["train", *data_args(tree_of(run)), *TRAIN, "--out", str(run), "--overwrite",
            "--lr", "0.01"], capsys)
     assert snapshot(run) == before
@@ -318,14 +318,14 @@ def test_an_unmeetable_memory_budget_is_warned_about(tmp_path: Path):
 def test_unwritable_places_are_named_before_any_work(run: Path, capsys, monkeypatch):
     import os
 
-    import fewshot.cli.commands as commands
+    import fewshot.cli.evaluate as evaluate
 
     tree = tree_of(run)
     locked = tree / "readonly"
     locked.mkdir(exist_ok=True)
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real(p, mode))
-    monkeypatch.setattr(commands, "eval_model", lambda *a: pytest.fail("scored before checking"))
+    monkeypatch.setattr(evaluate, "eval_model", lambda *a: pytest.fail("scored before checking"))
     base = ["eval", *data_args(tree), "--checkpoint", str(run / "last.pt")]
     assert "is not writable" in fails([*base, "--json", str(locked / "s.json")], capsys)
     assert "is not writable" in fails(["train", *data_args(tree), *TRAIN, "--out",

@@ -13,8 +13,7 @@ import torch
 from episodes import ImageBatchSampler, TensorClassDataset, ViewBatch
 from fewshot.cli import main
 from fewshot.modules import cosine_momentum, ema_update
-from fewshot.registry import build_learner, make_spec
-from fewshot.ssl import SSL_METHODS
+from fewshot.registry import build_learner, make_spec, method_names
 from fewshot.train import TrainConfig, train
 from fewshot.weights import read_backbone_state
 
@@ -35,7 +34,7 @@ def dataset(n: int = 12, size: int = 16) -> TensorClassDataset:
     return TensorClassDataset(images, torch.arange(n) % 3, ["a", "b", "c"])
 
 
-@pytest.mark.parametrize("method", SSL_METHODS)
+@pytest.mark.parametrize("method", method_names("self-supervised"))
 def test_every_method_trains_and_reports_spread(method: str) -> None:
     ds = dataset()
     options = {**SMALL[method], "hidden": 8}

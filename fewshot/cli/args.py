@@ -14,7 +14,8 @@ from typing import NoReturn
 
 import torch
 
-from episodes.registry import DATASETS, load_dataset
+from episodes.registry import DATASETS, load_dataset, needs_root, option_names
+from fewshot.distributed import local_device
 from fewshot.memory import parse_bytes
 
 MAX_MEMORY_HELP = ("memory one forward pass may take, e.g. 2GB (default: on a GPU half its free "
@@ -118,8 +119,6 @@ def device(text: str) -> str:
 
 def pick_device(name: str) -> torch.device:
     """The device ``--device`` names; under torchrun, ``cuda`` is this process's GPU."""
-    from ..distributed import local_device
-
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return local_device(torch.device(name))
@@ -211,11 +210,21 @@ def output_folder(flag: str, path: str | None) -> None:
     _writable(flag, p)
 
 
+# dataset option -> (its flag, the flag's value when not given): each --dataset takes the options
+# its registry entry's dataclass has; a flag given for a dataset that does not take it is refused
+DATA_FLAGS = {"split_dir": ("--split-dir", None), "ratios": ("--split-ratios", None),
+              "split_seed": ("--split-seed", 0), "channels": ("--channels", 3),
+              "convert": ("--no-convert", True), "skip_bad": ("--skip-bad-images", False),
+              "download": ("--download", False), "crop": ("--crop-boxes", False),
+              "csv_dir": ("--csv-dir", None), "decoder": ("--decoder", "auto"),
+              "cache_dir": ("--cache-dir", None)}
+
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="embedded", choices=sorted(DATASETS),
-                   help="dataset (embedded: the built-in stroke characters; unlabelled: every "
-                   "image under --root, for self-supervised pretrain)")
+    g.add_argument("--dataset", default="embedded", choices=DATASETS.names(),
+                   help="dataset: " + "; ".join(f"{n}: {DATASETS.get(n).summary}"
+                                                for n in DATASETS.names()))
     g.add_argument("--root", help="dataset folder (all datasets but embedded)")
     g.add_argument("--image-size", type=image_size, help="resize images to this (default: 28 for "
                    "character datasets, 84 for natural images)")
@@ -241,6 +250,25 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
 
 
+def data_options(args: argparse.Namespace) -> dict:
+    """The options of ``--dataset`` from the data flags: every option its entry takes, and a
+    ``ValueError`` for a flag given that the dataset does not take (it would be ignored)."""
+    values = {"split_dir": args.split_dir, "split_seed": args.split_seed,
+              "ratios": tuple(args.split_ratios) if args.split_ratios else None,
+              "channels": args.channels, "convert": not args.no_convert,
+              "skip_bad": args.skip_bad_images, "download": args.download,
+              "crop": args.crop_boxes, "csv_dir": args.csv_dir, "decoder": args.decoder,
+              "cache_dir": args.cache_dir}
+    takes = option_names(args.dataset)
+    ignored = [DATA_FLAGS[k][0] for k, v in values.items()
+               if k not in takes and v != DATA_FLAGS[k][1]]
+    if ignored:
+        flags = [DATA_FLAGS[k][0] for k in takes if k in DATA_FLAGS]
+        raise ValueError(f"{', '.join(ignored)} does not apply to --dataset {args.dataset} "
+                         f"(it takes {', '.join(flags) or 'none of the data flags'}): leave it out")
+    return {k: values[k] for k in takes if k in values}
+
+
 def check_data_args(args: argparse.Namespace) -> None:
     """Checks of the data arguments that need more than one argument or the file system."""
     output_folder("--cache-dir", args.cache_dir)
@@ -248,16 +276,13 @@ def check_data_args(args: argparse.Namespace) -> None:
     if args.cache_dir is None and cache and Path(cache).exists() and not Path(cache).is_dir():
         raise ValueError(f"FEWSHOT_CACHE={cache} is a file, not a folder: set it to a folder "
                          f"(or give --cache-dir)")
-    if args.dataset != "embedded" and args.root is None:
+    if needs_root(args.dataset) and args.root is None:
         raise ValueError(f"the {args.dataset} dataset needs its folder: give --root")
+    data_options(args)  # flags the dataset would ignore are refused before any work
 
 
 def dataset_from_args(args: argparse.Namespace, split: str):
-    ds = load_dataset(args.dataset, split, args.root, args.image_size, cache_dir=args.cache_dir,
-                      download=args.download, split_dir=args.split_dir, ratios=args.split_ratios,
-                      split_seed=args.split_seed, channels=args.channels,
-                      convert=not args.no_convert, skip_bad=args.skip_bad_images,
-                      crop=args.crop_boxes, csv_dir=args.csv_dir, decoder=args.decoder)
+    ds = load_dataset(args.dataset, split, args.root, args.image_size, **data_options(args))
     return ds.to(pick_device(args.device))
 
 

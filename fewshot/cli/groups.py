@@ -5,10 +5,12 @@ episodes, the backbone's initial weights and frozen layers."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from episodes import ClassDataset, FixedEpisodes, ImagePipeline
+from episodes.sampler import FLAGS
 
-from ..checkpoint import check_pipeline
+from ..checkpoint import check_pipeline, load_checkpoint
 from ..distributed import DEFAULT_TIMEOUT
 from ..input_norm import check_normalize_text, describe_normalize, require_same_normalize
 from ..learner import EpisodicLearner, ModelSpec
@@ -147,8 +149,6 @@ def train_config(args: argparse.Namespace, learner: EpisodicLearner | None = Non
 def validation(args: argparse.Namespace, val_ds: ClassDataset, way: int, shot: int
                ) -> tuple[ClassDataset, FixedEpisodes]:
     """The validation dataset and its fixed episodes (seed ``--seed`` + 1)."""
-    from .commands import fixed_episodes
-
     try:
         return val_ds, fixed_episodes(val_ds, way, shot, args.val_query, args.val_episodes,
                                       args.seed + 1,
@@ -176,3 +176,50 @@ def prepare_backbone(args: argparse.Namespace, learner: EpisodicLearner, spec: M
                            dataset, source=f"--init {args.init}")
     if args.freeze:
         freeze(backbone, args.freeze)
+
+
+def load_episodes(path: str) -> FixedEpisodes:
+    """Fixed episodes from ``path``, with a one-line error for a file that is not such a file."""
+    if Path(path).is_dir():
+        raise ValueError(f"--episodes-file {path} is a folder: give a file name")
+    try:
+        return FixedEpisodes.load(path)
+    except Exception as e:  # noqa: BLE001 - truncated, not a torch file, other content: one answer
+        if is_checkpoint(path):
+            raise ValueError(f"--episodes-file {path} is a fewshot checkpoint, not an episodes "
+                             f"file: give --episodes-file a new file name (the episodes are "
+                             f"drawn and saved there)") from None
+        raise ValueError(f"--episodes-file {path} is not a readable episodes file "
+                         f"({type(e).__name__}): give another file name (a new one is drawn and "
+                         f"saved), or delete it if it is a broken episodes file") from None
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a readable fewshot checkpoint."""
+    try:
+        load_checkpoint(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def fixed_episodes(dataset, way: int, shot: int, query: int, count: int, seed: int,
+                   path: str | None = None, flags: tuple[str, str, str] = FLAGS
+                   ) -> FixedEpisodes:
+    """Load fixed episodes from ``path`` when it exists (they must be the ``way``-way ``shot``-shot
+    ``query``-query ``count`` episodes asked for), else draw them (and save them there)."""
+    if path and Path(path).exists():
+        episodes = load_episodes(path)
+        have = (episodes.n_way, episodes.k_shot, episodes.q_query, len(episodes))
+        if have != (way, shot, query, count):
+            raise ValueError(f"--episodes-file {path} holds {len(episodes)} {have[0]}-way "
+                             f"{have[1]}-shot {have[2]}-query episodes, not the {count} {way}-way "
+                             f"{shot}-shot {query}-query asked for: give matching "
+                             f"{'/'.join(flags)}/--episodes, or "
+                             f"another file")
+        episodes.check(dataset)
+        return episodes
+    episodes = FixedEpisodes.generate(dataset, way, shot, query, count, seed, flags)
+    if path:
+        episodes.save(path)
+    return episodes

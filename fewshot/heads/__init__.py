@@ -29,7 +29,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from episodes.options import check, parse_config
+from episodes.options import check
+from episodes.registry import Registry
 
 from ..features import extract_features
 from ..functional import protonet_logits
@@ -163,33 +164,53 @@ def _logistic(s: Tensor, y: Tensor, q: Tensor, n: int, c: LogisticHead) -> Tenso
     return logistic_logits(s, y, q, n, c.C, c.normalize, c.max_iter, c.tol)
 
 
+HEADS = Registry("head", "fewshot.heads")
+HEAD_KINDS = {"features": "computed from frozen features, no training",
+              "fitted": "trained on frozen features (autograd)",
+              "finetune": "trains backbone layers on the support images"}
+
+
 @dataclass(frozen=True)
 class Head:
-    """A head: its options class, the function of features (None: fine-tuning heads, which need
-    the images), and whether it needs autograd."""
+    """What a registered head does: ``logits(support, support_y, query, n_way, config)`` of
+    frozen features ``[T, S, D]``, ``[T, M, D]`` -> ``[T, M, N]`` (None: fine-tuning heads, which
+    need the images), and whether fitting it needs autograd."""
 
-    config: type
     logits: Callable[..., Tensor] | None
     needs_grad: bool
 
 
-HEADS: dict[str, Head] = {
-    "prototype": Head(PrototypeHead, _prototype, False),
-    "linear": Head(LinearHead, fit_linear_head, True),
-    "cosine": Head(CosineHead, fit_linear_head, True),
-    "logistic": Head(LogisticHead, _logistic, True),
-    "knn": Head(KnnHead, _knn, False),
-    "finetune": Head(FinetuneHead, None, True),
-    "two-stage": Head(TwoStageHead, None, True),
-}
+def register_head(name: str, config: type, kind: str, summary: str,
+                  logits: Callable[..., Tensor] | None = None) -> None:
+    """Register a head: its options dataclass, kind (:data:`HEAD_KINDS`), summary and, for the
+    feature heads, the function of features."""
+    if kind not in HEAD_KINDS or (logits is None) != (kind == "finetune"):
+        raise ValueError(f"head {name}: kind must be one of {', '.join(HEAD_KINDS)}, with a "
+                         f"logits function unless it is finetune")
+    HEADS.register(name, config, kind, summary)(Head(logits, kind != "features"))
+
+
+def registered(name: str) -> Head:
+    """The registered head ``name`` (a ValueError lists the heads)."""
+    return HEADS.get(name).build
+
+
+for _args in (
+        ("prototype", PrototypeHead, "features", "nearest class mean", _prototype),
+        ("linear", LinearHead, "fitted", "Baseline: a new linear layer", fit_linear_head),
+        ("cosine", CosineHead, "fitted", "Baseline++: a cosine classifier", fit_linear_head),
+        ("logistic", LogisticHead, "fitted", "RFS: logistic regression to convergence",
+         _logistic),
+        ("knn", KnnHead, "features", "nearest support features", _knn),
+        ("finetune", FinetuneHead, "finetune", "a new head and backbone layers", None),
+        ("two-stage", TwoStageHead, "finetune", "the head, then head and backbone layers", None)):
+    register_head(*_args)
 
 
 def head_config(name: str, options: Mapping[str, Any] | None = None) -> Any:
     """The typed options of head ``name`` (text values converted), or a ValueError naming the
     heads or the valid options."""
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}: choose one of {', '.join(HEADS)}")
-    return parse_config(HEADS[name].config, options or {}, f"head {name}")
+    return HEADS.config(name, options)
 
 
 class HeadLearner(EpisodicLearner):
@@ -208,13 +229,13 @@ class HeadLearner(EpisodicLearner):
         self.backbone, self.head = backbone, head
         self.config = config if config is not None else head_config(head)
         self.chunk_size, self.on_step = chunk_size, on_step
-        self.grad_at_eval = HEADS[head].needs_grad
+        self.grad_at_eval = registered(head).needs_grad
 
     def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
                 ) -> Tensor:
         """support_x ``[T, N*K, C, H, W]``, support_y ``[T, N*K]``, query_x ``[T, M, C, H, W]``
         -> logits ``[T, M, N]``."""
-        spec = HEADS[self.head]
+        spec = registered(self.head)
         if spec.logits is None:
             return finetune_logits(self.backbone, support_x, support_y, query_x, n_way,
                                    self.config, self.chunk_size, self.on_step)
@@ -225,5 +246,6 @@ class HeadLearner(EpisodicLearner):
         return spec.logits(feats[:, :s], support_y, feats[:, s:], n_way, self.config, **extra)
 
 
-__all__ = ["HEADS", "CosineHead", "FinetuneHead", "HeadLearner", "KnnHead", "LinearHead",
-           "LogisticHead", "PrototypeHead", "TwoStageHead", "head_config"]
+__all__ = ["HEADS", "HEAD_KINDS", "CosineHead", "FinetuneHead", "HeadLearner", "KnnHead", "LinearHead",
+           "LogisticHead", "PrototypeHead", "TwoStageHead", "head_config", "register_head",
+           "registered"]

@@ -21,7 +21,7 @@ from episodes.episode import class_major_labels
 
 from ..evaluate import EvalResult, evaluate, score_shards
 from ..features import extract_features
-from . import HEADS, HeadLearner
+from . import HeadLearner, registered
 
 
 def episode_features(backbone: nn.Module, episodes: FixedEpisodes, dataset: ClassDataset,
@@ -39,7 +39,7 @@ def evaluate_features(head: str, config: Any, features: Tensor, where: Tensor,
     :func:`episode_features`'s ``features`` and ``where`` (``batch_size`` episodes per fit;
     None: 50)."""
     batch_size = batch_size or 50
-    fit = HEADS[head].logits
+    fit = registered(head).logits
     if fit is None:
         raise ValueError(f"head {head} fine-tunes the backbone: score it on the images "
                          f"(evaluate_head)")
@@ -52,7 +52,7 @@ def evaluate_features(head: str, config: Any, features: Tensor, where: Tensor,
         support = f[:, :, :k].reshape(t, n * k, -1)
         query = f[:, :, k:].reshape(t, n * (kq - k), -1)
         query_y = class_major_labels(t, n, kq - k, device)
-        with torch.set_grad_enabled(HEADS[head].needs_grad):
+        with torch.set_grad_enabled(registered(head).needs_grad):
             logits = fit(support, class_major_labels(t, n, k, device), query, n, config)
         accs.append((logits.argmax(-1) == query_y).float().mean(1).cpu())
     return EvalResult(torch.cat(accs), episodes.n_way, episodes.k_shot, episodes.q_query)
@@ -66,7 +66,7 @@ def evaluate_head(backbone: nn.Module, head: str, config: Any, episodes: FixedEp
     rank scores its part of the episodes (:func:`fewshot.evaluate.score_shards`)."""
     if device is not None:
         backbone.to(device)
-    if HEADS[head].logits is None:
+    if registered(head).logits is None:
         return evaluate(HeadLearner(backbone, head, config, chunk_size), episodes, dataset,
                         batch_size, device)
 

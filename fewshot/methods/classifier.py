@@ -32,7 +32,7 @@ from episodes.options import check
 from ..backbones import feature_dim, spec_backbone
 from ..functional import protonet_logits
 from ..learner import EpisodicLearner, ModelSpec, embed_episode
-from ..registry import register
+from ..registry import data_field, register, require_data
 
 
 class CosineClassifier(nn.Module):
@@ -111,21 +111,25 @@ class ClassifierConfig:
         distance: the prototype head's distance on episodes (validation, eval without --head).
     """
 
-    num_classes: int
+    num_classes: int | None = data_field("classes")
     classifier: Literal["linear", "cosine"] = "linear"
     scale: float | None = None
     label_smoothing: float = 0.0
     distance: Literal["euclidean", "cosine"] = "euclidean"
 
     def __post_init__(self) -> None:
-        check(self.num_classes >= 2, "num_classes", ">= 2", self.num_classes)
+        check(self.num_classes is None or self.num_classes >= 2, "num_classes", ">= 2",
+              self.num_classes)
         check(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)",
               self.label_smoothing)
         check(self.scale is None or self.scale > 0, "scale", "> 0", self.scale)
 
 
-@register("classifier", ClassifierConfig)
+@register("classifier", ClassifierConfig, "supervised",
+          "Baseline / Baseline++ (Chen et al. 2019): a linear or cosine classifier over every "
+          "training class (fewshot pretrain --method supervised)")
 def build_classifier(spec: ModelSpec, config: ClassifierConfig) -> SupervisedClassifier:
+    require_data(config, "num_classes")
     backbone = spec_backbone(spec)
     return SupervisedClassifier(backbone, feature_dim(backbone, spec.in_channels, spec.image_size),
                                 config.num_classes, config.classifier, config.scale,

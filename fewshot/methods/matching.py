@@ -212,7 +212,9 @@ class MatchingConfig:
         check(self.hidden is None or self.hidden >= 1, "hidden", ">= 1 (conv4 width)", self.hidden)
 
 
-@register("matching", MatchingConfig)
+@register("matching", MatchingConfig, "episodic",
+          "Matching Networks (Vinyals et al. 2016): attention over the support set, full-context "
+          "embeddings")
 def build_matching(spec: ModelSpec, config: MatchingConfig) -> MatchingNet:
     backbone = spec_backbone(spec, config.hidden)
     dim = feature_shape(backbone, spec.in_channels, spec.image_size).numel()

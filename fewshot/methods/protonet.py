@@ -79,7 +79,9 @@ class ProtoNetConfig:
               self.scale)
 
 
-@register("protonet", ProtoNetConfig)
+@register("protonet", ProtoNetConfig, "episodic",
+          "Prototypical Networks (Snell et al. 2017): distances to class means; with "
+          "distance=cosine learn_scale=true and --init, Meta-Baseline (Chen et al. 2021)")
 def build_protonet(spec: ModelSpec, config: ProtoNetConfig) -> ProtoNet:
 
     learner = ProtoNet(spec_backbone(spec, config.hidden),

@@ -272,7 +272,9 @@ class RelationConfig:
               self.grad_clip)
 
 
-@register("relation", RelationConfig)
+@register("relation", RelationConfig, "episodic",
+          "Relation Networks (Sung et al. 2018): a learned relation module scores query-class "
+          "feature-map pairs")
 def build_relation(spec: ModelSpec, config: RelationConfig) -> RelationNet:
     """Backbones: ``conv4``, or any whose constructor takes ``flatten=False`` to return feature
     maps (``resnet12``: 640 x 5 x 5 at 84x84; ``encoder_padding`` applies to Conv-4 only)."""

@@ -3,10 +3,10 @@ pretext tasks (rotation, jigsaw), contrastive (SimCLR, MoCo), non-contrastive jo
 (BYOL, SimSiam, Barlow Twins, VICReg) and clustering (DeepCluster, UIC). Importing this package
 registers the methods; the losses are pure functions in :mod:`fewshot.ssl.losses`."""
 
-from . import clustering, contrastive, joint, pretext_methods  # noqa: F401
+# registered in this order (the order of --help and the tables): pretext, contrastive, joint, clustering
+from . import pretext_methods  # noqa: F401, I001
+from . import contrastive, joint  # noqa: F401, I001
+from . import clustering  # noqa: F401, I001
 from .base import SelfSupervisedLearner
 
-SSL_METHODS = ("rotation", "jigsaw", "simclr", "moco", "byol", "simsiam", "barlow-twins",
-               "vicreg", "deepcluster", "uic")
-
-__all__ = ["SSL_METHODS", "SelfSupervisedLearner"]
+__all__ = ["SelfSupervisedLearner"]

@@ -38,7 +38,7 @@ from episodes.options import check
 from ..functional import accuracy
 from ..learner import ModelSpec
 from ..modules import mlp
-from ..registry import register
+from ..registry import data_field, register, require_data
 from .base import SelfSupervisedLearner, SSLConfig, ViewName, build_common
 from .losses import balanced_cross_entropy
 from .pretext import kmeans
@@ -166,16 +166,17 @@ class UICConfig(SSLConfig):
     pretrain`` from the training split: one pseudo-label each); ``seed`` of the labelling."""
 
     views: ViewName = "crop"
-    num_images: int = 1
+    num_images: int | None = data_field("images")
     clusters: int = 128
     seed: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.clusters >= 2, "clusters", ">= 2", self.clusters)
-        check(self.num_images >= 1, "num_images", ">= 1", self.num_images)
-        check(self.clusters <= self.num_images, "clusters",
-              f"at most the {self.num_images} training images", self.clusters)
+        if self.num_images is not None:
+            check(self.num_images >= 1, "num_images", ">= 1", self.num_images)
+            check(self.clusters <= self.num_images, "clusters",
+                  f"at most the {self.num_images} training images", self.clusters)
 
 
 @dataclass
@@ -194,12 +195,18 @@ class DeepClusterConfig(UICConfig):
               (self.proj_hidden, self.proj_dim))
 
 
-@register("deepcluster", DeepClusterConfig)
+@register("deepcluster", DeepClusterConfig, "self-supervised",
+          "DeepCluster (Caron et al. 2018): k-means of the features each epoch, the clusters as "
+          "labels")
 def build_deepcluster(spec: ModelSpec, c: DeepClusterConfig) -> DeepCluster:
+    require_data(c, "num_images")
     return DeepCluster(*build_common(spec, c), c.views, c.distance, c.num_images, c.clusters,
                        c.proj_hidden, c.proj_dim, c.temperature, c.seed)
 
 
-@register("uic", UICConfig)
+@register("uic", UICConfig, "self-supervised",
+          "UIC (Chen et al. 2020): the classifier's own predictions on augmented views as the next "
+          "epoch's labels")
 def build_uic(spec: ModelSpec, c: UICConfig) -> UIC:
+    require_data(c, "num_images")
     return UIC(*build_common(spec, c), c.views, c.distance, c.num_images, c.clusters, c.seed)

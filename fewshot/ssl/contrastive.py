@@ -179,13 +179,15 @@ class MoCoConfig(ContrastiveConfig):
         check(self.bn_splits >= 1, "bn_splits", ">= 1", self.bn_splits)
 
 
-@register("simclr", SimCLRConfig)
+@register("simclr", SimCLRConfig, "self-supervised",
+          "SimCLR (Chen et al. 2020): NT-Xent between two views of each image")
 def build_simclr(spec: ModelSpec, c: SimCLRConfig) -> SimCLR:
     return SimCLR(*build_common(spec, c), c.views, c.distance, c.proj_hidden, c.proj_dim,
                   c.temperature, c.proj_last_bn)
 
 
-@register("moco", MoCoConfig)
+@register("moco", MoCoConfig, "self-supervised",
+          "MoCo v2 (He et al. 2020, Chen et al. 2020): InfoNCE against a queue of momentum keys")
 def build_moco(spec: ModelSpec, c: MoCoConfig) -> MoCo:
     return MoCo(*build_common(spec, c), c.views, c.distance, c.proj_hidden, c.proj_dim,
                 c.temperature, c.momentum, c.queue_size, c.bn_splits)

@@ -172,23 +172,27 @@ class VICRegConfig(SSLConfig):
             check(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
 
 
-@register("byol", BYOLConfig)
+@register("byol", BYOLConfig, "self-supervised",
+          "BYOL (Grill et al. 2020): predict a momentum target's projection of the other view")
 def build_byol(spec: ModelSpec, c: BYOLConfig) -> BYOL:
     return BYOL(*build_common(spec, c), c.views, c.distance, c.proj_hidden, c.proj_dim, c.tau)
 
 
-@register("simsiam", SimSiamConfig)
+@register("simsiam", SimSiamConfig, "self-supervised",
+          "SimSiam (Chen & He 2021): predict the other view's projection, stop-gradient")
 def build_simsiam(spec: ModelSpec, c: SimSiamConfig) -> SimSiam:
     return SimSiam(*build_common(spec, c), c.views, c.distance, c.proj_dim, c.pred_hidden)
 
 
-@register("barlow-twins", BarlowTwinsConfig)
+@register("barlow-twins", BarlowTwinsConfig, "self-supervised",
+          "Barlow Twins (Zbontar et al. 2021): cross-correlation of the views towards identity")
 def build_barlow_twins(spec: ModelSpec, c: BarlowTwinsConfig) -> Decorrelation:
     return Decorrelation(*build_common(spec, c), c.views, c.distance, c.proj_dim,
                          lambda z1, z2: barlow_twins_loss(z1, z2, c.lambd))
 
 
-@register("vicreg", VICRegConfig)
+@register("vicreg", VICRegConfig, "self-supervised",
+          "VICReg (Bardes et al. 2022): invariance, variance and covariance terms")
 def build_vicreg(spec: ModelSpec, c: VICRegConfig) -> Decorrelation:
     return Decorrelation(*build_common(spec, c), c.views, c.distance, c.proj_dim,
                          lambda z1, z2: vicreg_loss(z1, z2, c.sim_coeff, c.std_coeff,

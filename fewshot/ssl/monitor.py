@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from episodes import ClassDataset
 
 from ..features import extract_features
+from ..heads.logistic import logistic_logits
 from ..weights import backbone_of
 
 
@@ -48,7 +49,6 @@ def linear_probe_accuracy(bank: Tensor, bank_y: Tensor, query: Tensor, query_y: 
                           num_classes: int, C: float = 1.0) -> float:
     """Accuracy on ``query`` ``[M, D]`` of a logistic regression (L2-normalised features, as
     RFS) fitted on ``bank`` ``[N, D]`` with labels ``bank_y`` ``[N]``: a linear probe."""
-    from ..heads.logistic import logistic_logits
 
     logits = logistic_logits(bank[None].float(), bank_y[None], query[None].float(), num_classes, C)
     return float((logits[0].argmax(1) == query_y).float().mean())

@@ -109,12 +109,14 @@ class JigsawConfig(SSLConfig):
         check(self.head_hidden >= 1, "head_hidden", ">= 1", self.head_hidden)
 
 
-@register("rotation", RotationConfig)
+@register("rotation", RotationConfig, "self-supervised",
+          "RotNet (Gidaris et al. 2018): predict which of four rotations an image went through")
 def build_rotation(spec: ModelSpec, c: RotationConfig) -> Rotation:
     return Rotation(*build_common(spec, c), c.views, c.distance, c.head_hidden)
 
 
-@register("jigsaw", JigsawConfig)
+@register("jigsaw", JigsawConfig, "self-supervised",
+          "Jigsaw puzzles (Noroozi & Favaro 2016): predict the permutation of 3x3 tiles")
 def build_jigsaw(spec: ModelSpec, c: JigsawConfig) -> Jigsaw:
     backbone, _ = build_common(spec, c)
     return Jigsaw(backbone, spec.in_channels, spec.image_size, c.views, c.distance, c.grid,

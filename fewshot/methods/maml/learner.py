@@ -49,7 +49,7 @@ from episodes.options import check
 
 from ...backbones import feature_shape, spec_backbone
 from ...learner import EpisodicLearner, ModelSpec
-from ...registry import register
+from ...registry import data_field, register
 from .functional import TaskConfig, maml_logits, mse_loss
 from .step_norms import StepStatistics, dotted_key
 
@@ -232,7 +232,7 @@ class MAMLConfig:
     5 (``eval_inner_steps=5``). ``bn="per_step"`` is experimental (see the module docstring).
     """
 
-    n_way: int = 5
+    n_way: int = data_field("way", 5)
     inner_steps: int = 1
     eval_inner_steps: int | None = None
     inner_lr: float = 0.4
@@ -263,7 +263,9 @@ class MAMLConfig:
               self.hidden)
 
 
-@register("maml", MAMLConfig)
+@register("maml", MAMLConfig, "episodic",
+          "MAML (Finn et al. 2017): functional second- or first-order meta-gradients over a "
+          "parameter dict (any nn.Module); MAML++, Meta-SGD, ANIL options")
 def build_maml(spec: ModelSpec, config: MAMLConfig) -> MAML:
     options = asdict(config)
     hidden, use_vmap = options.pop("hidden"), options.pop("vmap")

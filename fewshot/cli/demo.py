@@ -1,0 +1,50 @@
+"""``fewshot demo``: the whole workflow in a few minutes on the embedded dataset, under
+``train``'s rules for its run folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..demo import SPEC as DEMO_SPEC
+from ..demo import run_demo
+from ..precision import CHOICES
+from ..runs import RUN_FILE, RunError, check_run_folder, open_run, read_run, run_record
+from .args import device, output_folder, pick_device, positive_float, positive_int
+
+NAME = "demo"
+HELP = ("train ProtoNet on the embedded dataset and score it on held-out classes (a few minutes "
+        "on a laptop CPU)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=positive_float, default=100, help="training time")
+    p.add_argument("--episodes", type=positive_int, default=600, help="test episodes")
+    p.add_argument("--out", default="runs/demo", help="run folder (an earlier demo's run there is "
+                   "replaced; another run is refused unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument("--precision", choices=CHOICES, default="auto",
+                   help="fp32, bf16 or auto (bf16 on a CPU with bfloat16 units, else fp32)")
+    p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
+
+
+def run(args: argparse.Namespace) -> None:
+    """The demo, under ``train``'s rules for its run folder: a folder holding another run is
+    refused unless ``--overwrite`` (an earlier demo's own run is replaced), the folder is locked,
+    and ``run.json`` records the demo."""
+    output_folder("--out", args.out)
+    run_file = Path(args.out) / RUN_FILE
+    try:
+        own = run_file.is_file() and read_run(run_file).get("command") == "demo"
+    except RunError:
+        own = False
+    replace = args.overwrite or own
+    check_run_folder(args.out, resume=False, overwrite=replace)
+    settings = {"seconds": args.seconds, "episodes": args.episodes, "out": args.out,
+                "device": args.device, "precision": args.precision}
+    with open_run(args.out, run_record(settings, DEMO_SPEC.to_dict(), command="demo"),
+                  resume=False, overwrite=replace):
+        run_demo(seconds=args.seconds, out=args.out, device=pick_device(args.device),
+                 episodes=args.episodes, precision=args.precision)
+    sys.stdout.flush()

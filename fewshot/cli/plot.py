@@ -1,0 +1,50 @@
+"""``fewshot plot-embeddings``: a 2-D projection (PCA or t-SNE) of a checkpoint's backbone
+features of a split's images, coloured by class."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..checkpoint import check_pipeline, load_learner
+from ..features import extract_features
+from ..ssl.monitor import plot_embeddings, project_2d
+from ..weights import backbone_of
+from .args import add_data_args, dataset_from_args, pick_device
+
+NAME = "plot-embeddings"
+HELP = ("a 2-D projection (PCA or t-SNE) of a checkpoint's backbone features of a split's "
+        "images, coloured by class")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_args(p)
+    p.add_argument("--checkpoint", required=True, help="a fewshot checkpoint (its backbone)")
+    p.add_argument("--split", default="val", choices=("train", "val", "test"),
+                   help="class split whose images are embedded")
+    p.add_argument("--classes", type=int, default=10, help="the first this many classes")
+    p.add_argument("--per-class", type=int, default=50, help="images per class (at most)")
+    p.add_argument("--projection", choices=("pca", "tsne"), default="pca",
+                   help="pca (torch) or tsne (needs scikit-learn)")
+    p.add_argument("--output", required=True, help="image file to write (.png, .pdf, ...)")
+
+
+def run(args: argparse.Namespace) -> None:
+    device = pick_device(args.device)
+    learner, spec, ckpt = load_learner(args.checkpoint, device)
+    ds = dataset_from_args(args, args.split)
+    check_pipeline(spec, ckpt["pipeline"], ds, source=args.checkpoint)
+    if args.classes < 1 or args.per_class < 1:
+        raise ValueError("--classes and --per-class must be >= 1")
+    classes = min(args.classes, ds.num_classes)
+    rank = torch.zeros_like(ds.targets)
+    for c in range(classes):  # a handful of classes: rank of each image within its class
+        where = torch.nonzero(ds.targets == c).flatten()
+        rank[where] = torch.arange(len(where))
+    index = torch.nonzero((ds.targets < classes) & (rank < args.per_class)).flatten()
+    feats = extract_features(backbone_of(learner), ds.load(index), 256)
+    points = project_2d(feats, args.projection)
+    plot_embeddings(points, ds.targets[index].cpu(), ds.class_names[:classes], args.output,
+                    f"{spec.method} ({spec.backbone}), {args.split} split, {args.projection}")
+    print(f"wrote {args.output}: {len(index)} images of {classes} classes")

@@ -1,0 +1,78 @@
+"""``fewshot predict``: label query images from a few labelled support images, reading the files
+with the image pipeline the checkpoint recorded."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+from episodes.io import atomic_write_text
+
+from ..checkpoint import load_learner, recorded_pipeline
+from ..predict import Prediction, predict
+from .args import MAX_MEMORY_HELP, device, memory_size, not_an_input, output_file, pick_device, positive_int
+
+NAME = "predict"
+HELP = "label query images from a few labelled support images"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a trained checkpoint")
+    p.add_argument("--support", required=True, help="folder of class folders of support images")
+    p.add_argument("--query", required=True, help="folder of images to label")
+    p.add_argument("--output", help="write the predictions to this file (default: print them)")
+    p.add_argument("--pipeline", metavar="SETTINGS", help="how to read the image files, for a "
+                   "checkpoint that does not record it (e.g. channels=1,size=28,resample=area,"
+                   "invert=true); checkpoints written by fewshot train record it")
+    p.add_argument("--format", choices=FORMATS, default="tsv", help="output format")
+    p.add_argument("--batch-size", type=positive_int, help="query images per pass (default: as "
+                   "many as fit --max-memory)")
+    p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
+    p.add_argument("--no-convert", action="store_true",
+                   help="refuse images whose channels differ from the model's")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip unreadable or non-image files (with a warning) instead of failing")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
+
+
+def run(args: argparse.Namespace) -> None:
+    device = pick_device(args.device)
+    output_file("--output", args.output)
+    for flag, folder in (("--support", args.support), ("--query", args.query)):
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"{flag} folder {folder} does not exist: check the path")
+    not_an_input("--output", args.output, {"--checkpoint": args.checkpoint},
+                 {"--support": args.support, "--query": args.query})
+    learner, spec, ckpt = load_learner(args.checkpoint, device)
+    pipeline = recorded_pipeline(ckpt, args.checkpoint, args.pipeline)
+    preds = predict(learner, spec, args.support, args.query, device, convert=not args.no_convert,
+                    batch_size=args.batch_size, pipeline=pipeline,
+                    skip_bad=args.skip_bad_images, max_memory=args.max_memory)
+    text = format_predictions(preds, args.format)
+    if args.output:
+        atomic_write_text(text, args.output)
+        print(f"wrote {len(preds)} predictions to {args.output}")
+    else:
+        print(text, end="")
+
+
+FORMATS = ("tsv", "csv", "json")
+
+
+def format_predictions(preds: list[Prediction], fmt: str) -> str:
+    """Predictions as ``tsv`` or ``csv`` (a header ``path,label,probability`` and a row each)
+    or ``json`` (a list of objects with those keys)."""
+    rows = [{"path": str(p.path), "label": p.label, "probability": round(p.probability, 6)}
+            for p in preds]
+    if fmt == "json":
+        return json.dumps(rows, indent=1) + "\n"
+    out = io.StringIO()
+    writer = csv.DictWriter(out, ["path", "label", "probability"], lineterminator="\n",
+                            delimiter="\t" if fmt == "tsv" else ",")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

@@ -1,0 +1,51 @@
+"""``fewshot pretrain``: pre-train a backbone on mini-batches, supervised (a classifier over all
+train classes) or self-supervised (the images alone), by the run recipe
+(:mod:`fewshot.cli.recipe`); then ``fewshot eval --head`` or ``fewshot train --init``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..registry import KINDS, method_names
+from . import recipe
+from .args import add_data_args, count, option, positive_int
+from .groups import add_augment_args, add_backbone_args, add_optimization_args, add_run_args, add_val_args
+from .train import method_help
+
+NAME = "pretrain"
+HELP = ("pre-train a backbone with a classifier over all train classes on ordinary mini-batches, "
+        "or self-supervised on their images alone (then: fewshot eval --head, or fewshot train "
+        "--init)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_args(p)
+    g = p.add_argument_group("model")
+    # "supervised" names the first supervised method; any other (a plugin's) by its own name
+    choices = [recipe.SUPERVISED, *method_names("supervised")[1:], *method_names("self-supervised")]
+    g.add_argument("--method", choices=choices, default=recipe.SUPERVISED,
+                   help=f"{recipe.SUPERVISED}: {KINDS['supervised']}, "
+                   f"{method_help(('supervised',))}; self-supervised ({KINDS['self-supervised']}"
+                   f"): {method_help(('self-supervised',))}")
+    add_backbone_args(g)
+    g.add_argument("--option", type=option, action="append", default=[], metavar="KEY=VALUE",
+                   help="method option, repeatable: supervised: classifier=linear|cosine "
+                   "(Baseline / Baseline++), scale, label_smoothing, distance=euclidean|cosine "
+                   "(the prototype head of validation); self-supervised: "
+                   "views=simclr|mocov2|byol|crop|standard|none, projector widths, temperature, "
+                   "... (each method's config; the docs list them)")
+    g = p.add_argument_group("mini-batches")
+    g.add_argument("--batch-size", type=positive_int, default=64, help="images per step, drawn "
+                   "from every train class, shuffled once per epoch")
+    add_augment_args(g, sets=False)
+    add_val_args(p, "5", "1")
+    p.add_argument("--knn-k", type=count, default=20, help="self-supervised methods: at each "
+                   "validation also log the weighted k-NN accuracy and a linear probe's accuracy "
+                   "of the backbone's features on the val images (half of each class to fit; 0: "
+                   "off)")
+    add_optimization_args(p, steps=10000, lr=0.05, optimizer="sgd")
+    add_run_args(p, "runs/pretrain")
+
+
+def run(args: argparse.Namespace) -> None:
+    recipe.run(args)

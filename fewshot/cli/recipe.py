@@ -1,0 +1,241 @@
+"""The one recipe of the commands that train (``fewshot train`` and ``fewshot pretrain``, every
+method): check -> options -> augmentation -> seed -> dataset -> spec -> learner -> sampler ->
+backbone -> validation -> record -> run folder -> the training loop -> report.
+
+What differs between methods comes from their registry entry's kind (:data:`fewshot.registry.
+KINDS`): episodic learners train on episodes (:class:`episodes.EpisodeSampler`), supervised and
+self-supervised ones on mini-batches of images (:class:`episodes.ImageBatchSampler`, the
+self-supervised ones on the views their learner asks for); the config fields that the data fills
+are filled by :func:`fewshot.registry.fill_from_data`. Everything is checked before the run
+folder is touched (:func:`fewshot.runs.open_run`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from episodes import AugmentConfig, ClassDataset, EpisodeAugment, EpisodeSampler, ImageBatchSampler
+from episodes.options import parse_values
+from episodes.sampler import check_episode_shape
+from episodes.shard import check_shardable
+
+from .. import distributed
+from ..checkpoint import load_checkpoint
+from ..input_norm import resolve_normalize
+from ..learner import EpisodicLearner
+from ..precision import resolve_precision
+from ..registry import build_learner, fill_from_data, get_method, make_spec, method_config, method_names
+from ..runs import RUN_FILE, RUN_FILES, check_run_folder, open_run, read_run, run_record
+from ..ssl.monitor import knn_monitor
+from ..step_size import auto_episodes
+from ..train import TrainResult, train
+from .args import check_data_args, dataset_from_args, not_an_input, output_folder, pick_device
+from .groups import prepare_backbone, train_config, validation
+
+SUPERVISED = "supervised"  # pretrain --method supervised: the registry's supervised method
+
+
+def method_of(args: argparse.Namespace) -> str:
+    """The registered method the command trains (``pretrain --method supervised``: the method
+    of kind supervised)."""
+    if args.command == "pretrain" and args.method == SUPERVISED:
+        return method_names("supervised")[0]
+    return args.method
+
+
+def check_run_args(args: argparse.Namespace) -> None:
+    """Checks of a training command's data, run folder and training arguments, before any data
+    is read."""
+    check_data_args(args)
+    output_folder("--out", args.out)
+    check_run_folder(args.out, args.resume, args.overwrite)
+    if args.overwrite:  # the files an overwrite replaces must not be the run's own inputs
+        for name in RUN_FILES:
+            not_an_input(f"--overwrite (of {Path(args.out) / name})", Path(args.out) / name,
+                         {"--init": args.init, "--config": args.config})
+    if args.resume:  # an unreadable or unsafe last.pt is refused before anything is written
+        load_checkpoint(Path(args.out) / "last.pt")
+    if args.init and not Path(args.init).is_file():
+        raise FileNotFoundError(f"--init {args.init} does not exist: check the path")
+    train_config(args)
+    distributed.barrier()  # every rank checked the folder before rank 0 writes into it
+
+
+def check_kind(args: argparse.Namespace, name: str, augment: dict) -> str:
+    """The method's kind, after the checks that depend on it (before any data is read)."""
+    kind = get_method(name).kind
+    if args.command == "train" and kind != "episodic":
+        raise ValueError(f"{name} is pre-trained on mini-batches, not episodes: use fewshot "
+                         f"pretrain --method {SUPERVISED if kind == 'supervised' else name}")
+    if kind == "episodic":
+        return kind
+    check_shardable(args.batch_size, distributed.current().world_size, "images", "--batch-size")
+    if kind == "supervised":
+        if args.dataset == "unlabelled":
+            raise ValueError("supervised pre-training needs labels: give a folder of class "
+                             "folders (--dataset folder), or a self-supervised --method "
+                             "(rotation, simclr, ...)")
+        if augment and args.augment == "none":
+            raise ValueError("--augment-option needs --augment standard")
+        return kind
+    if args.batch_size < 2:
+        raise ValueError(f"--batch-size {args.batch_size}: {name} learns from the images of a "
+                         f"batch together (and its BatchNorm layers need two): give --batch-size "
+                         f"2 or more")
+    if args.augment != "none":
+        raise ValueError(f"--augment is for supervised pre-training; {name} draws its views by "
+                         f"option views=simclr|mocov2|byol|crop|standard|none (--augment-option "
+                         f"changes a setting of every view)")
+    if args.dataset == "unlabelled" and args.val_episodes > 0:
+        raise ValueError("--dataset unlabelled has no labelled val classes to validate on: add "
+                         "--val-episodes 0")
+    return kind
+
+
+def recorded_args(args: argparse.Namespace, augment: dict) -> dict:
+    """The settings of a training run as ``run.json`` records them (method options live in the
+    spec, converted; augmentation options converted)."""
+    skip = {"func", "command", "option", "config"}
+    out = {k: v for k, v in vars(args).items() if k not in skip}
+    out["augment_option"] = augment
+    return out
+
+
+def make_augment(args: argparse.Namespace, values: dict) -> EpisodeAugment | None:
+    """The training episodes' augmentation from ``--augment``/``--augment-sets`` and the converted
+    ``--augment-option`` values."""
+    if args.augment == "none":
+        if values:
+            raise ValueError("--augment-option needs --augment standard")
+        return None
+    config = AugmentConfig.standard(**values)
+    return EpisodeAugment(config if args.augment_sets in ("both", "support") else None,
+                          config if args.augment_sets in ("both", "query") else None,
+                          seed=args.seed)
+
+
+def resolve_episodes_per_step(args: argparse.Namespace, learner: EpisodicLearner,
+                              image_shape: tuple[int, ...], device: torch.device) -> int:
+    """``--episodes-per-step``, or for ``auto`` the number chosen for this device (a resumed run
+    keeps the number its ``run.json`` recorded)."""
+    if args.episodes_per_step != "auto":
+        return args.episodes_per_step
+    run_file = Path(args.out) / RUN_FILE
+    if args.resume and run_file.is_file():
+        recorded = (read_run(run_file).get("resolved") or {}).get("episodes_per_step")
+        if recorded:
+            return int(recorded)
+
+    def auto() -> int:  # per process, times the processes; rank 0's number for all
+        return auto_episodes(learner.to(device), args.way, args.shot, args.query, image_shape,
+                             device, args.max_memory)
+    return distributed.on_main(auto) * distributed.current().world_size
+
+
+def make_sampler(args: argparse.Namespace, kind: str, learner: EpisodicLearner,
+                 train_ds: ClassDataset, augment: dict, device: torch.device
+                 ) -> tuple[Any, dict]:
+    """The training batches of the method's kind, and what was resolved for them."""
+    if kind == "episodic":
+        episodes = make_augment(args, augment)
+        per_step = resolve_episodes_per_step(args, learner, train_ds.image_shape, device)
+        check_shardable(per_step, distributed.current().world_size, "episodes",
+                        "--episodes-per-step")
+        return EpisodeSampler(train_ds, args.way, args.shot, args.query, per_step,
+                              num_batches=args.steps, seed=args.seed, augment=episodes), {
+            "episodes_per_step": per_step}
+    if hasattr(learner, "check_batch_size"):  # e.g. MoCo's queue and split BatchNorm
+        learner.check_batch_size(args.batch_size)
+    if kind == "supervised":
+        return ImageBatchSampler(train_ds, args.batch_size, seed=args.seed,
+                                 augment=AugmentConfig.standard(**augment)
+                                 if args.augment == "standard" else None), {}
+    views = tuple(None if v is None and not augment else replace(v or AugmentConfig(), **augment)
+                  for v in learner.view_augments())
+    return ImageBatchSampler(train_ds, args.batch_size, seed=args.seed, views=views), {}
+
+
+@contextlib.contextmanager
+def run_folder(args: argparse.Namespace, record: dict, device: torch.device) -> Iterator[None]:
+    """Hold ``--out``'s lock and prepare it for the run (:func:`fewshot.runs.open_run`, which
+    puts the folder back if the run fails before its first checkpoint) while the body trains;
+    in a distributed run only rank 0 does, and an error there stops every rank.
+    ``record["resolved"]`` notes the number of processes (``world_size``), the precision
+    ``--precision`` gives the method on ``device`` and the CPU threads."""
+    record.setdefault("resolved", {}).update(
+        world_size=distributed.current().world_size, threads=torch.get_num_threads(),
+        precision=resolve_precision(args.precision, device, record["spec"]["method"]))
+    with contextlib.ExitStack() as stack:
+        def prepare() -> None:
+            stack.enter_context(open_run(args.out, record, resume=args.resume,
+                                         overwrite=args.overwrite))
+        distributed.on_main(prepare)
+        yield
+
+
+def run(args: argparse.Namespace) -> None:
+    """Train the method ``args`` name, as the command line says (the recipe above)."""
+    device = pick_device(args.device)
+    name = method_of(args)
+    augment = parse_values(AugmentConfig, dict(args.augment_option), "augmentation")
+    kind = check_kind(args, name, augment)
+    check_run_args(args)
+    options = fill_from_data(name, dict(args.option))  # refuses the fields the data fills
+    method_config(name, options)  # bad options fail before any data is read
+    torch.manual_seed(args.seed)
+    train_ds = dataset_from_args(args, "train")
+    if kind == "episodic":
+        check_episode_shape(train_ds, args.way, args.shot, args.query)  # before any allocation
+    data = {"classes": train_ds.num_classes, "images": len(train_ds)}
+    options = fill_from_data(name, options, **data, **({"way": args.way} if kind == "episodic"
+                                                        else {}))
+    spec = make_spec(name, args.backbone, train_ds.image_shape[0], train_ds.image_shape[1],
+                     options,
+                     resolve_normalize(args.normalize, args.backbone, train_ds.image_shape[0]))
+    learner = build_learner(spec)
+    distributed.refuse_several_processes(learner)
+    sampler, resolved = make_sampler(args, kind, learner, train_ds, augment, device)
+    prepare_backbone(args, learner, spec, train_ds)
+    val, monitors = None, []
+    if args.val_episodes > 0:
+        val_ds = dataset_from_args(args, "val")
+        way, shot = (args.way, args.shot) if kind == "episodic" else (5, 1)
+        val = validation(args, val_ds, args.val_way or way, args.val_shot or shot)
+        if kind == "self-supervised" and args.knn_k:
+            monitors.append(knn_monitor(val_ds, args.knn_k))
+    record = run_record(recorded_args(args, augment), spec.to_dict(), command=args.command)
+    record["resolved"] = resolved
+    config = train_config(args, learner, record)
+    with run_folder(args, record, device):
+        result = train(learner, spec, sampler, config, val=val, device=device, monitors=monitors)
+    if distributed.current().main:
+        print(report(args, kind, name, result, len(train_ds)))
+
+
+def report(args: argparse.Namespace, kind: str, name: str, result: TrainResult,
+           images: int) -> str:
+    """The line a finished training prints."""
+    ctx = distributed.current()
+    processes = f" on {ctx.world_size} processes" if ctx.active else ""
+    best = result.best_val
+    if kind == "episodic":
+        return (f"trained {result.steps} steps ({result.episodes} episodes) in "
+                f"{result.seconds:.1f} s ({result.episodes_per_second:.1f} episodes/s)"
+                + processes + f"; checkpoints in {args.out}"
+                + (f"; best val accuracy {100 * best:.2f} %" if best else ""))
+    last = next((r for r in reversed(result.history) if "emb_std_ratio" in r), None)
+    what = "" if kind == "supervised" else f"{name} "
+    return (f"pre-trained {what}{result.steps} steps ({result.episodes} images, "
+            f"{result.episodes / images:.1f} epochs) in {result.seconds:.1f} s" + processes
+            + f"; checkpoints in {args.out}"
+            + (f"; best val accuracy {100 * best:.2f} % (prototype head)" if best is not None
+               else "")
+            + (f"; embedding std {last['emb_std']:.4f} = {last['emb_std_ratio']:.2f} / sqrt(D)"
+               if last else ""))

@@ -9,7 +9,7 @@ Everything accumulates in ``OUT/results.json`` (``{"cells", "models", "paired", 
 run stopped by its budget continues where it stopped when the same command runs again.
 
 - results JSON: :func:`empty_results`, :func:`load_results`, :func:`check_mode`,
-  :func:`save_results`, :func:`record_call`;
+  :func:`save_results`, :func:`record_call`, :func:`digest`;
 - the budget: :class:`Budget`;
 - train-or-resume: :func:`train_or_resume` (``fewshot.train`` in chunks, each resuming from
   ``last.pt``), :func:`next_target` (the chunks of a long run);
@@ -66,6 +66,16 @@ def save_results(results: dict, path: Path) -> None:
     """Write the results JSON atomically (a killed run keeps the previous file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(results, indent=1), path)
+
+
+def digest(path: Path) -> dict:
+    """The mode, models and scored cells of the results JSON at ``path`` without the cells'
+    per-episode accuracies (empty when there is none yet)."""
+    res = load_results(path)
+    if res is None:
+        return {}
+    cells = {n: {k: v for k, v in c.items() if k != "accuracies"} for n, c in res["cells"].items()}
+    return {"mode": res.get("mode"), "models": res["models"], "cells": cells}
 
 
 def record_call(results: dict, env: dict, wall_seconds: float, **extra: Any) -> None:

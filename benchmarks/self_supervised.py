@@ -88,14 +88,16 @@ def train_one(key: str, args: argparse.Namespace) -> None:
     rec = json.loads(record_path.read_text()) if record_path.is_file() else {}
     if args.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(args.device)
-    env = common.environment(args.device)
+    env, seconds = common.environment(args.device), {}  # seconds: train()'s, unrounded
     grid.train_or_resume(rec, key, learner, spec, sampler, TrainConfig(
         steps=steps, schedule="cosine", checkpoint_dir=str(ckdir), checkpoint_every=200, **cfg),
-        grid.Budget(time.monotonic() + args.time_left), env, device=args.device)
+        grid.Budget(time.monotonic() + args.time_left), env, device=args.device,
+        after_chunk=lambda res: seconds.update(train=res.seconds))
     done_epochs = rec.get("steps", 0) * batch / len(data)
     rec["sessions"][-1].update(**env, **common.peak_memory(args.device))
+    per_epoch = seconds.get("train", rec.get("seconds", 0.0)) / done_epochs if done_epochs else None
     rec.update(images=len(data), batch=batch, epochs=round(done_epochs, 2),
-               seconds_per_epoch=round(rec["seconds"] / done_epochs, 2) if done_epochs else None)
+               seconds_per_epoch=None if per_epoch is None else round(per_epoch, 2))
     grid.save_results(rec, record_path)
 
 

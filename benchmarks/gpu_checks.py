@@ -42,6 +42,25 @@ MAML = {"maml_eager": ("fewshot", "false"), "maml_vmap": ("fewshot", "true"),
         "maml_cudagraph": ("fewshot-cudagraph", "true"), "maml_compile": ("fewshot-compile", "auto")}
 
 
+def compare_maml(results: dict) -> None:
+    """Every MAML variant's first meta-loss against the eager one's (same weights and batch)."""
+    ref = results.get("maml_eager", {}).get("first_loss")
+    for name in MAML:
+        r = results.get(name, {})
+        if ref is None or "first_loss" not in r or name == "maml_eager":
+            continue
+        r["first_loss_rel_diff"] = diff = abs(r["first_loss"] - ref) / abs(ref)
+        if diff > 5e-3 and r["status"] == "pass":
+            r["status"] = f"fail: first meta-loss {r['first_loss']:.6f}, eager's {ref:.6f}"
+
+
+def fastest_maml(results: dict) -> str:
+    """The MAML check (variant) with the least seconds per meta-iteration; eager if none ran."""
+    timed = {n: r["s_per_iter"] for n, r in results.items()
+             if n in MAML and r.get("status") == "pass"}
+    return min(timed, key=timed.get) if timed else "maml_eager"
+
+
 def protonet(device: torch.device) -> torch.nn.Module:
     torch.manual_seed(0)
     return build_learner(ModelSpec("protonet", "conv4", 1, 28, {})).to(device)

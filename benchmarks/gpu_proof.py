@@ -40,6 +40,7 @@ import common
 import gpu_checks
 import gpu_proof_render
 import gpu_proof_setup as setup
+import grid
 import torch
 
 BENCH = Path(__file__).resolve().parent
@@ -159,32 +160,13 @@ def checks(run: Run, rec: dict) -> str | None:
         run.save()
     for name in names:
         results.setdefault(name, {"status": "not reached: part 1's time cap"})
-    compare_maml(results)
+    gpu_checks.compare_maml(results)
     return None if len(results) == len(names) else "cut at its time cap"
-
-
-def compare_maml(results: dict) -> None:
-    """Every MAML variant's first meta-loss against the eager one's (same weights and batch)."""
-    ref = results.get("maml_eager", {}).get("first_loss")
-    for name in gpu_checks.MAML:
-        r = results.get(name, {})
-        if ref is None or "first_loss" not in r or name == "maml_eager":
-            continue
-        r["first_loss_rel_diff"] = diff = abs(r["first_loss"] - ref) / abs(ref)
-        if diff > 5e-3 and r["status"] == "pass":
-            r["status"] = f"fail: first meta-loss {r['first_loss']:.6f}, eager's {ref:.6f}"
-
-
-def fastest_maml(results: dict) -> str:
-    """The MAML check (variant) with the least seconds per meta-iteration; eager if none ran."""
-    timed = {n: r["s_per_iter"] for n, r in results.items()
-             if n in gpu_checks.MAML and r.get("status") == "pass"}
-    return min(timed, key=timed.get) if timed else "maml_eager"
 
 
 def peers_part(run: Run, rec: dict) -> str | None:
     """Part 2: the peers benchmark's two parts, each variant in its own process."""
-    fastest = fastest_maml(run.result["parts"].get("checks", {}).get("checks", {}))
+    fastest = gpu_checks.fastest_maml(run.result["parts"].get("checks", {}).get("checks", {}))
     variant, vmap = gpu_checks.MAML[fastest]
     rec["ours_maml"] = {"check": fastest, "variant": variant, "vmap": vmap}
     smoke = run.args.smoke
@@ -233,7 +215,7 @@ def tta_part(run: Run, rec: dict) -> str | None:
             "--cap-minutes", "1", "--until-published", "--reserve-seconds", "0" if run.args.smoke
             else "10"] + ([] if run.args.smoke else ["--test-episodes", episodes])
         rec.setdefault("process", {})[cell] = run.command(cmd, budget + 45)
-        rec.update(summary(out_dir / "results.json"))
+        rec.update(grid.digest(out_dir / "results.json"))
         run.save()
     bad = [f"{cell}: {ended(res)}" for cell, res in rec.get("process", {}).items() if res["rc"]]
     bad += [f"{cell}: not run (time)" for cell in rec.get("not_run", [])]
@@ -252,7 +234,7 @@ def grid_part(run: Run, rec: dict) -> str | None:
     cmd = reproduce_cmd(run, out_dir, cells, left - 15) + [
         "--prune", "--pack", str(run.args.out / "reproduce.tar"), "--reserve-seconds", "20"]
     rec["process"] = run.command(cmd, left)
-    rec.update(summary(out_dir / "results.json"), out_dir=str(out_dir))
+    rec.update(grid.digest(out_dir / "results.json"), out_dir=str(out_dir))
     return None if rec["process"]["rc"] == 0 else ended(rec["process"])
 
 
@@ -260,15 +242,6 @@ def ended(res: dict) -> str:
     """How a command that did not succeed ended."""
     return ("cut at its time cap" if res["rc"] is None
             else f"error: exit code {res['rc']}: {res.get('error')}")
-
-
-def summary(path: Path) -> dict:
-    """The models and scored cells of a ``reproduce.py`` results file, without per-episode data."""
-    if not path.is_file():
-        return {}
-    res = json.loads(path.read_text())
-    cells = {n: {k: v for k, v in c.items() if k != "accuracies"} for n, c in res["cells"].items()}
-    return {"mode": res.get("mode"), "models": res["models"], "cells": cells}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import peers
+from grid_render import curve_text, splice_blocks
 from reproduce_protocols import protocols
-from reproduce_render import splice_blocks
 
 
 def _memory(row: dict) -> str:
@@ -61,8 +61,7 @@ def tta_table(part: dict) -> list[str]:
              "final test accuracy % (95%) | published % |", "|---|---|---|---|---|---|"]
     for name, c in part.get("cells", {}).items():
         model = part["models"].get(c["model"], {})
-        curve = ", ".join(f"{p['train_minutes']:g} -> {100 * p['accuracy'][c['setting']]:.2f}"
-                          for p in model.get("curve", []))
+        curve = curve_text(model.get("curve", []), c["setting"])
         lines.append(f"| {name} | {curve or '-'} | {model.get('steps', 0):,} steps, "
                      f"{model.get('seconds', 0):.0f} s | {c['stopped']} | {100 * c['mean']:.2f} +- "
                      f"{100 * c['ci95']:.2f} ({c['episodes']} episodes) | "

@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import itertools
-import json
 import shutil
 import time
 from pathlib import Path
 
 import common
+import grid
 import torch
+from grid import CHUNK_S, next_target
 from reproduce_protocols import SETTINGS, Protocol, protocols
+from reproduce_render import render, run_mode
 
 from episodes import (
     ClassDataset,
@@ -43,9 +44,9 @@ from episodes import (
     mini_imagenet,
     omniglot,
 )
-from episodes.io import atomic_write_text
-from fewshot import TrainConfig, build_learner, load_learner, make_spec, train
-from fewshot.evaluate import EvalResult, evaluate, paired_test
+from fewshot import TrainConfig, build_learner, make_spec, train
+from fewshot.evaluate import EvalResult, evaluate
+from fewshot.train import TrainResult
 
 OUT = Path(__file__).parent / "out"
 # --quick: every cell through the same code path, with less work per cell: 2 optimizer steps in two
@@ -55,7 +56,6 @@ QUICK = {"steps": 2, "meta_batch": 1, "train_query": 5, "val_every": 1, "val_epi
          "test_episodes": 4, "checkpoint_every": 1000}
 FULL = {"val_episodes": 200, "test_episodes": 1000, "checkpoint_every": 1000}
 EVAL_RESERVE_S = 60.0  # budget kept back for scoring and saving, full runs
-CHUNK_S = 60.0  # full runs: wall seconds per train() call, between which the budget is checked
 PACK_FILE_MB = 15  # --pack: a file that comes back from a device call is at most 16 MiB
 
 
@@ -102,29 +102,14 @@ def settings_for(p: Protocol, args: argparse.Namespace) -> dict:
     return s
 
 
-def next_target(s: dict, done: int, best_step: int, left: float, per_step: float | None,
-                chunk_s: float = CHUNK_S) -> int:
-    """The step the next train() call stops at: the whole --quick half, else about ``chunk_s``
-    of wall time (or what is left, if less) at the ``per_step`` seconds of the last call (one
-    validation interval for the first call), in whole validation intervals so that validation
-    keeps its schedule, and never past the early-stopping point ``best_step + patience``. The
-    wall time includes validation and checkpoints, which train()'s own time_limit does not count."""
-    if s["chunk"]:
-        return min(s["steps"], done + s["chunk"])
-    unit = s["val_every"] or 1
-    units = 1 if per_step is None else max(1, int(min(chunk_s, left) / per_step / unit))
-    target = min(s["steps"], (done // unit + units) * unit)
-    return min(target, best_step + s["patience"]) if s["patience"] else target
-
-
 def train_model(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) -> bool:
     """Train (or continue) the model of ``p`` within the budget; True once it is finished."""
-    ckdir = args.out_dir / "checkpoints" / p.model_key
+    ckdir = grid.checkpoints(args.out_dir, p.model_key)
     if rec.get("steps") and not (ckdir / "last.pt").is_file():
         print(f"  {p.model_key}: its checkpoint is missing (not carried back?): training restarts "
               f"from step 0", flush=True)
         rec.clear()
-    if rec.get("status") == "done" and not reopened(rec, args):
+    if rec.get("status") == "done" and not grid.reopened(rec, args.curve):
         return True
     s, pipe = settings_for(p, args), data["train"].pipeline  # Omniglot 1 x 28, mini 3 x 84
     spec = make_spec(p.learner, "conv4", pipe.channels, pipe.size, p.options)
@@ -137,83 +122,30 @@ def train_model(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) ->
         val = (data["val"], FixedEpisodes.generate(data["val"], p.val_way or SETTINGS[p.setting].way,
                                                    p.train_shot, 15, args.p["val_episodes"], seed=1))
     rec["episodes"] = f"{p.train_way}w{p.train_shot}s{s['query']}q x {s['meta_batch']}"
-    session = {"date": args.env["date"], "device": args.env["device"],
-               "steps_from": rec.get("steps", 0)}
-    rec.setdefault("sessions", []).append(session)
-    per_step, best_step = None, rec.get("best_step", 0)
-    while True:
-        left, t = args.deadline - time.monotonic() - args.reserve, time.monotonic()
-        if left <= 0:
-            break
-        chunk_s = min(CHUNK_S, 60 * args.curve_minutes) if args.curve_minutes else CHUNK_S
-        target = next_target(s, rec.get("steps", 0), best_step, left, per_step, chunk_s)
-        cfg = TrainConfig(steps=target, lr=p.lr, lr_decay_every=p.lr_halve_every,
-                          val_every=s["val_every"] if val else 0, checkpoint_dir=str(ckdir),
-                          checkpoint_every=args.p["checkpoint_every"], resume=True,
-                          time_limit=rec.get("seconds", 0.0) + left, progress=False)
-        res = train(learner, spec, sampler, cfg, val=val, device=args.device)
-        progressed = res.steps > rec.get("steps", 0)
-        per_step = (time.monotonic() - t) / max(1, res.steps - rec.get("steps", 0))
+    chunk_s = min(CHUNK_S, 60 * args.curve.every) if args.curve.every else CHUNK_S
+
+    def plan(done: int, left: float, per_step: float | None) -> int:
+        return next_target(s, done, rec.get("best_step", 0), left, per_step, chunk_s)
+
+    def after_chunk(res: TrainResult) -> None:
+        """Best validation step, how the model stopped, its time-to-accuracy curve."""
         vals = [(h["val_acc"], -h["step"]) for h in res.history if "val_acc" in h]
         best_step = -max(vals)[1] if vals else res.steps
-        rec.update(steps=res.steps, target_steps=s["steps"], seconds=round(res.seconds, 1),
-                   best_val=res.best_val, best_step=best_step, select=p.select if val else "last")
+        rec.update(best_val=res.best_val, best_step=best_step, select=p.select if val else "last")
         if res.steps >= s["steps"]:
-            rec.update(status="done", stopped=f"{res.steps} steps")
+            rec["stopped"] = f"{res.steps} steps"
         elif s["patience"] and res.steps - best_step >= s["patience"]:
             rec.update(status="done", stopped=f"early stop at {res.steps} (best val at {best_step})")
-        else:
-            rec["status"] = "training"
-        session.update(steps_to=res.steps, seconds=round(res.seconds, 1),
-                       train_calls=session.get("train_calls", 0) + 1)
-        time_to_accuracy(p, data, rec, args)
-        print(f"  {p.model_key}: {res.steps}/{s['steps']} steps, {res.seconds:.0f} s of "
-              f"training ({rec['status']})", flush=True)
-        save(args)
-        if rec["status"] == "done" or not progressed:
-            break
-    rec.setdefault("status", "training")
-    return rec["status"] == "done"
-
-
-def reopened(rec: dict, args: argparse.Namespace) -> bool:
-    """True (and the model back in training) if it stopped at a time cap below --cap-minutes."""
-    if (rec.get("stopped", "").startswith("time cap") and args.cap_minutes
-            and rec["seconds"] / 60 < args.cap_minutes):
-        rec["status"] = "training"
-        return True
-    return False
-
-
-def time_to_accuracy(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) -> None:
-    """With ``--curve-minutes``: after every that many minutes of training, score the model on
-    the first ``--curve-episodes`` shared test episodes of each cell it serves (the whole set
-    scores the finished model) and add a point to ``rec["curve"]``. With ``--cap-minutes`` the
-    model is finished once it trained that long; with ``--until-published`` once a point reached
-    the published accuracy of every cell it serves. Both count training seconds only
-    (``train()``'s clock: no validation, scoring or checkpoints)."""
-    if not args.curve_minutes and not args.cap_minutes:
-        return
-    curve, minutes = rec.setdefault("curve", []), rec["seconds"] / 60
-    finished = rec["status"] == "done"
-    capped = bool(args.cap_minutes) and minutes >= args.cap_minutes
-    due = (not curve or minutes - curve[-1]["train_minutes"] >= args.curve_minutes
-           if args.curve_minutes else False)
-    if args.curve_minutes and (due or finished or capped) and (
-            not curve or curve[-1]["steps"] != rec["steps"]):
         cells = [c for c in protocols().values() if c.model_key == p.model_key]
-        acc = {c.setting: score(c, data, rec, args, args.curve_episodes).mean for c in cells}
-        curve.append({"train_minutes": round(minutes, 2), "steps": rec["steps"],
-                      "accuracy": acc, "episodes": args.curve_episodes})
-        print(f"  {p.model_key}: {minutes:.1f} min, "
-              + ", ".join(f"{k} {100 * v:.2f} %" for k, v in acc.items()), flush=True)
-        if args.until_published and all(100 * acc[c.setting] >= c.published for c in cells):
-            rec.update(status="done", stopped=f"published accuracy reached after {minutes:.0f} "
-                       f"min of training ({rec['steps']:,} steps)", reached_published=minutes)
-            return
-    if capped and not finished:
-        rec.update(status="done", stopped=f"time cap: {args.cap_minutes:g} min of training "
-                   f"({rec['steps']:,} steps)")
+        grid.time_to_accuracy(rec, p.model_key, args.curve, {c.setting: c.published for c in cells},
+                              lambda n: {c.setting: score(c, data, rec, args, n).mean for c in cells})
+
+    cfg = TrainConfig(steps=s["steps"], lr=p.lr, lr_decay_every=p.lr_halve_every,
+                      val_every=s["val_every"] if val else 0, checkpoint_dir=str(ckdir),
+                      checkpoint_every=args.p["checkpoint_every"])
+    return grid.train_or_resume(rec, p.model_key, learner, spec, sampler, cfg, args.budget,
+                                args.env, device=args.device, val=val, plan=plan,
+                                after_chunk=after_chunk, save=lambda: save(args), train_fn=train)
 
 
 def score(p: Protocol, data: dict, model: dict, args: argparse.Namespace,
@@ -221,36 +153,18 @@ def score(p: Protocol, data: dict, model: dict, args: argparse.Namespace,
     """Score the model on the setting's shared fixed test episodes (the first ``count`` of
     them, if given)."""
     st = SETTINGS[p.setting]
-    total = args.p["test_episodes"]
     name = ("synthetic-" if args.synthetic else "") + (
         "omniglot-test" if st.dataset == "omniglot" else "mini-val")
-    episodes = common.test_episodes(data["test"], st.way, st.shot, st.query, total, name)
-    if count is not None and count < len(episodes):
-        episodes = FixedEpisodes(episodes.classes[:count], episodes.items[:count],
-                                 episodes.k_shot, episodes.fingerprint)
-    ckdir = args.out_dir / "checkpoints" / p.model_key
-    path = ckdir / ("best.pt" if model["select"] == "best" and (ckdir / "best.pt").is_file()
-                    else "last.pt")
-    learner, _, _ = load_learner(path, args.device)
+    episodes = grid.fixed_episodes(data["test"], st.way, st.shot, st.query,
+                                   args.p["test_episodes"], name, count)
+    learner = grid.load_model(args.out_dir, p.model_key, args.device, model["select"] == "best")
     return evaluate(learner, episodes, data["test"], batch_size=args.eval_batch,
                     device=args.device)
 
 
-def paired(results: dict, setting: str) -> None:
-    """Paired tests between every two scored methods of ``setting`` (same episodes)."""
-    cells = {n: c for n, c in results["cells"].items() if c["setting"] == setting}
-    out = {}
-    for (a, ca), (b, cb) in itertools.combinations(sorted(cells.items()), 2):
-        if ca["episodes"] == cb["episodes"]:
-            ra, rb = (EvalResult(torch.tensor(c["accuracies"]), 0, 0, 0) for c in (ca, cb))
-            out[f"{a} - {b}"] = paired_test(ra, rb)
-    results["paired"][setting] = out
-
-
 def save(args: argparse.Namespace) -> None:
     """Write the results JSON atomically (a killed run keeps the previous file)."""
-    args.results_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps(args.results, indent=1), args.results_path)
+    grid.save_results(args.results, args.results_path)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -262,13 +176,11 @@ def run(args: argparse.Namespace) -> None:
     results = args.results
     loaded: dict[str, dict] = {}
     for p in cells:
-        model = results["models"].get(p.model_key, {})
         if results["cells"].get(p.name, {}).get("status") == "done":
-            if not (model.get("stopped", "").startswith("time cap") and args.cap_minutes
-                    and model["seconds"] / 60 < args.cap_minutes):
+            if not grid.capped_below(results["models"].get(p.model_key, {}), args.curve):
                 continue
             del results["cells"][p.name]  # trained on under a larger cap, then scored again
-        if args.deadline - time.monotonic() - args.reserve <= 0:
+        if args.budget.left() <= 0:
             break
         ds = SETTINGS[p.setting].dataset
         if ds not in loaded:  # each dataset's splits are read once and shared by its cells
@@ -286,16 +198,16 @@ def run(args: argparse.Namespace) -> None:
         r = score(p, loaded[ds], model, args)
         results["cells"][p.name] = {
             "status": "done", "setting": p.setting, "model": p.model_key, "mode": results["mode"],
-            "mean": r.mean, "ci95": r.ci95, "episodes": len(r.accuracies), "query": r.q_query,
-            "accuracies": r.accuracies.tolist(), "train_steps": model["steps"],
+            **grid.scores(r), "query": r.q_query, "train_steps": model["steps"],
             "train_seconds": model["seconds"], "score_seconds": round(time.monotonic() - t, 1),
             "stopped": model.get("stopped"), **common.peak_memory(args.device), **args.env}
         print(f"  {p.name}: {t_train:.0f} s training call(s) with validation and checkpoints, "
               f"{time.monotonic() - t:.0f} s scoring", flush=True)
-        paired(results, p.setting)
+        results["paired"][p.setting] = grid.pairs_within(
+            {n: c for n, c in results["cells"].items() if c["setting"] == p.setting})
         if args.prune and all(c.name in results["cells"] for c in protocols().values()
                               if c.model_key == p.model_key):
-            shutil.rmtree(args.out_dir / "checkpoints" / p.model_key, ignore_errors=True)
+            shutil.rmtree(grid.checkpoints(args.out_dir, p.model_key), ignore_errors=True)
             model["pruned"] = True
         print(f"  {p.name}: {r} (published {p.published})", flush=True)
         save(args)
@@ -355,62 +267,30 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     args.out_dir = args.out_dir or OUT / ("reproduce-quick" if args.quick else "reproduce")
     args.results_path = args.out_dir / "results.json"
-    results = (json.loads(args.results_path.read_text()) if args.results_path.is_file()
-               else None)
+    results = grid.load_results(args.results_path)
     if args.render:
         render(results, args)
         return
     mode = run_mode(args)
-    results = results or {"mode": mode, "cells": {}, "models": {}, "paired": {}}
-    if results.setdefault("mode", mode) != mode:
-        raise SystemExit(f"{args.results_path} holds results of another kind of run "
-                         f"({results['mode']}), this one would be {mode}: give another --out-dir")
+    args.results = grid.check_mode(results or grid.empty_results(mode), mode, args.results_path)
+    args.curve = grid.Curve(args.curve_minutes, args.curve_episodes, args.cap_minutes,
+                            args.until_published)
     if args.quick or args.threads:
         torch.set_num_threads(args.threads or 1)
     args.p = dict(QUICK if args.quick else FULL)
     if args.test_episodes:
         args.p["test_episodes"] = args.test_episodes
-    start = time.monotonic()
-    args.deadline = start + (60 * args.budget_minutes if args.budget_minutes else float("inf"))
-    args.reserve = (args.reserve_seconds if args.reserve_seconds is not None
-                    else 0.0 if args.quick else EVAL_RESERVE_S)
-    args.env = {k: v for k, v in common.environment(torch.device(args.device)).items()}
-    args.results = results
+    args.budget = grid.Budget.of_minutes(
+        args.budget_minutes, args.reserve_seconds if args.reserve_seconds is not None
+        else 0.0 if args.quick else EVAL_RESERVE_S)
+    args.env = common.environment(torch.device(args.device))
     run(args)
-    wall = time.monotonic() - start
-    args.results.setdefault("calls", []).append({**args.env, "wall_seconds": round(wall, 1),
-                                                 **common.peak_memory(args.device)})
+    wall = args.budget.wall()
+    grid.record_call(args.results, args.env, wall, **common.peak_memory(args.device))
     save(args)
     print(f"wall {wall:.0f} s; results in {args.results_path}", flush=True)
     if args.pack:
         common.pack_folder(args.out_dir, args.pack, PACK_FILE_MB)
-
-
-def run_mode(args: argparse.Namespace) -> str:
-    """What the results of this command are: the smoke test, the full protocol, or reduced."""
-    if args.quick:
-        return "smoke (--quick)"
-    if args.synthetic:
-        return "smoke on random images (--synthetic)"
-    if args.cap_minutes or args.until_published:
-        return "time to accuracy (papers' episode shapes, training capped in time)"
-    cuts = [f"--{k.replace('_', '-')} {v}" for k, v in (("steps", args.steps),
-                                                          ("test_episodes", args.test_episodes))
-            if v is not None]
-    return f"reduced ({', '.join(cuts)})" if cuts else "full protocol"
-
-
-def render(results: dict | None, args: argparse.Namespace) -> None:
-    """Print the Markdown of ``results`` (None: nothing run yet), or splice it into --splice."""
-    from reproduce_render import SUMMARY, is_smoke, markdown, splice, summary
-
-    text = markdown(results, protocols(), smoke=args.quick)
-    if args.splice is None:
-        print(text)
-        return
-    smoke = is_smoke(results, args.quick)  # never in the results' place
-    splice(args.splice, text, smoke, {} if smoke else {SUMMARY: summary(results, protocols())})
-    print(f"{args.splice}: table rewritten from {args.results_path}")
 
 
 if __name__ == "__main__":

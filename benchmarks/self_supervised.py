@@ -28,13 +28,13 @@ import time
 from pathlib import Path
 
 import common
+import grid
 import torch
+from grid_render import mean_ci
 from ssl_protocols import HEADLINE, PRESETS, SHOTS, SSL, cell_name, models
 
 from episodes import AugmentConfig, ClassDataset, ImageBatchSampler, TensorClassDataset, mini_imagenet
-from episodes.io import atomic_write_text
-from fewshot import TrainConfig, build_learner, load_learner, make_spec, train
-from fewshot.evaluate import EvalResult, paired_test
+from fewshot import TrainConfig, build_learner, make_spec
 from fewshot.heads import PrototypeHead
 from fewshot.heads.scoring import episode_features, evaluate_features
 from fewshot.weights import backbone_of, load_backbone_weights
@@ -57,7 +57,7 @@ def labelled_subset(ds: TensorClassDataset, fraction: float, seed: int = 0) -> T
 
 def train_one(key: str, args: argparse.Namespace) -> None:
     """Train (or continue) model ``key`` within ``--time-left`` seconds; writes its record."""
-    p, ckdir = args.preset, args.out_dir / "checkpoints" / key
+    p, ckdir = args.preset, grid.checkpoints(args.out_dir, key)
     train_ds = load_split("train", args)
     size = p.image_size
     torch.manual_seed(0)
@@ -77,7 +77,7 @@ def train_one(key: str, args: argparse.Namespace) -> None:
         spec = make_spec("classifier", p.backbone, 3, size, {"num_classes": data.num_classes})
         learner = build_learner(spec)
         if key.startswith("sup10-") and not (ckdir / "last.pt").is_file():
-            init = args.out_dir / "checkpoints" / f"ssl-{key.removeprefix('sup10-')}" / "last.pt"
+            init = grid.checkpoints(args.out_dir, f"ssl-{key.removeprefix('sup10-')}") / "last.pt"
             load_backbone_weights(backbone_of(learner), init, p.backbone, "--init")
         batch = min(64, len(data))
         sampler = ImageBatchSampler(data, batch, seed=0, augment=AugmentConfig.standard())
@@ -88,40 +88,33 @@ def train_one(key: str, args: argparse.Namespace) -> None:
     rec = json.loads(record_path.read_text()) if record_path.is_file() else {}
     if args.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(args.device)
-    res = train(learner, spec, sampler, TrainConfig(
-        steps=steps, schedule="cosine", checkpoint_dir=str(ckdir), resume=True,
-        checkpoint_every=200, progress=False, time_limit=rec.get("seconds", 0.0) + args.time_left,
-        **cfg), device=args.device)
-    done_epochs = res.steps * batch / len(data)
-    session = {**common.environment(args.device), **common.peak_memory(args.device),
-               "steps_to": res.steps}
-    rec.update(steps=res.steps, target_steps=steps, seconds=round(res.seconds, 1),
-               images=len(data), batch=batch, epochs=round(done_epochs, 2),
-               seconds_per_epoch=round(res.seconds / done_epochs, 2) if done_epochs else None,
-               status="done" if res.steps >= steps else "training",
-               sessions=[*rec.get("sessions", []), session])
-    ckdir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps(rec, indent=1), record_path)
-
-
-def left(args: argparse.Namespace) -> float:
-    return args.deadline - time.monotonic()
+    env, seconds = common.environment(args.device), {}  # seconds: train()'s, unrounded
+    grid.train_or_resume(rec, key, learner, spec, sampler, TrainConfig(
+        steps=steps, schedule="cosine", checkpoint_dir=str(ckdir), checkpoint_every=200, **cfg),
+        grid.Budget(time.monotonic() + args.time_left), env, device=args.device,
+        after_chunk=lambda res: seconds.update(train=res.seconds))
+    done_epochs = rec.get("steps", 0) * batch / len(data)
+    rec["sessions"][-1].update(**env, **common.peak_memory(args.device))
+    per_epoch = seconds.get("train", rec.get("seconds", 0.0)) / done_epochs if done_epochs else None
+    rec.update(images=len(data), batch=batch, epochs=round(done_epochs, 2),
+               seconds_per_epoch=None if per_epoch is None else round(per_epoch, 2))
+    grid.save_results(rec, record_path)
 
 
 def save(args: argparse.Namespace) -> None:
-    args.results_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps(args.results, indent=1), args.results_path)
+    """Write the results JSON atomically (a killed run keeps the previous file)."""
+    grid.save_results(args.results, args.results_path)
 
 
 def ensure_trained(key: str, args: argparse.Namespace) -> bool:
     """Train ``key`` in a child process until done or out of budget; True once done."""
-    record = args.out_dir / "checkpoints" / key / "record.json"
+    record = grid.checkpoints(args.out_dir, key) / "record.json"
     if not (record.is_file() and json.loads(record.read_text())["status"] == "done"):
-        if left(args) <= 0:
+        if args.budget.left() <= 0:
             return False
         print(f"== training {key}", flush=True)
         subprocess.run([sys.executable, __file__, "--train-model", key, "--time-left",
-                        str(left(args)), *args.passthrough], check=True)
+                        str(args.budget.left()), *args.passthrough], check=True)
     rec = json.loads(record.read_text())
     args.results["models"][key] = rec
     mem = {k: v for k, v in rec["sessions"][-1].items() if k.startswith("peak")}
@@ -139,22 +132,19 @@ def score(key: str, test_ds: ClassDataset, args: argparse.Namespace) -> None:
         if args.results["cells"].get(name, {}).get("status") == "done":
             continue
         if learner is None:
-            learner, _, _ = load_learner(args.out_dir / "checkpoints" / key / "last.pt",
-                                         args.device)
-        episodes = common.test_episodes(test_ds, 5, shot, 15, args.episodes, "mini-val")
+            learner = grid.load_model(args.out_dir, key, args.device)
+        episodes = grid.fixed_episodes(test_ds, 5, shot, 15, args.episodes, "mini-val")
         tick = time.perf_counter()
         feats, where = episode_features(backbone_of(learner), episodes, test_ds)
         r = evaluate_features("prototype", PrototypeHead(), feats, where, episodes, 50)
         args.results["cells"][name] = {
-            "accuracies": r.accuracies.tolist(), "mean": r.mean, "ci95": r.ci95,
-            "episodes": len(r.accuracies), "seconds": round(time.perf_counter() - tick, 1),
-            "status": "done", **args.env}
+            **grid.scores(r), "seconds": round(time.perf_counter() - tick, 1), "status": "done",
+            **args.env}
         print(f"  {name}: {100 * r.mean:.2f} +- {100 * r.ci95:.2f} %", flush=True)
     for shot in SHOTS:  # paired against sup10 on the same episodes
         base, cell = (args.results["cells"].get(cell_name(k, shot)) for k in ("sup10", key))
         if key != "sup10" and base and cell:
-            a, b = (EvalResult(torch.tensor(c["accuracies"]), 5, shot, 15) for c in (cell, base))
-            args.results["paired"][cell_name(key, shot)] = paired_test(a, b)
+            args.results["paired"][cell_name(key, shot)] = grid.paired(cell, base)
     save(args)
 
 
@@ -168,7 +158,7 @@ def render(results: dict, preset: str) -> str:
             return "-"
         p = paired.get(cell_name(key, shot))
         diff = (f" ({100 * p['mean_diff']:+.2f}, p={common.p_text(p['t_test_p'])})" if p else "")
-        return f"{100 * c['mean']:.2f} +- {100 * c['ci95']:.2f}{diff}"
+        return f"{mean_ci(c)}{diff}"
 
     lines = [f"Preset {preset}; prototype head, 5-way, 15 queries, val classes; in brackets: "
              f"minus sup10 on the same episodes, paired t-test p.", "",
@@ -209,8 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     args.device = torch.device(args.device)
     if args.train_model:
         return train_one(args.train_model, args)
-    args.results = (json.loads(args.results_path.read_text()) if args.results_path.is_file()
-                    else {"cells": {}, "models": {}, "paired": {}})
+    args.results = grid.load_results(args.results_path) or grid.empty_results()
     if args.render:
         print(render(args.results, args.preset_name))
         return
@@ -218,8 +207,7 @@ def main(argv: list[str] | None = None) -> None:
                         str(args.mini_root), "--out-dir", str(args.out_dir),
                         *(["--threads", str(args.threads or 1)] if args.quick or args.threads
                           else [])]
-    start = time.monotonic()
-    args.deadline = start + (60 * args.budget_minutes if args.budget_minutes else float("inf"))
+    args.budget = grid.Budget.of_minutes(args.budget_minutes)
     args.episodes, args.env = args.preset.test_episodes, common.environment(args.device)
     test_ds = load_split("val", args)
     todo = models(tuple(args.methods))
@@ -229,8 +217,8 @@ def main(argv: list[str] | None = None) -> None:
         score(key, test_ds, args)
     done = sum(all(args.results["cells"].get(cell_name(k, s), {}).get("status") == "done"
                    for s in SHOTS) for k in todo)
-    wall = time.monotonic() - start
-    args.results.setdefault("calls", []).append({**args.env, "wall_seconds": round(wall, 1)})
+    wall = args.budget.wall()
+    grid.record_call(args.results, args.env, wall)
     save(args)
     print(f"{done} of {len(todo)} models scored in {wall:.0f} s; results in {args.results_path}"
           + ("" if done == len(todo) else ": run the same command again to continue"), flush=True)

@@ -29,12 +29,12 @@ fine-tuning heads run on the images of every episode.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import common
+import grid
 import torch
 from transfer_protocols import (
     BACKBONES,
@@ -55,13 +55,11 @@ from episodes import (
     ClassDataset,
     EpisodeAugment,
     EpisodeSampler,
-    FixedEpisodes,
     ImageBatchSampler,
     mini_imagenet,
 )
-from episodes.io import atomic_write_text
-from fewshot import TrainConfig, build_learner, load_learner, make_spec, train
-from fewshot.evaluate import EvalResult, evaluate, paired_test
+from fewshot import TrainConfig, build_learner, make_spec
+from fewshot.evaluate import EvalResult, evaluate
 from fewshot.heads import PrototypeHead, head_config
 from fewshot.heads.scoring import episode_features, evaluate_features, evaluate_head
 from fewshot.methods.protonet import ProtoNet
@@ -76,13 +74,9 @@ def load_split(split: str, args: argparse.Namespace) -> ClassDataset:
     return mini_imagenet(args.mini_root, split, image_size=args.preset.image_size).to(args.device)
 
 
-def left(args: argparse.Namespace) -> float:
-    return args.deadline - time.monotonic() - args.reserve
-
-
 def save(args: argparse.Namespace) -> None:
-    args.results_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps(args.results, indent=1), args.results_path)
+    """Write the results JSON atomically (a killed run keeps the previous file)."""
+    grid.save_results(args.results, args.results_path)
 
 
 def train_model(key: str, t: Training, train_ds: ClassDataset, args: argparse.Namespace) -> bool:
@@ -90,16 +84,16 @@ def train_model(key: str, t: Training, train_ds: ClassDataset, args: argparse.Na
     rec = args.results["models"].setdefault(key, {})
     if rec.get("status") == "done":
         return True
-    if left(args) <= 0:
+    if args.budget.left() <= 0:
         return False
     backbone = key.split("-")[1]
     options = {**t.options, **({"num_classes": train_ds.num_classes} if t.batch else {})}
     spec = make_spec(t.method, backbone, *train_ds.image_shape[:2], options)
     torch.manual_seed(0)
     learner = build_learner(spec)
-    ckdir = args.out_dir / "checkpoints" / key
+    ckdir = grid.checkpoints(args.out_dir, key)
     if t.init and not (ckdir / "last.pt").is_file():
-        load_backbone_weights(backbone_of(learner), args.out_dir / "checkpoints" / t.init /
+        load_backbone_weights(backbone_of(learner), grid.checkpoints(args.out_dir, t.init) /
                               "last.pt", backbone, "--init")
     augment = AugmentConfig.standard() if t.augment else None
     sampler = (ImageBatchSampler(train_ds, t.batch, seed=0, augment=augment) if t.batch else
@@ -108,23 +102,10 @@ def train_model(key: str, t: Training, train_ds: ClassDataset, args: argparse.Na
     cfg = TrainConfig(steps=t.steps, lr=t.lr, optimizer=t.optimizer, momentum=t.momentum,
                       weight_decay=t.weight_decay, schedule=t.schedule,
                       lr_decay_every=t.lr_decay_every, checkpoint_dir=str(ckdir),
-                      checkpoint_every=args.checkpoint_every, resume=True,
-                      time_limit=rec.get("seconds", 0.0) + left(args), progress=False)
-    rec.setdefault("sessions", []).append({"date": args.env["date"], "device": args.env["device"],
-                                           "steps_from": rec.get("steps", 0)})
-    res = train(learner, spec, sampler, cfg, device=args.device)
-    rec.update(steps=res.steps, target_steps=t.steps, seconds=round(res.seconds, 1),
-               training=t.describe(), status="done" if res.steps >= t.steps else "training")
-    rec["sessions"][-1].update(steps_to=res.steps, seconds=round(res.seconds, 1))
-    print(f"  {key}: {res.steps}/{t.steps} steps, {res.seconds:.0f} s of training "
-          f"({rec['status']})", flush=True)
-    save(args)
-    return rec["status"] == "done"
-
-
-def subset(episodes: FixedEpisodes, start: int, stop: int) -> FixedEpisodes:
-    return FixedEpisodes(episodes.classes[start:stop], episodes.items[start:stop],
-                         episodes.k_shot, episodes.fingerprint)
+                      checkpoint_every=args.checkpoint_every)
+    return grid.train_or_resume(rec, key, learner, spec, sampler, cfg, args.budget, args.env,
+                                device=args.device, save=lambda: save(args),
+                                after_chunk=lambda res: rec.update(training=t.describe()))
 
 
 def head_of(method: str) -> str | None:
@@ -154,18 +135,17 @@ def score_cell(backbone: str, shot: int, method: str, test_ds: ClassDataset,
     head, count = head_of(method), episode_count(method, args)
     cell = args.results["cells"].setdefault(name, {"accuracies": [], "seconds": 0.0})
     cell["test_set"] = args.episodes
-    episodes = common.test_episodes(test_ds, 5, shot, 15, args.episodes, "mini-val")
-    path = args.out_dir / "checkpoints" / key / "last.pt"
-    learner, _, _ = load_learner(path, args.device)
+    episodes = grid.fixed_episodes(test_ds, 5, shot, 15, args.episodes, "mini-val")
+    learner = grid.load_model(args.out_dir, key, args.device)
     config = head_config(head, args.preset.head_options.get(head, {})) if head else None
     if head is None and isinstance(learner, ProtoNet) and (
             learner.scale is None or float(torch.as_tensor(learner.scale).detach()) > 0):
         # ProtoNet's and Meta-Baseline's own classifier is the prototype head (a positive
         # scale leaves the argmax as it is): each image's features once instead of per episode
         head, config = "prototype", PrototypeHead(learner.distance)
-    while len(cell["accuracies"]) < count and left(args) > 0:
+    while len(cell["accuracies"]) < count and args.budget.left() > 0:
         start = len(cell["accuracies"])
-        block = subset(episodes, start, count if head in FEATURE_HEADS else
+        block = grid.subset(episodes, start, count if head in FEATURE_HEADS else
                        min(count, start + args.block))
         tick = time.perf_counter()
         if head in FEATURE_HEADS:
@@ -207,10 +187,8 @@ def paired(args: argparse.Namespace, backbone: str, shot: int) -> None:
     for method in METHODS[1:]:
         c = cells_.get(cell_name(backbone, shot, method))
         if c and c.get("status") == "done":
-            n = min(len(c["accuracies"]), len(base["accuracies"]))
-            a, b = (EvalResult(torch.tensor(x["accuracies"][:n]), 5, shot, 15) for x in (c, base))
-            args.results["paired"][cell_name(backbone, shot, method)] = {
-                **paired_test(a, b), "episodes": n}
+            args.results["paired"][cell_name(backbone, shot, method)] = grid.paired(
+                c, base, common_prefix=True)
 
 
 def check_test_set(args: argparse.Namespace) -> None:
@@ -231,7 +209,7 @@ def run(args: argparse.Namespace) -> None:
     for backbone, shot, method in todo:
         if scored(cell_name(backbone, shot, method), method, args):
             continue
-        if left(args) <= 0:
+        if args.budget.left() <= 0:
             break
         if not data:
             data = {"train": load_split("train", args), "test": load_split("val", args)}
@@ -283,8 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         args.preset = replace(args.preset, finetune_episodes=args.finetune_episodes)
     args.out_dir = args.out_dir or OUT / f"transfer-{args.preset_name}"
     args.results_path = args.out_dir / "results.json"
-    results = (json.loads(args.results_path.read_text()) if args.results_path.is_file()
-               else {"cells": {}, "models": {}, "paired": {}})
+    results = grid.load_results(args.results_path) or grid.empty_results()
     if args.render:
         from transfer_render import markdown
         print(markdown(results, args))
@@ -292,14 +269,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick or args.threads:
         torch.set_num_threads(args.threads or 1)
     args.episodes = args.test_episodes or args.preset.test_episodes
-    start = time.monotonic()
-    args.deadline = start + (60 * args.budget_minutes if args.budget_minutes else float("inf"))
-    args.reserve = 0.0 if args.quick else RESERVE_S
+    args.budget = grid.Budget.of_minutes(args.budget_minutes, 0.0 if args.quick else RESERVE_S)
     args.env = common.environment(torch.device(args.device))
     args.results, args.features = results, {}
     run(args)
-    wall = time.monotonic() - start
-    args.results.setdefault("calls", []).append({**args.env, "wall_seconds": round(wall, 1)})
+    wall = args.budget.wall()
+    grid.record_call(args.results, args.env, wall)
     save(args)
     print(f"wall {wall:.0f} s; results in {args.results_path}", flush=True)
 

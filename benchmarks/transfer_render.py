@@ -7,13 +7,8 @@ from __future__ import annotations
 import argparse
 
 from common import p_text
+from grid_render import difference, duration, mean_ci, wall_minutes
 from transfer_protocols import BACKBONES, FEATURE_HEADS, METHODS, SHOTS, cell_name, model_key, training
-
-
-def _minutes(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.0f} min"
 
 
 def _accuracy(cell: dict | None) -> str:
@@ -22,14 +17,14 @@ def _accuracy(cell: dict | None) -> str:
     n = len(cell["accuracies"])
     if cell.get("ci95") is None:
         return f"{n} episodes so far"
-    text = f"{100 * cell['mean']:.2f} +- {100 * cell['ci95']:.2f} ({n})"
+    text = f"{mean_ci(cell)} ({n})"
     return text + ("" if cell.get("status") == "done" else ", scoring")
 
 
 def _paired(test: dict | None) -> str:
     if not test:
         return "-"
-    return (f"{100 * test['mean_diff']:+.2f} +- {100 * test['ci95']:.2f} "
+    return (f"{difference(test)} "
             f"(t {p_text(test['t_test_p'])}, W {p_text(test['wilcoxon_p'])})")
 
 
@@ -38,13 +33,13 @@ def _time(results: dict, cell: dict | None, key: str, shot: int) -> str:
     images through it (shared by the feature heads of a shot) and the cell's own scoring."""
     model = results["models"].get(key, {})
     shared = "shared " if key.startswith("pretrain-") else ""
-    train = (f"{shared}training {_minutes(model.get('seconds'))}"
+    train = (f"{shared}training {duration(model.get('seconds'))}"
              + ("" if model.get("status") == "done" or not model else
                 f" ({model.get('steps', 0):,}/{model.get('target_steps', 0):,} steps)"))
     feats = model.get("feature_seconds", {}).get(str(shot))
     by_features = cell and (cell.get("scored_with") or {}).get("head") in FEATURE_HEADS
-    feats = f"; {shared}features {_minutes(feats)}" if by_features and feats is not None else ""
-    return f"{train}{feats}; scoring {_minutes(cell.get('seconds')) if cell else '-'}"
+    feats = f"; {shared}features {duration(feats)}" if by_features and feats is not None else ""
+    return f"{train}{feats}; scoring {duration(cell.get('seconds')) if cell else '-'}"
 
 
 def table(results: dict, backbones: tuple[str, ...] = BACKBONES) -> list[str]:
@@ -75,7 +70,7 @@ def models(results: dict, preset) -> list[str]:
         feats = ", ".join(f"{s}-shot {v:.0f} s" for s, v in m.get("feature_seconds", {}).items())
         lines.append(f"| {key} | {m.get('training') or training(key, preset).describe()} | "
                      f"{m.get('steps', 0):,} / {m.get('target_steps', 0):,} | "
-                     f"{_minutes(m.get('seconds'))} | {feats or '-'} |")
+                     f"{duration(m.get('seconds'))} | {feats or '-'} |")
     return lines
 
 
@@ -84,7 +79,7 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
     devices = sorted({c["device"] for c in calls})
     scored = sum(c.get("status") == "done" for c in results["cells"].values())
     head = [f"Preset `{args.preset_name}`: {scored} cells scored over {len(calls)} call(s), "
-            f"{sum(c['wall_seconds'] for c in calls) / 60:.1f} min of wall time, on "
+            f"{wall_minutes(results):.1f} min of wall time, on "
             f"{', '.join(devices) or '-'}; images {args.preset.image_size} x "
             f"{args.preset.image_size}. Accuracy: mean +- 95% interval over the fixed test "
             "episodes of the reduced mini-ImageNet's 16 val classes (15 queries); paired: the "

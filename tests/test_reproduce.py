@@ -241,3 +241,77 @@ def test_quick_every_cell(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["cells"]) == len(reproduce.protocols())
     assert all(len(pairs) == 10 for pairs in results["paired"].values())
+
+
+def tta_results() -> dict:
+    """A hand-made time-to-accuracy run on a 2-core CPU: ProtoNet's 60-way 1-shot model (serving
+    Omniglot 5- and 20-way 1-shot) capped at 30 training minutes; the 5-way published figure
+    reached at its 24-minute point, the 20-way one never; a second model still training."""
+    cells = reproduce.protocols()
+    key = cells["protonet/omniglot-5w1s"].model_key
+    cpu = "CPU (x86_64, 2 cores, 1 threads)"
+    curve = [{"train_minutes": 6.0, "steps": 500, "episodes": 200,
+              "accuracy": {"omniglot-5w1s": 0.95, "omniglot-20w1s": 0.85}},
+             {"train_minutes": 24.0, "steps": 2000, "episodes": 200,
+              "accuracy": {"omniglot-5w1s": 0.99, "omniglot-20w1s": 0.93}}]
+    cell = {"mode": reproduce_render.TIME_TO_ACCURACY, "model": key, "episodes": 1000, "query": 15,
+            "ci95": 0.002, "train_seconds": 1800.0, "device": cpu, "date": "2026-12-01",
+            "stopped": "time cap: 30 min of training (2,500 steps)"}
+    return {"mode": reproduce_render.TIME_TO_ACCURACY, "paired": {}, "calls": [],
+            "models": {key: {"steps": 2500, "target_steps": 1_000_000, "seconds": 1800.0,
+                             "episodes": "60w1s5q x 1", "curve": curve,
+                             "stopped": "time cap: 30 min of training (2,500 steps)"},
+                       cells["maml_fo/omniglot-5w1s"].model_key: {
+                           "steps": 300, "target_steps": 60000, "seconds": 900.0,
+                           "curve": [{"train_minutes": 15.0, "steps": 300, "episodes": 200,
+                                      "accuracy": {"omniglot-5w1s": 0.8}}]}},
+            "cells": {"protonet/omniglot-5w1s": {**cell, "setting": "omniglot-5w1s", "mean": 0.989},
+                      "protonet/omniglot-20w1s": {**cell, "setting": "omniglot-20w1s",
+                                                  "mean": 0.931}}}
+
+
+def test_render_time_to_accuracy_cells() -> None:
+    """Cells of a time-to-accuracy run say what they are: the published figure reached (at the
+    first curve point at or above it) or not in so many CPU hours of training, with the papers'
+    episode shapes and shorter training; each model's curve is a table of its own."""
+    cells = reproduce.protocols()
+    table = reproduce_render.markdown(tta_results(), cells)
+    note = "papers' episode shapes, shorter training than the papers')"
+    assert ("| protonet/omniglot-5w1s | 98.80 | 98.90 +- 0.20 (published 98.8 reached in 0.4 CPU h; "
+            f"{note} |") in table
+    assert ("| protonet/omniglot-20w1s | 96.00 | 93.10 +- 0.20 (published 96 not reached in 0.5 "
+            f"CPU h; {note} |") in table
+    assert "not the full protocol" in table and "time cap: 30 min of training" in table
+    assert ("| maml_fo/omniglot-5w1s | 98.30 | not yet run (training: 300 steps so far; 80.00 % "
+            "after 15 min of training, 200 test episodes) |") in table
+    curve = table.split("Time to accuracy: test accuracy")[1]
+    assert ("**protonet-omniglot-60w1s5q-b1** (time cap: 30 min of training (2,500 steps); "
+            "published %: omniglot-5w1s 98.8, omniglot-20w1s 96)") in curve
+    assert "| training minutes | steps | omniglot-5w1s % | omniglot-20w1s % | test episodes |" in curve
+    assert "| 24 | 2,000 | 99.00 | 93.00 | 200 |" in curve
+    assert "**maml_fo-omniglot-5w1s1q-b32** (training; published %: omniglot-5w1s 98.3)" in curve
+    grid = reproduce_render.summary(tta_results(), cells)
+    assert ("| protonet | 98.9 (published 98.8 reached in 0.4 CPU h; papers' episode shapes, "
+            "shorter training) |") in grid
+    assert "89.4 (published" not in grid and "**" not in grid.split("\n\n")[1]
+    assert "93.1 (published 96 not reached in 0.5 CPU h; papers' episode shapes, shorter " \
+           "training)" in grid
+    assert "0 of 30 cells measured with the full protocol; 2 in time to accuracy" in grid
+    assert grid.count("not yet run") == 28
+
+
+def test_splice_time_to_accuracy(tmp_path: Path) -> None:
+    """A time-to-accuracy run's table goes between its own markers, never over the
+    full-protocol table; the README's grid takes its cells."""
+    out = tmp_path / "reproduce-cpu"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(tta_results()))
+    md = tmp_path / "B.md"
+    md.write_text("<!-- reproduce-table:start -->\nfull\n<!-- reproduce-table:end -->\n"
+                  "<!-- reproduce-time-to-accuracy:start -->\nold\n"
+                  "<!-- reproduce-time-to-accuracy:end -->\n<!-- reproduce-summary:start -->\n"
+                  "old grid\n<!-- reproduce-summary:end -->\n")
+    reproduce.main(["--render", "--splice", str(md), "--out-dir", str(out)])
+    text = md.read_text()
+    assert "\nfull\n" in text and "\nold\n" not in text and "old grid" not in text
+    assert "reproduce-cpu/results.json" in text and "98.9 (published 98.8 reached" in text

@@ -139,17 +139,17 @@ def nccl_group(device: torch.device, smoke: bool) -> dict:
 
 
 def amp_steps(device: torch.device, smoke: bool) -> dict:
-    """ProtoNet training steps and evaluation under bfloat16 autocast (``--amp``)."""
+    """ProtoNet training steps and evaluation under bfloat16 autocast (``--precision bf16``)."""
     data, learner = peers.pmet.synthetic_dataset(device), protonet(device)
     before = [p.detach().clone() for p in learner.parameters()]
     sampler = EpisodeSampler(data, 5, 1, 15, seed=0)
-    res = train(learner, None, sampler, TrainConfig(steps=3 if smoke else 20, amp=True,
+    res = train(learner, None, sampler, TrainConfig(steps=3 if smoke else 20, precision="bf16",
                                                     progress=False), device=device)
     moved = any(not torch.equal(a, b) for a, b in zip(before, learner.parameters(), strict=True))
     with torch.autocast(device.type, dtype=torch.bfloat16):
         loss = float(learner.batch_loss(sampler.sample().to(device))[0].detach())
     episodes = FixedEpisodes.generate(data, 5, 1, 15, 4 if smoke else 100, seed=1)
-    acc = evaluate(learner, episodes, data, device=device, amp=True)
+    acc = evaluate(learner, episodes, data, device=device, precision="bf16")
     ok = moved and np.isfinite(loss) and 0 <= acc.mean <= 1
     return {"status": "pass" if ok else "fail: non-finite loss or no update", "steps": res.steps,
             "loss_after": round(loss, 4), "eval_accuracy": round(acc.mean, 4)}

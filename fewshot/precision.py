@@ -33,14 +33,6 @@ BF16_METHODS = frozenset({"protonet", "matching", "relation"})
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def parse_precision(text: str) -> str:
-    """``text`` if it is one of :data:`CHOICES`, else a one-line ``ValueError`` naming them (for
-    ``argparse`` ``type=``, which turns it into a usage error)."""
-    if text not in CHOICES:
-        raise ValueError(f"--precision {text!r} is not one of {', '.join(CHOICES)}")
-    return text
-
-
 def check_precision(precision: str) -> str:
     """``precision`` when it is one of :data:`CHOICES`, else a one-line ``ValueError``."""
     if precision not in CHOICES:

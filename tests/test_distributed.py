@@ -85,7 +85,8 @@ def short_run(method: str, steps: int, ckdir: str | None = None, resume: bool = 
               seed: int = 0):
     learner = fresh(method)
     config = TrainConfig(steps=steps, lr=0.05, optimizer="sgd", checkpoint_dir=ckdir,
-                         checkpoint_every=2, resume=resume, progress=False)
+                         checkpoint_every=2, resume=resume, progress=False,
+                         precision="fp32")  # compared with one process to 1e-5: not bf16
     train(learner, SPECS[method] if ckdir else None, sampler(seed), config)
     return learner
 

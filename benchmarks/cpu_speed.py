@@ -8,6 +8,7 @@ round is reported. Workloads: ProtoNet Conv-4 on Omniglot-sized episodes (1x28x2
 
     python benchmarks/cpu_speed.py --baseline-src /path/to/old/checkout --json out.json
     python benchmarks/cpu_speed.py --raw 28 84       # a plain Conv-4 step: fp32/bf16 x NCHW/NHWC
+    python benchmarks/cpu_speed.py --raw 84 --raw-backbone resnet12 --raw-batch 16
 
 Variants: ``code=<src>`` the library at another checkout (``--baseline-src``); ``default`` (the
 CPU fast path: ``--precision auto``, channels-last weights); ``fp32``, ``bf16`` (that precision,
@@ -16,9 +17,10 @@ channels-last); ``fp32-nchw`` (fp32 without channels-last, the path before the f
 ``THP_MEM_ALLOC_ENABLE=1``); ``compile`` (the default with the backbone through
 ``torch.compile``; its compilation in the warm-up); ``T=4`` (four episodes per step).
 
-``--raw``: no library, a plain Conv-4 (four conv-BN-ReLU-pool blocks of 64) forward and backward
-on 80 images per side given, in fp32 and bf16 autocast, NCHW and channels-last, in one process
-taking turns (one thread unless ``--threads``), the median of ``--rounds`` rounds.
+``--raw``: no training loop, a plain backbone (``--raw-backbone``, default Conv-4: four
+conv-BN-ReLU-pool blocks of 64) forward and backward on ``--raw-batch`` images (80) per side given,
+in fp32 and bf16 autocast, NCHW and channels-last, in one process taking turns (one thread unless
+``--threads``), the median of ``--rounds`` rounds after one warm-up round.
 """
 
 from __future__ import annotations
@@ -83,19 +85,22 @@ def child(cfg: dict) -> dict:
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def raw_conv4(side: int, rounds: int) -> dict[str, float]:
-    """Median milliseconds of a plain Conv-4 forward and backward on ``[80, C, side, side]``
-    random images (C: 1 for 28, else 3) in fp32/bf16 x NCHW/channels-last, taking turns."""
+def raw_step(side: int, rounds: int, backbone: str = "conv4", batch: int = 80
+             ) -> dict[str, float]:
+    """Median milliseconds of a plain ``backbone`` forward and backward on ``[batch, C, side,
+    side]`` random images (C: 1 for 28, else 3) in fp32/bf16 x NCHW/channels-last, taking
+    turns."""
     import torch
 
-    from fewshot.backbones import Conv4
+    from fewshot.backbones import make_backbone
     from fewshot.precision import autocast, to_channels_last
 
     channels = 1 if side == 28 else 3
     variants = {}
     for name in ("fp32 NCHW", "bf16 NCHW", "fp32 NHWC", "bf16 NHWC"):
         torch.manual_seed(0)
-        model, x = Conv4(channels, 64), torch.randn(80, channels, side, side)
+        model = make_backbone(backbone, channels)
+        x = torch.randn(batch, channels, side, side)
         variants[name] = (to_channels_last(model) if "NHWC" in name else model, x,
                           name.split()[0])
 
@@ -135,8 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=20, help="timed training episodes per round")
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per round")
     p.add_argument("--json", help="write the results here")
-    p.add_argument("--raw", type=int, nargs="+", metavar="SIDE", help="time a plain Conv-4 "
-                   "step on 80 images of this side (28, 84) instead of the library's variants")
+    p.add_argument("--raw", type=int, nargs="+", metavar="SIDE", help="time a plain backbone "
+                   "step on images of this side (28, 84) instead of the library's variants")
+    p.add_argument("--raw-backbone", default="conv4", help="--raw: the backbone")
+    p.add_argument("--raw-batch", type=int, default=80, help="--raw: images per step")
     p.add_argument("--threads", type=int, default=1, help="--raw: CPU threads")
     args = p.parse_args(argv)
     if args.child:
@@ -145,12 +152,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.raw:
         import torch
         torch.set_num_threads(args.threads)
-        raw = {side: raw_conv4(side, args.rounds) for side in args.raw}
+        raw = {side: raw_step(side, args.rounds, args.raw_backbone, args.raw_batch)
+               for side in args.raw}
         for side, ms in raw.items():
             print(f"{side}x{side}: " + ", ".join(f"{k} {v:.1f} ms ({ms['fp32 NCHW'] / v:.2f}x)"
                                                   for k, v in ms.items()), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps({"raw_ms": raw, "threads": args.threads,
+                                                   "backbone": args.raw_backbone,
+                                                   "batch": args.raw_batch,
                                                    "load": os.getloadavg()}, indent=1))
         return
     here = str(Path(__file__).resolve().parents[1])

@@ -97,8 +97,9 @@ def meta_gradient(precision: str, data) -> torch.Tensor:
 
 
 def test_maml_second_order_bf16_gradient_agrees_with_fp32(tiny_dataset):
-    """At one inner step bf16's meta-gradient points where fp32's does: cosine >= 0.9 (0.98 on
-    Omniglot in benchmarks/cpu_precision.py; it falls with more inner steps, which is why
+    """At one inner step bf16's meta-gradient points where fp32's does: cosine >= 0.9 and a
+    relative L2 error under 0.5 (here about 0.98 and 0.16-0.19; 0.97 and 0.24 on Omniglot in
+    benchmarks/cpu_precision.py; the agreement falls with more inner steps, which is why
     ``auto`` keeps MAML in fp32)."""
     data = tiny_dataset(num_classes=10, per_class=8, size=28)
     a, b = meta_gradient("bf16", data), meta_gradient("fp32", data)

@@ -3,7 +3,7 @@
 One step: a batch of random images through the backbone and a linear classifier, cross-entropy,
 backward, SGD with momentum (the pre-training step of ``benchmarks/transfer.py``, without data
 loading or augmentation). Median after one warm-up, with the process's peak memory. Used to
-estimate a protocol's time on a machine before running it (issue 11: ResNet-12 on the CPU).
+estimate a protocol's time on a machine before running it (e.g. ResNet-12 on the CPU).
 
     python benchmarks/backbone_step.py --threads 2                     # conv4, resnet12; 42, 84
     python benchmarks/backbone_step.py --device cuda --batch 64 --sizes 84

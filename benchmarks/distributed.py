@@ -1,4 +1,4 @@
-"""Issue 14: meta-training throughput with 1 and several processes (torch.distributed).
+"""Meta-training throughput with 1 and several processes (torch.distributed).
 
 Each configuration runs the one training loop (:func:`fewshot.train.train`) under ``torchrun``
 on synthetic images of Omniglot's shape (1x28x28; speed does not depend on pixel values), with

@@ -9,7 +9,7 @@ Parts (``--parts``):
 - ``speed``: training episodes/s of each method at 5-way 1-shot 15-query on 28x28 Omniglot, in
   interleaved rounds in one run (median over rounds), so the ratios are fair on a busy machine.
 
-Labels ending in ``_old`` are the learners before issue 9 through options (identical, weights and
+Labels ending in ``_old`` are the learners with the earlier defaults, through options (identical, weights and
 outputs, to commit 350b0d9): their paired tests against the current defaults are the before/after
 comparison. ``--episodes-dir`` saves the fixed test episodes there and reuses them in later runs.
 
@@ -42,7 +42,7 @@ METHODS = {  # label -> (method, options)
     "matching_fce": ("matching", {"fce": True}),
     "matching": ("matching", {"fce": False}),
     "relation": ("relation", {}),
-    # before issue 9, through options
+    # the earlier defaults, through options
     "matching_fce_old": ("matching", {"fce": True, "normalize_query": True}),
     "matching_old": ("matching", {"fce": False, "normalize_query": True}),
     "relation_old": ("relation", {"separate_passes": False, "batch_stats_at_test": False,

@@ -1,4 +1,4 @@
-"""Issue 10: training speed side by side with the peers, in one run per part.
+"""Training speed side by side with the peers, in one run per part.
 
     python benchmarks/peers.py metric --device cuda --out benchmarks/out/peers-metric.json
     python benchmarks/peers.py maml --steps 1 --device cuda --out benchmarks/out/peers-maml1.json

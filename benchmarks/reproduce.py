@@ -1,4 +1,4 @@
-"""Issue 10: does the library give the published numbers, and how fast? One harness, every cell.
+"""Does the library give the published numbers, and how fast? One harness, every cell.
 
 A cell is a (method, setting): ProtoNet, Matching Networks (FCE), Relation Networks, MAML (second
 and first order) on Omniglot 5w1s / 5w5s / 20w1s / 20w5s (Vinyals split, test classes) and 5-way

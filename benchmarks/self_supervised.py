@@ -1,4 +1,4 @@
-"""Issue 12: self-supervised pre-training from unlabelled images, then few labels.
+"""Self-supervised pre-training from unlabelled images, then few labels.
 
 On the reduced mini-ImageNet (64 train classes of 100 images; scored on the 16 val classes, the
 copy has no test classes): supervised training on 10 % of the train images labelled, against

@@ -1,4 +1,4 @@
-"""What ``benchmarks/self_supervised.py`` trains and scores (issue 12), as data.
+"""What ``benchmarks/self_supervised.py`` trains and scores , as data.
 
 Models (each one training run, a checkpoint folder):
 
@@ -16,7 +16,7 @@ Models (each one training run, a checkpoint folder):
 Cells: a model's backbone scored with the prototype head (Euclidean) on the shared 1,000 fixed
 5-way 1-shot and 5-shot episodes of the 16 val classes (``common.test_episodes``, name
 ``mini-val``: the episodes of ``transfer.py``, whatever the image size), paired tests against
-``sup10``. The headline (issue 12, "done when" 2): ``sup10`` vs ``sup10-{rotation,simclr,
+``sup10``. The headline: ``sup10`` vs ``sup10-{rotation,simclr,
 barlow-twins}``; the table ("done when" 3): every ``ssl-<method>`` (no labels at all), with
 seconds and peak memory per training epoch.
 """

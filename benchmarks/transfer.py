@@ -1,4 +1,4 @@
-"""Issue 11: pre-training and transfer learning against meta-learning, on the same episodes.
+"""Pre-training and transfer learning against meta-learning, on the same episodes.
 
 On the reduced mini-ImageNet (pre-training and meta-training on its 64 train classes, scored on
 its 16 val classes: the copy has no test classes), 5-way 1-shot and 5-shot, Conv-4 and ResNet-12:

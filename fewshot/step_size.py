@@ -3,7 +3,7 @@
 ``fewshot train --episodes-per-step auto`` (the default) asks :func:`auto_episodes_per_step`:
 on a GPU, as many episodes as keep it busy (:data:`AUTO_IMAGES` images per step) and fit the
 memory budget; on a CPU one episode, the papers' protocol (batching episodes does not make a
-CPU step faster per episode: BENCHMARKS.md, "Issue 10: CPU speed"). When a step's T episodes do
+CPU step faster per episode: BENCHMARKS.md, "CPU speed"). When a step's T episodes do
 not fit the budget, the training loop accumulates gradients over chunks of
 :func:`episodes_per_forward` episodes; with per-episode BatchNorm (:mod:`fewshot.episode_norm`)
 the result is the unsplit step's.

@@ -56,7 +56,8 @@ from .step_norms import StepStatistics, dotted_key
 PER_STEP_WARNING = (
     "bn='per_step' is experimental: queries are normalised with per-step running statistics "
     "(inductive), which scored 11 points below transductive statistics on Omniglot 5-way 1-shot "
-    "(BENCHMARKS.md, issue 9). Use bn='transductive' (the default) for accuracy.")
+    "(BENCHMARKS.md, 'MAML test-time steps and per-step BatchNorm'). Use bn='transductive' (the "
+    "default) for accuracy.")
 
 
 LOSSES = {"cross_entropy": F.cross_entropy, "mse": mse_loss}

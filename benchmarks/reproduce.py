@@ -142,7 +142,7 @@ def train_model(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) ->
 
     cfg = TrainConfig(steps=s["steps"], lr=p.lr, lr_decay_every=p.lr_halve_every,
                       val_every=s["val_every"] if val else 0, checkpoint_dir=str(ckdir),
-                      checkpoint_every=args.p["checkpoint_every"])
+                      checkpoint_every=args.p["checkpoint_every"], precision=args.precision)
     return grid.train_or_resume(rec, p.model_key, learner, spec, sampler, cfg, args.budget,
                                 args.env, device=args.device, val=val, plan=plan,
                                 after_chunk=after_chunk, save=lambda: save(args), train_fn=train)
@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-batch", type=int, default=None,
                     help="test episodes per pass (default: as many as fit, fewshot.memory)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                    help="training precision (default fp32, as the papers; a model resumes in "
+                         "the precision it started with)")
     ap.add_argument("--out-dir", type=Path, default=None,
                     help="results.json and checkpoints (default benchmarks/out/reproduce[-quick])")
     ap.add_argument("--omniglot-root", type=Path, default=None,

@@ -90,7 +90,8 @@ def train_one(key: str, args: argparse.Namespace) -> None:
         torch.cuda.reset_peak_memory_stats(args.device)
     env, seconds = common.environment(args.device), {}  # seconds: train()'s, unrounded
     grid.train_or_resume(rec, key, learner, spec, sampler, TrainConfig(
-        steps=steps, schedule="cosine", checkpoint_dir=str(ckdir), checkpoint_every=200, **cfg),
+        steps=steps, schedule="cosine", checkpoint_dir=str(ckdir), checkpoint_every=200,
+        precision="fp32", **cfg),  # as the tables recorded so far, and resumable
         grid.Budget(time.monotonic() + args.time_left), env, device=args.device,
         after_chunk=lambda res: seconds.update(train=res.seconds))
     done_epochs = rec.get("steps", 0) * batch / len(data)

@@ -102,7 +102,8 @@ def train_model(key: str, t: Training, train_ds: ClassDataset, args: argparse.Na
     cfg = TrainConfig(steps=t.steps, lr=t.lr, optimizer=t.optimizer, momentum=t.momentum,
                       weight_decay=t.weight_decay, schedule=t.schedule,
                       lr_decay_every=t.lr_decay_every, checkpoint_dir=str(ckdir),
-                      checkpoint_every=args.checkpoint_every)
+                      checkpoint_every=args.checkpoint_every,
+                      precision="fp32")  # as the tables recorded so far, and resumable
     return grid.train_or_resume(rec, key, learner, spec, sampler, cfg, args.budget, args.env,
                                 device=args.device, save=lambda: save(args),
                                 after_chunk=lambda res: rec.update(training=t.describe()))

@@ -47,12 +47,16 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                    ) -> dict[str, Any]:
-    """Read a checkpoint, with a clear error for a missing file or a file that is not one."""
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    what: str = "checkpoint") -> dict[str, Any]:
+    """Read a checkpoint, with a clear error for a missing file or a file that is not one
+    (``what`` names it in errors, e.g. the flag that gave it)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder: give a checkpoint file in it "
+                                f"(best.pt or last.pt)")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist: train first (fewshot train) "
+        raise FileNotFoundError(f"{what} {path} does not exist: train first (fewshot train) "
                                 f"or check the path")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
@@ -98,8 +102,8 @@ def all_finite(learner: torch.nn.Module) -> bool:
     return bool(torch.stack(flags).all()) if flags else True
 
 
-def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu"
-                 ) -> tuple[EpisodicLearner, ModelSpec, dict[str, Any]]:
+def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu",
+                 what: str = "checkpoint") -> tuple[EpisodicLearner, ModelSpec, dict[str, Any]]:
     """Rebuild a trained learner from a checkpoint.
 
     Returns:
@@ -107,7 +111,7 @@ def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu"
         :class:`ImagePipeline`, or None for a checkpoint written before pipelines were recorded
         (:func:`recorded_pipeline` turns that into a clear error).
     """
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, what=what)
     spec = stored_spec(ckpt["spec"])
     learner = build_learner(spec)
     restore_model(learner, ckpt, source=str(path))

@@ -54,7 +54,10 @@ def replay_defaults(parser: Parser, argv: list[str]) -> None:
     known, _ = probe.parse_known_args(argv[1:])
     if not argv or argv[0] not in ("train", "pretrain") or not known.config:
         return
-    record = read_run(known.config)
+    try:
+        record = read_run(known.config)
+    except RunError as e:
+        raise RunError(f"--config: {e}") from None
     if record.get("command", "train") != argv[0]:
         raise RunError(f"{known.config} is the record of a fewshot {record['command']} run: "
                        f"replay it with fewshot {record['command']} --config")

@@ -66,6 +66,7 @@ def bounded(kind: Callable[[str], float], low: float, strict: bool = False,
             raise argparse.ArgumentTypeError(f"must be {need}, got {text}")
         return value
     parse.__name__ = f"{kind.__name__} {need}"
+    parse.bounds = (kind, low, strict, high)  # type: ignore[attr-defined]  (for the tests)
     return parse
 
 
@@ -278,6 +279,18 @@ def check_data_args(args: argparse.Namespace) -> None:
                          f"(or give --cache-dir)")
     if needs_root(args.dataset) and args.root is None:
         raise ValueError(f"the {args.dataset} dataset needs its folder: give --root")
+    if args.split_dir is not None and args.split_ratios is not None:
+        raise ValueError("--split-dir and --split-ratios both split the classes: give one")
+    root = Path(args.root) if args.root is not None else None
+    if root is not None and root.is_symlink() and not root.exists():
+        raise FileNotFoundError(f"--root {root} is a link to nothing ({os.readlink(root)}): give "
+                                f"the dataset's folder")
+    if root is not None and root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"--root {root} is a file, not a folder: give the dataset's folder")
+    if root is not None and not root.exists() and not args.download:
+        raise FileNotFoundError(f"--root {root} does not exist: check the path"
+                                + (" (or add --download)" if "download" in option_names(
+                                    args.dataset) else ""))
     data_options(args)  # flags the dataset would ignore are refused before any work
 
 

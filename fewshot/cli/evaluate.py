@@ -104,7 +104,7 @@ def eval_model(args: argparse.Namespace, device: torch.device
                          "without --checkpoint (a checkpoint records its own normalisation): "
                          "give one or the other")
     if args.checkpoint is not None:
-        learner, spec, ckpt = load_learner(args.checkpoint, device)
+        learner, spec, ckpt = load_learner(args.checkpoint, device, "--checkpoint")
         ds = dataset_from_args(args, args.split)
         check_pipeline(spec, ckpt["pipeline"], ds, source=args.checkpoint)
         backbone = backbone_of(learner) if args.head else None

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
-    learner, spec, ckpt = load_learner(args.checkpoint, device)
+    learner, spec, ckpt = load_learner(args.checkpoint, device, "--checkpoint")
     ds = dataset_from_args(args, args.split)
     check_pipeline(spec, ckpt["pipeline"], ds, source=args.checkpoint)
     if args.classes < 1 or args.per_class < 1:

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"{flag} folder {folder} does not exist: check the path")
     not_an_input("--output", args.output, {"--checkpoint": args.checkpoint},
                  {"--support": args.support, "--query": args.query})
-    learner, spec, ckpt = load_learner(args.checkpoint, device)
+    learner, spec, ckpt = load_learner(args.checkpoint, device, "--checkpoint")
     pipeline = recorded_pipeline(ckpt, args.checkpoint, args.pipeline)
     preds = predict(learner, spec, args.support, args.query, device, convert=not args.no_convert,
                     batch_size=args.batch_size, pipeline=pipeline,

@@ -54,6 +54,11 @@ def check_run_args(args: argparse.Namespace) -> None:
     """Checks of a training command's data, run folder and training arguments, before any data
     is read."""
     check_data_args(args)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one")
+    if args.val_episodes == 0 and (args.val_way or args.val_shot):
+        raise ValueError("--val-way/--val-shot shape validation episodes, and --val-episodes 0 "
+                         "asks for none: leave them out, or validate")
     output_folder("--out", args.out)
     check_run_folder(args.out, args.resume, args.overwrite)
     if args.overwrite:  # the files an overwrite replaces must not be the run's own inputs

@@ -64,7 +64,7 @@ def child(cfg: dict) -> dict:
     sampler = EpisodeSampler(data, w["way"], w["shot"], w["query"], per_step, seed=0)
     options, scoring = {"progress": False}, {}
     if "precision" in {f.name for f in fields(TrainConfig)}:  # not in a checkout before it
-        from fewshot.precision import resolve_precision
+        from fewshot.engine.precision import resolve_precision
         variant = cfg["variant"]
         options["precision"] = variant[:4] if variant.startswith(("fp32", "bf16")) else "auto"
         options["channels_last"] = False if variant.endswith("nchw") else None
@@ -88,8 +88,8 @@ def raw_conv4(side: int, rounds: int) -> dict[str, float]:
     random images (C: 1 for 28, else 3) in fp32/bf16 x NCHW/channels-last, taking turns."""
     import torch
 
-    from fewshot.backbones import Conv4
-    from fewshot.precision import autocast, to_channels_last
+    from fewshot.engine.precision import autocast, to_channels_last
+    from fewshot.models.backbones import Conv4
 
     channels = 1 if side == 28 else 3
     variants = {}

@@ -37,7 +37,7 @@ from episodes import AugmentConfig, ClassDataset, ImageBatchSampler, TensorClass
 from fewshot import TrainConfig, build_learner, make_spec
 from fewshot.heads import PrototypeHead
 from fewshot.heads.scoring import episode_features, evaluate_features
-from fewshot.weights import backbone_of, load_backbone_weights
+from fewshot.models.weights import backbone_of, load_backbone_weights
 
 OUT = Path(__file__).parent / "out"
 

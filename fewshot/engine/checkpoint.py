@@ -14,8 +14,8 @@ import torch
 from episodes import ClassDataset, ImagePipeline
 from episodes.io import atomic_torch_save
 
-from .learner import EpisodicLearner, ModelSpec
-from .registry import build_learner, canonical, stored_spec
+from ..models.learner import EpisodicLearner, ModelSpec
+from ..registry import build_learner, canonical, stored_spec
 
 FORMAT = "fewshot-checkpoint-v1"
 

@@ -5,7 +5,7 @@ a supervised pre-training's ``best.pt``, a ProtoNet's, ...) or a plain state dic
 (``torch.save(backbone.state_dict(), path)``; torchvision's and timm's weight files are such
 files; a dict holding it under ``"state_dict"`` or ``"model"``, and DataParallel's ``module.``
 prefixes, are accepted too). Weights of the classifier the backbone was built without
-(``removed_head``, :mod:`fewshot.zoo`) are left out. Anything else that does not fit is refused in
+(``removed_head``, :mod:`fewshot.models.zoo`) are left out. Anything else that does not fit is refused in
 one line naming the missing and unexpected layers and the shape mismatches.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import FORMAT
-from .registry import build_learner, stored_spec
+from ..engine.checkpoint import FORMAT
+from ..registry import build_learner, stored_spec
 
 
 def _load(path: Path, flag: str) -> object:
@@ -115,7 +115,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, name: st
 
 def backbone_of(learner: nn.Module) -> nn.Module:
     """The backbone of a learner: its ``backbone`` (every learner has one,
-    :class:`~fewshot.learner.EpisodicLearner`)."""
+    :class:`~fewshot.models.learner.EpisodicLearner`)."""
     backbone = getattr(learner, "backbone", None)
     if isinstance(backbone, nn.Module):
         return backbone

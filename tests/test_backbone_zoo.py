@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from fewshot.engine.checkpoint import CheckpointFile, load_backbone_weights
 from fewshot.heads import HeadLearner, head_config
 from fewshot.models.backbones import ResNet12, make_backbone
-from fewshot.models.weights import load_backbone_weights, read_backbone_state
 from fewshot.models.zoo import freeze, select_parameters
 
 
@@ -80,7 +80,7 @@ def test_weights_round_trip_and_fewshot_checkpoints(tmp_path: Path):
     spec = make_spec("protonet", "conv4", 1, 16)
     learner = build_learner(spec)
     save_checkpoint(tmp_path / "proto.pt", learner, spec, pipeline=None)
-    state, meta = read_backbone_state(tmp_path / "proto.pt")
+    state, meta = CheckpointFile(tmp_path / "proto.pt", "--weights").backbone_state()
     assert meta["spec"]["method"] == "protonet"
     assert state.keys() == learner.backbone.state_dict().keys()
     fresh = make_backbone("conv4", 1)

@@ -10,13 +10,13 @@ from pathlib import Path
 from episodes import ClassDataset, FixedEpisodes, ImagePipeline
 from episodes.sampler import FLAGS
 
-from ..engine.checkpoint import check_pipeline, load_checkpoint
+from ..engine.checkpoint import check_pipeline, load_backbone_weights, load_checkpoint
 from ..engine.distributed import DEFAULT_TIMEOUT
 from ..engine.precision import CHOICES
 from ..engine.train import TrainConfig, make_optimizer
 from ..models.input_norm import check_normalize_text, describe_normalize, require_same_normalize
 from ..models.learner import EpisodicLearner, ModelSpec
-from ..models.weights import backbone_of, load_backbone_weights
+from ..models.weights import backbone_of
 from ..models.zoo import freeze
 from ..registry import canonical
 from .args import MAX_MEMORY_HELP, count, memory_size, option, positive_float, positive_int, way

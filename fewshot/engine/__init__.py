@@ -2,7 +2,9 @@
 what they run on (memory budgets, episodes per step, precision, several processes)."""
 
 from .checkpoint import (
+    CheckpointFile,
     check_pipeline,
+    load_backbone_weights,
     load_checkpoint,
     load_learner,
     recorded_pipeline,
@@ -22,10 +24,10 @@ from .streams import shard_sampler
 from .train import TrainConfig, TrainResult, make_optimizer, train
 
 __all__ = [
-    "EvalResult", "GradientSync", "Prediction", "RunError", "TrainConfig", "TrainLog",
-    "TrainResult", "auto_episodes", "autocast", "check_pipeline", "chunks", "confidence_interval",
-    "evaluate", "extract_features", "load_checkpoint", "load_learner", "local_device",
-    "make_optimizer", "memory_budget", "open_run", "paired_test", "parse_bytes", "predict",
-    "read_run", "recorded_pipeline", "resolve_precision", "restore_model", "save_checkpoint",
-    "shard_sampler", "train",
+    "CheckpointFile", "EvalResult", "GradientSync", "Prediction", "RunError", "TrainConfig",
+    "TrainLog", "TrainResult", "auto_episodes", "autocast", "check_pipeline", "chunks",
+    "confidence_interval", "evaluate", "extract_features", "load_backbone_weights",
+    "load_checkpoint", "load_learner", "local_device", "make_optimizer", "memory_budget",
+    "open_run", "paired_test", "parse_bytes", "predict", "read_run", "recorded_pipeline",
+    "resolve_precision", "restore_model", "save_checkpoint", "shard_sampler", "train",
 ]

@@ -1,20 +1,24 @@
 """Checkpoints: written atomically, carrying the model spec so any command can rebuild the model,
 and the image pipeline (:class:`episodes.ImagePipeline`) its training data was read with, so every
-command reads files the same way."""
+command reads files the same way. Every command reads them, and weights files (``--init``,
+``--weights``), through one reader, :class:`CheckpointFile`."""
 
 from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+from torch import Tensor, nn
 
 from episodes import ClassDataset, ImagePipeline
 from episodes.io import atomic_torch_save
 
 from ..models.learner import EpisodicLearner, ModelSpec
+from ..models.weights import SAVE_WEIGHTS, backbone_state, fit_backbone, plain_state_dict
 from ..registry import build_learner, canonical, stored_spec
 
 FORMAT = "fewshot-checkpoint-v1"
@@ -47,33 +51,6 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                    ) -> dict[str, Any]:
-    """Read a checkpoint, with a clear error for a missing file or a file that is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist: train first (fewshot train) "
-                                f"or check the path")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:  # torch's text suggests unsafe loading: not repeated
-        why = ("it holds objects other than tensors and plain containers, which fewshot never "
-               "writes, so it was not loaded and nothing in it ran" if "GLOBAL" in str(e)
-               else "it is not a PyTorch file")
-        raise ValueError(f"{path} is not a readable checkpoint: {why}: use a checkpoint written "
-                         f"by fewshot train") from e
-    except Exception as e:  # noqa: BLE001 - any other read failure means the same thing here
-        raise ValueError(f"{path} is not a readable checkpoint ({_first_line(e)}): use a "
-                         f"checkpoint written by fewshot train") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a fewshot checkpoint (written by fewshot train)")
-    return ckpt
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
 def restore_model(learner: EpisodicLearner, ckpt: dict[str, Any], spec: ModelSpec | None = None,
                   source: str = "checkpoint") -> None:
     """Load a checkpoint's weights into ``learner``, refusing a checkpoint of another model."""
@@ -98,26 +75,146 @@ def all_finite(learner: torch.nn.Module) -> bool:
     return bool(torch.stack(flags).all()) if flags else True
 
 
+class _Texts(NamedTuple):
+    """One-line errors for a file that cannot be read, with the fields ``{path}``, ``{flag}``,
+    ``{error}`` (the first line of the reading error) and ``{kind}`` (its type)."""
+
+    missing: str
+    foreign: str  # objects that weights_only refuses: nothing in the file ran
+    not_torch: str
+    unreadable: str
+
+
+_TRAINED = "use a checkpoint written by fewshot train"
+_CHECKPOINT_TEXTS = _Texts(
+    "checkpoint {path} does not exist: train first (fewshot train) or check the path",
+    "{path} is not a readable checkpoint: it holds objects other than tensors and plain "
+    "containers, which fewshot never writes, so it was not loaded and nothing in it ran: "
+    + _TRAINED,
+    "{path} is not a readable checkpoint: it is not a PyTorch file: " + _TRAINED,
+    "{path} is not a readable checkpoint ({error}): " + _TRAINED)
+_WEIGHTS_TEXTS = _Texts(
+    "{flag} {path} does not exist: check the path",
+    "{flag} {path} holds objects other than tensors and plain containers, so it was not loaded: "
+    + SAVE_WEIGHTS,
+    "{flag} {path} is not a readable PyTorch file: give a state dict saved with torch.save",
+    "{flag} {path} is not a readable PyTorch file ({kind}): give a state dict saved with "
+    "torch.save")
+
+
+class CheckpointFile:
+    """A checkpoint or weights file, read once with ``torch.load(weights_only=True)``: nothing in
+    it runs.
+
+    Args:
+        path: the file.
+        flag: the option that named a weights file (``--init``, ``--weights``), for a file that
+            may also be a plain state dict (:mod:`fewshot.models.weights`); None for a file that
+            must be a fewshot checkpoint (eval and predict ``--checkpoint``, resuming).
+        map_location: where the tensors are loaded.
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a file PyTorch reads safely. Both one
+            line naming the file (and ``flag``) and the fix.
+    """
+
+    def __init__(self, path: str | os.PathLike, flag: str | None = None,
+                 map_location: str | torch.device = "cpu"):
+        self.path = Path(path)
+        self.flag = flag
+        self.source = f"{flag} {self.path}" if flag else str(self.path)
+        self.content = self._read(map_location)
+
+    def _read(self, map_location: str | torch.device) -> object:
+        texts = _WEIGHTS_TEXTS if self.flag else _CHECKPOINT_TEXTS
+        where = {"path": self.path, "flag": self.flag}
+        if not self.path.is_file():
+            raise FileNotFoundError(texts.missing.format(**where))
+        try:
+            return torch.load(self.path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:  # torch's text suggests unsafe loading: not repeated
+            text = texts.foreign if "GLOBAL" in str(e) else texts.not_torch
+            raise ValueError(text.format(**where)) from None
+        except Exception as e:  # noqa: BLE001 - any other read failure means the same thing here
+            error = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(texts.unreadable.format(**where, error=error,
+                                                     kind=type(e).__name__)) from e
+
+    @property
+    def is_fewshot(self) -> bool:
+        """Whether the file is a fewshot checkpoint (written by :func:`save_checkpoint`)."""
+        return isinstance(self.content, Mapping) and self.content.get("format") == FORMAT
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The checkpoint's contents (``spec``, ``model``, ...), refusing any other file."""
+        if not self.is_fewshot:
+            raise ValueError(f"{self.path} is not a fewshot checkpoint (written by fewshot train)")
+        return self.content  # type: ignore[return-value]
+
+    def learner(self, device: str | torch.device = "cpu"
+                ) -> tuple[EpisodicLearner, ModelSpec, dict[str, Any]]:
+        """Rebuild the trained learner.
+
+        Returns:
+            ``(learner, spec, checkpoint)``; ``checkpoint["pipeline"]`` is the recorded
+            :class:`ImagePipeline`, or None for a checkpoint written before pipelines were
+            recorded (:func:`recorded_pipeline` turns that into a clear error).
+        """
+        ckpt = dict(self.checkpoint())
+        spec = stored_spec(ckpt["spec"])
+        learner = build_learner(spec)
+        restore_model(learner, ckpt, source=str(self.path))
+        if not all_finite(learner):
+            raise ValueError(f"{self.path} holds non-finite weights (NaN or infinity): it comes "
+                             f"from a run that diverged, so its scores would mean nothing: use a "
+                             f"checkpoint of a run that trained well")
+        saved = ckpt.get("pipeline")
+        ckpt["pipeline"] = None if saved is None else ImagePipeline.from_dict(saved, str(self.path))
+        return learner.to(device), spec, ckpt
+
+    def backbone_state(self) -> tuple[dict[str, Tensor], dict | None]:
+        """The backbone state dict stored in the file: a fewshot checkpoint's learner's backbone,
+        or a plain state dict (:func:`~fewshot.models.weights.plain_state_dict`); and, for a
+        fewshot checkpoint, its ``spec`` and ``pipeline`` (else None).
+
+        Raises:
+            ValueError: a fewshot checkpoint without a backbone, or no state dict.
+        """
+        if not self.is_fewshot:
+            return plain_state_dict(self.content, self.source), None
+        ckpt = self.checkpoint()
+        state = backbone_state(build_learner(stored_spec(ckpt["spec"])), ckpt["model"])
+        if not state:
+            raise ValueError(f"{self.source} is a checkpoint of a {ckpt['spec']['method']} model, "
+                             f"which has no backbone to take weights from")
+        return state, {"spec": ckpt["spec"], "pipeline": ckpt.get("pipeline")}
+
+    def load_backbone(self, backbone: nn.Module, name: str) -> dict | None:
+        """Load the file's backbone weights into ``backbone`` (called ``name`` in errors), in
+        place (:func:`~fewshot.models.weights.fit_backbone`). Returns the checkpoint's ``spec``
+        and ``pipeline`` when the file is a fewshot checkpoint, else None."""
+        state, meta = self.backbone_state()
+        fit_backbone(backbone, state, self.source, name)
+        return meta
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+                    ) -> dict[str, Any]:
+    """Read a fewshot checkpoint (:meth:`CheckpointFile.checkpoint`), with a clear error for a
+    missing file or a file that is not one."""
+    return CheckpointFile(path, map_location=map_location).checkpoint()
+
+
 def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu"
                  ) -> tuple[EpisodicLearner, ModelSpec, dict[str, Any]]:
-    """Rebuild a trained learner from a checkpoint.
+    """Rebuild a trained learner from a checkpoint (:meth:`CheckpointFile.learner`)."""
+    return CheckpointFile(path).learner(device)
 
-    Returns:
-        ``(learner, spec, checkpoint)``; ``checkpoint["pipeline"]`` is the recorded
-        :class:`ImagePipeline`, or None for a checkpoint written before pipelines were recorded
-        (:func:`recorded_pipeline` turns that into a clear error).
-    """
-    ckpt = load_checkpoint(path)
-    spec = stored_spec(ckpt["spec"])
-    learner = build_learner(spec)
-    restore_model(learner, ckpt, source=str(path))
-    if not all_finite(learner):
-        raise ValueError(f"{path} holds non-finite weights (NaN or infinity): it comes from a run "
-                         f"that diverged, so its scores would mean nothing: use a checkpoint "
-                         f"of a run that trained well")
-    saved = ckpt.get("pipeline")
-    ckpt["pipeline"] = None if saved is None else ImagePipeline.from_dict(saved, str(path))
-    return learner.to(device), spec, ckpt
+
+def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, name: str,
+                          flag: str = "--weights") -> dict | None:
+    """Load the weights in ``path``, given with ``flag``, into ``backbone`` (called ``name`` in
+    errors), in place (:meth:`CheckpointFile.load_backbone`)."""
+    return CheckpointFile(path, flag).load_backbone(backbone, name)
 
 
 def recorded_pipeline(ckpt: dict[str, Any], path: str | os.PathLike,

@@ -19,7 +19,7 @@ import common
 import torch
 from torch import nn
 
-from fewshot.backbones import feature_dim, make_backbone
+from fewshot.models.backbones import feature_dim, make_backbone
 
 
 def step_seconds(backbone: str, size: int, batch: int, device: torch.device, iters: int,

@@ -7,7 +7,7 @@ For each method, two runs from the same initial weights on the same training epi
 background, 5-way 1-shot 15-query, one episode per step, Adam 1e-3, ``--steps`` steps): one in
 ``fp32`` and one in ``bf16`` (channels-last as the CPU default has it, in both), each scored in its
 own precision on the same fixed test episodes (Omniglot evaluation split, 5-way 1-shot 15-query).
-:func:`fewshot.evaluate.paired_test` compares them episode by episode. A difference within its
+:func:`fewshot.engine.evaluate.paired_test` compares them episode by episode. A difference within its
 95% interval of 0 is "within noise" (of the test episodes: one training run per precision, so
 the spread between training runs is not in the interval). For scale, ``--runs fp32 fp32-nchw``
 trains fp32 without channels-last too: the same computation with float32 rounded in another
@@ -29,8 +29,8 @@ import torch
 
 from episodes import EpisodeSampler
 from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, train
-from fewshot.evaluate import paired_test
-from fewshot.precision import autocast, cpu_has_bf16
+from fewshot.engine.evaluate import paired_test
+from fewshot.engine.precision import autocast, cpu_has_bf16
 
 METHODS = {"protonet": {}, "matching": {"fce": True}, "relation": {},
            "maml": {"n_way": 5, "inner_steps": 1, "inner_lr": 0.4}}

@@ -66,7 +66,7 @@ def child(cfg: dict) -> dict:
     sampler = EpisodeSampler(data, w["way"], w["shot"], w["query"], per_step, seed=0)
     options, scoring = {"progress": False}, {}
     if "precision" in {f.name for f in fields(TrainConfig)}:  # not in a checkout before it
-        from fewshot.precision import resolve_precision
+        from fewshot.engine.precision import resolve_precision
         variant = cfg["variant"]
         options["precision"] = variant[:4] if variant.startswith(("fp32", "bf16")) else "auto"
         options["channels_last"] = False if variant.endswith("nchw") else None
@@ -92,8 +92,8 @@ def raw_step(side: int, rounds: int, backbone: str = "conv4", batch: int = 80
     turns."""
     import torch
 
-    from fewshot.backbones import make_backbone
-    from fewshot.precision import autocast, to_channels_last
+    from fewshot.engine.precision import autocast, to_channels_last
+    from fewshot.models.backbones import make_backbone
 
     channels = 1 if side == 28 else 3
     variants = {}

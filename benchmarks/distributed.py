@@ -1,6 +1,6 @@
 """Meta-training throughput with 1 and several processes (torch.distributed).
 
-Each configuration runs the one training loop (:func:`fewshot.train.train`) under ``torchrun``
+Each configuration runs the one training loop (:func:`fewshot.engine.train.train`) under ``torchrun``
 on synthetic images of Omniglot's shape (1x28x28; speed does not depend on pixel values), with
 the same global batch of T episodes per step split across the processes, and reports training
 episodes/s (rank 0's clock, after a warm-up), the time of one all-reduce of a gradient-sized
@@ -39,7 +39,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from episodes import EpisodeSampler, TensorClassDataset
     from fewshot import TrainConfig, build_learner, make_spec, train
-    from fewshot import distributed as fd
+    from fewshot.engine import distributed as fd
 
     torch.set_num_threads(args.threads)
     device = fd.local_device(torch.device(args.device))

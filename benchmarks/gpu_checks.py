@@ -32,9 +32,9 @@ from PIL import Image
 from episodes import EpisodeSampler, FixedEpisodes, ImagePipeline
 from episodes.cache import cached_class_dataset
 from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, train
-from fewshot import distributed as fd
-from fewshot.memory import memory_budget
-from fewshot.step_size import auto_episodes, training_bytes_per_episode
+from fewshot.engine import distributed as fd
+from fewshot.engine.memory import memory_budget
+from fewshot.engine.step_size import auto_episodes, training_bytes_per_episode
 
 NO_CUDA = "skipped: no CUDA"
 # check -> (peers' MAML variant, its vmap option); the first meta-losses must agree

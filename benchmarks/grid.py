@@ -36,8 +36,8 @@ import torch
 from episodes import ClassDataset, FixedEpisodes
 from episodes.io import atomic_write_text
 from fewshot import TrainConfig, load_learner, train
-from fewshot.evaluate import EvalResult, paired_test
-from fewshot.train import TrainResult
+from fewshot.engine.evaluate import EvalResult, paired_test
+from fewshot.engine.train import TrainResult
 
 CHUNK_S = 60.0  # chunked training: wall seconds per train() call, between which the budget is checked
 

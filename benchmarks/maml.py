@@ -20,7 +20,7 @@ meta-iterations; scored on fixed test episodes (15 queries per class) with 95% i
 ``--bn transductive per_step`` trains and scores both BatchNorm modes side by side (a model trained
 with ``per_step`` is also scored transductively: the training is the same). ``--eval-steps 1 3``
 scores every model with each number of test inner steps on the same episodes, with paired tests
-(``fewshot.evaluate.paired_test``) against the first; ``--save-dir`` keeps the checkpoints (for
+(``fewshot.engine.evaluate.paired_test``) against the first; ``--save-dir`` keeps the checkpoints (for
 ``benchmarks/maml_per_step.py``), which ``--rescore`` scores again instead of training.
 Published (second / first order): 98.7 / 98.3, 99.9 / 99.2, 95.8 / 89.4, 98.9 / 97.9.
 """
@@ -40,7 +40,7 @@ from peer_maml import higher_meta_loss, maml_batch
 from episodes import EpisodeSampler, FixedEpisodes, omniglot
 from episodes.io import default_cache_dir
 from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, load_learner, train
-from fewshot.evaluate import EvalResult, paired_test
+from fewshot.engine.evaluate import EvalResult, paired_test
 
 SETTINGS = {  # name: n, k, meta-batch, inner steps, inner lr, test steps, train queries
     "5w1s": (5, 1, 32, 1, 0.4, 3, 15), "5w5s": (5, 5, 32, 1, 0.4, 3, 15),

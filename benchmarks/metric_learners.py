@@ -33,8 +33,8 @@ from common import sync
 
 from episodes import EpisodeSampler, FixedEpisodes, image_folder, omniglot
 from fewshot import ModelSpec, build_learner
-from fewshot.evaluate import evaluate, paired_test
-from fewshot.train import TrainConfig, train
+from fewshot.engine.evaluate import evaluate, paired_test
+from fewshot.engine.train import TrainConfig, train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 METHODS = {  # label -> (method, options)
@@ -82,7 +82,7 @@ def spec_for(label: str, channels: int, size: int) -> ModelSpec:
 
 def train_method(label: str, data, channels: int, size: int, way: int, shot: int, query: int,
                  steps: int, args, seed: int):
-    """Train one fresh learner with :func:`fewshot.train.train`; returns (learner, record)."""
+    """Train one fresh learner with :func:`fewshot.engine.train.train`; returns (learner, record)."""
     torch.manual_seed(seed)
     spec = spec_for(label, channels, size)
     learner = build_learner(spec)

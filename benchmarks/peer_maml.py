@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewshot import ModelSpec, build_learner
-from fewshot.precision import autocast
+from fewshot.engine.precision import autocast
 
 N, K, Q = 5, 1, 15
 INNER_LR = 0.4

@@ -16,9 +16,9 @@ from torch import nn
 
 from episodes import EpisodeSampler, TensorClassDataset
 from fewshot import ModelSpec, TrainConfig, build_learner, train
-from fewshot.backbones import Conv4
-from fewshot.precision import resolve_precision, use_channels_last
-from fewshot.step_size import auto_episodes
+from fewshot.engine.precision import resolve_precision, use_channels_last
+from fewshot.engine.step_size import auto_episodes
+from fewshot.models.backbones import Conv4
 
 N, K, Q = 5, 1, 15
 Round = Callable[[int], tuple[int, float]]
@@ -56,9 +56,9 @@ METRIC_SPECS = {"protonet": ("protonet", {}), "matching_fce": ("matching", {"fce
 def fewshot_metric(method: str, data: TensorClassDataset, device: torch.device,
                    per_step: int | str, limit: float, precision: str = "auto",
                    channels_last: bool | None = None) -> tuple[Round, dict]:
-    """Our learner through :func:`fewshot.train.train` with ``per_step`` episodes per optimizer
+    """Our learner through :func:`fewshot.engine.train.train` with ``per_step`` episodes per optimizer
     step (``"auto"``: what ``fewshot train --episodes-per-step auto`` picks on this device), in
-    ``precision`` with ``channels_last`` (None: the device's defaults, :mod:`fewshot.precision`).
+    ``precision`` with ``channels_last`` (None: the device's defaults, :mod:`fewshot.engine.precision`).
     The round's seconds are the training loop's own (``TrainResult.seconds``), set-up excluded;
     a round stops after ``limit`` seconds."""
     torch.manual_seed(0)

@@ -51,7 +51,7 @@ def library_step(ds, n: int, k: int, q: int, t: int, device):
     sampler = EpisodeSampler(ds, n, k, q, episodes_per_batch=t, seed=0)
     opt = torch.optim.Adam(learner.parameters(), 1e-3)
 
-    def step() -> None:  # the body of fewshot.train.train's loop
+    def step() -> None:  # the body of fewshot.engine.train.train's loop
         ep = sampler.sample()
         loss = learner.loss(learner(ep.support_x, ep.support_y, ep.query_x, n), ep.query_y)
         opt.zero_grad()

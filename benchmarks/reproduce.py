@@ -45,8 +45,8 @@ from episodes import (
     omniglot,
 )
 from fewshot import TrainConfig, build_learner, make_spec, train
-from fewshot.evaluate import EvalResult, evaluate
-from fewshot.train import TrainResult
+from fewshot.engine.evaluate import EvalResult, evaluate
+from fewshot.engine.train import TrainResult
 
 OUT = Path(__file__).parent / "out"
 # --quick: every cell through the same code path, with less work per cell: 2 optimizer steps in two
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="override every cell's steps")
     ap.add_argument("--test-episodes", type=int, default=None)
     ap.add_argument("--eval-batch", type=int, default=None,
-                    help="test episodes per pass (default: as many as fit, fewshot.memory)")
+                    help="test episodes per pass (default: as many as fit, fewshot.engine.memory)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                     help="training precision (default fp32, as the papers; a model resumes in "

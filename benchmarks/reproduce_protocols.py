@@ -9,7 +9,7 @@ cbfinn/maml (``main.py`` usage and flags, ``data_generator.py``). Matching Netwo
 code: its cells follow the paper (Omniglot) and Ravi & Larochelle 2017's re-implementation
 (mini-ImageNet), and mark the settings neither states as this library's choices.
 
-Steps are optimizer steps of ``fewshot.train.train``; with ``meta_batch`` T, one step is T episodes.
+Steps are optimizer steps of ``fewshot.engine.train.train``; with ``meta_batch`` T, one step is T episodes.
 """
 
 from __future__ import annotations

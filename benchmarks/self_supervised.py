@@ -35,9 +35,10 @@ from ssl_protocols import HEADLINE, PRESETS, SHOTS, SSL, cell_name, models
 
 from episodes import AugmentConfig, ClassDataset, ImageBatchSampler, TensorClassDataset, mini_imagenet
 from fewshot import TrainConfig, build_learner, make_spec
+from fewshot.engine.checkpoint import load_backbone_weights
 from fewshot.heads import PrototypeHead
 from fewshot.heads.scoring import episode_features, evaluate_features
-from fewshot.weights import backbone_of, load_backbone_weights
+from fewshot.models.weights import backbone_of
 
 OUT = Path(__file__).parent / "out"
 

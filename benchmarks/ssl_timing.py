@@ -18,7 +18,7 @@ from ssl_protocols import HEADLINE, PRESETS, SSL
 
 from episodes import AugmentConfig, ImageBatchSampler, mini_imagenet
 from fewshot import build_learner, make_spec
-from fewshot.train import TrainConfig, accumulate, make_optimizer
+from fewshot.engine.train import TrainConfig, accumulate, make_optimizer
 
 
 def seconds_per_step(learner, sampler, cfg: TrainConfig, steps: int) -> float:

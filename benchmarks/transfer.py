@@ -59,11 +59,12 @@ from episodes import (
     mini_imagenet,
 )
 from fewshot import TrainConfig, build_learner, make_spec
-from fewshot.evaluate import EvalResult, evaluate
+from fewshot.engine.checkpoint import load_backbone_weights
+from fewshot.engine.evaluate import EvalResult, evaluate
 from fewshot.heads import PrototypeHead, head_config
 from fewshot.heads.scoring import episode_features, evaluate_features, evaluate_head
 from fewshot.methods.protonet import ProtoNet
-from fewshot.weights import backbone_of, load_backbone_weights
+from fewshot.models.weights import backbone_of
 
 OUT = Path(__file__).parent / "out"
 RESERVE_S = 60.0  # budget kept back for saving, full runs

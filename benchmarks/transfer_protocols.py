@@ -53,7 +53,7 @@ METHODS = ("protonet", *(f"pretrain+{h}" for h in FEATURE_HEADS + FINETUNE_HEADS
 
 @dataclass(frozen=True)
 class Training:
-    """How one model is trained (``fewshot.train.train``).
+    """How one model is trained (``fewshot.engine.train.train``).
 
     ``batch`` > 0: supervised pre-training on mini-batches of that many images; else episodes of
     ``way``/``shot``/``query``, ``per_step`` per step. ``init``: the model whose last checkpoint

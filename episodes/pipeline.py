@@ -9,7 +9,7 @@ Steps, in order: decode (mode converted to ``channels``; 16-bit scaled to 8), cr
 annotated box, where the loader has boxes), resize to ``size x size`` (``resample``), invert
 (``255 - x``). Every path turns the uint8 images into floats in ``[0, 1]`` by dividing by 255
 (:func:`to_unit_float`); a mean/std normalisation, where a model needs one, is the model's
-(``fewshot.input_norm``: recorded in its spec, applied by its backbone), so augmentation works
+(``fewshot.models.input_norm``: recorded in its spec, applied by its backbone), so augmentation works
 on ``[0, 1]`` images whatever the model.
 """
 

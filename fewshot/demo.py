@@ -9,11 +9,11 @@ import torch
 
 from episodes import EpisodeSampler, FixedEpisodes, stroke_characters
 
-from .evaluate import evaluate
-from .learner import ModelSpec
-from .precision import resolve_precision
+from .engine.evaluate import evaluate
+from .engine.precision import resolve_precision
+from .engine.train import TrainConfig, train
+from .models.learner import ModelSpec
 from .registry import build_learner
-from .train import TrainConfig, train
 
 SPEC = ModelSpec("protonet", "conv4", 1, 28)  # the demo's model: ProtoNet, Conv-4, 28x28 grey
 
@@ -22,7 +22,7 @@ def run_demo(seconds: float = 100, out: str = "runs/demo", device: torch.device 
              episodes: int = 600, seed: int = 0, precision: str = "auto") -> float:
     """Meta-train ProtoNet (Conv-4) on the embedded dataset's 900 training classes for ``seconds``
     (20-way 1-shot 5-query episodes), then score 5-way 1-shot on ``episodes`` fixed episodes of the
-    200 held-out test classes, training and scoring in ``precision`` (:mod:`fewshot.precision`).
+    200 held-out test classes, training and scoring in ``precision`` (:mod:`fewshot.engine.precision`).
     Returns the mean test accuracy."""
     device = torch.device(device)
     torch.manual_seed(seed)

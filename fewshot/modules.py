@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones import feature_dim
 from .functional import accuracy, rotate_batch
-from .learner import BackboneLearner, ModelSpec
+from .models.backbones import feature_dim
+from .models.learner import BackboneLearner, ModelSpec
 
 
 class ScaleBatchNorm1d(nn.BatchNorm1d):

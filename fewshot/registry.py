@@ -23,8 +23,8 @@ from typing import Any, Literal
 from episodes.options import config_dict, parse_config
 from episodes.registry import Entry, Registry
 
-from .input_norm import Normalize, channels_taken, check_normalize
-from .learner import EpisodicLearner, ModelSpec
+from .models.input_norm import Normalize, channels_taken, check_normalize
+from .models.learner import EpisodicLearner, ModelSpec
 
 Kind = Literal["episodic", "supervised", "self-supervised"]
 KINDS: dict[str, str] = {"episodic": "meta-trained on episodes (fewshot train)",
@@ -113,7 +113,7 @@ def make_spec(method: str, backbone: str, in_channels: int, image_size: int,
               ) -> ModelSpec:
     """A spec whose options are checked, converted and complete (every field of the config), so
     that two specs of the same model compare equal however their options were written;
-    ``normalize``: the input normalisation (:func:`fewshot.input_norm.resolve_normalize`)."""
+    ``normalize``: the input normalisation (:func:`fewshot.models.input_norm.resolve_normalize`)."""
     return ModelSpec(method, backbone, in_channels, image_size,
                      config_dict(method_config(method, options or {})),
                      None if normalize is None else check_normalize(
@@ -143,5 +143,5 @@ def build_learner(spec: ModelSpec) -> EpisodicLearner:
     learner = method.build(spec, parse_config(method.config, spec.options, spec.method))
     if spec.normalize is not None and not hasattr(getattr(learner, "backbone", None), "input_mean"):
         raise RuntimeError(f"the builder of {spec.method} did not apply the spec's input "
-                           f"normalisation: build its backbone with fewshot.backbones.spec_backbone")
+                           f"normalisation: build its backbone with fewshot.models.backbones.spec_backbone")
     return learner

@@ -57,7 +57,7 @@ def library_hash() -> str:
 
 def library_version() -> str:
     sys.path.insert(0, str(ROOT))
-    from fewshot.runs import library_version as version
+    from fewshot.engine.runs import library_version as version
 
     return version()
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewshot.backbones import ResNet12, make_backbone
+from fewshot.engine.checkpoint import CheckpointFile, load_backbone_weights
 from fewshot.heads import HeadLearner, head_config
-from fewshot.weights import load_backbone_weights, read_backbone_state
-from fewshot.zoo import freeze, select_parameters
+from fewshot.models.backbones import ResNet12, make_backbone
+from fewshot.models.zoo import freeze, select_parameters
 
 
 def run_episode(backbone: torch.nn.Module, channels: int = 3, size: int = 32) -> torch.Tensor:
@@ -73,14 +73,14 @@ def test_unknown_backbones():
 
 def test_weights_round_trip_and_fewshot_checkpoints(tmp_path: Path):
     from fewshot import make_spec
-    from fewshot.checkpoint import save_checkpoint
+    from fewshot.engine.checkpoint import save_checkpoint
     from fewshot.registry import build_learner
 
     torch.manual_seed(0)
     spec = make_spec("protonet", "conv4", 1, 16)
     learner = build_learner(spec)
     save_checkpoint(tmp_path / "proto.pt", learner, spec, pipeline=None)
-    state, meta = read_backbone_state(tmp_path / "proto.pt")
+    state, meta = CheckpointFile(tmp_path / "proto.pt", "--weights").backbone_state()
     assert meta["spec"]["method"] == "protonet"
     assert state.keys() == learner.backbone.state_dict().keys()
     fresh = make_backbone("conv4", 1)

@@ -24,7 +24,7 @@ def test_every_learner_trains_at_84px(method: str, backbone: str):
 
 
 def test_backbone_feature_maps():
-    from fewshot.backbones import Conv4, ResNet12
+    from fewshot.models.backbones import Conv4, ResNet12
 
     x = torch.rand(2, 3, 84, 84)
     assert Conv4(3)(x).shape == (2, 1600)

@@ -43,7 +43,7 @@ def test_no_unsafe_torch_load_in_the_package():
 
 
 def test_load_checkpoint_refuses_and_runs_nothing(tmp_path: Path):
-    from fewshot.checkpoint import load_checkpoint
+    from fewshot.engine.checkpoint import load_checkpoint
 
     marker = tmp_path / "ran"
     path = crafted_checkpoint(tmp_path / "evil.pt", marker)

@@ -75,7 +75,7 @@ def test_maml_with_per_step_batchnorm_trains_and_evaluates(tree: Path, capsys):
     main(["eval", *data_args(tree), "--checkpoint", str(run / "last.pt"), "--way", "2", "--shot",
           "1", "--query", "2", "--episodes", "4", "--json", str(out_json)])
     assert len(json.loads(out_json.read_text())["accuracies"]) == 4
-    from fewshot.checkpoint import load_learner
+    from fewshot.engine.checkpoint import load_learner
 
     learner = load_learner(run / "last.pt")[0]
     assert learner.bn_stats is not None and learner.bn_stats.sets == 2  # inner_steps=1: sets 0, 1

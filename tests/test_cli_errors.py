@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from fewshot.cli import main
-from fewshot.runs import run_lock
+from fewshot.engine.runs import run_lock
 
 from .conftest import data_args, make_tree
 

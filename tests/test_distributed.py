@@ -1,4 +1,4 @@
-"""Distributed training (fewshot.distributed): two gloo processes on the CPU against one process.
+"""Distributed training (fewshot.engine.distributed): two gloo processes on the CPU against one process.
 
 One spawn of two ranks (module fixture) computes everything the tests below compare: the
 synchronised gradient of one step (ProtoNet through DDP, MAML through an all-reduce), the weights
@@ -25,13 +25,13 @@ import torch.multiprocessing as mp
 from episodes import Episode, EpisodeSampler, FixedEpisodes, ImageBatchSampler, TensorClassDataset
 from episodes.shard import rank_seed, shard_range
 from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, train
-from fewshot.checkpoint import load_checkpoint
-from fewshot.distributed import GradientSync, current
+from fewshot.engine.checkpoint import load_checkpoint
+from fewshot.engine.distributed import GradientSync, current
+from fewshot.engine.memory import chunks
+from fewshot.engine.streams import shard_sampler
+from fewshot.engine.train import accumulate
 from fewshot.heads import head_config
 from fewshot.heads.scoring import evaluate_head
-from fewshot.memory import chunks
-from fewshot.streams import shard_sampler
-from fewshot.train import accumulate
 
 from .launch import alive, stop, torchrun, worker_pids
 
@@ -261,7 +261,7 @@ def test_ranks_die_with_the_test_that_started_them(tmp_path):
 
 
 def test_a_lost_peer_is_reported_in_one_line_with_the_way_to_continue():
-    from fewshot.distributed import Stopped, failure
+    from fewshot.engine.distributed import Stopped, failure
 
     gloo = RuntimeError("[/src/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
                         "[127.0.0.1]:9096. This is typically caused by a remote worker crashing.")

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from episodes import ImageBatchSampler, TensorClassDataset
 from fewshot import ModelSpec, TrainConfig, build_learner, make_spec, train
-from fewshot.distributed import GradientSync, current
+from fewshot.engine.distributed import GradientSync, current
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")

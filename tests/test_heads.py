@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from scipy.optimize import brentq, minimize
 
 from episodes import FixedEpisodes, TensorClassDataset
-from fewshot.backbones import Conv4
-from fewshot.evaluate import evaluate
+from fewshot.engine.evaluate import evaluate
 from fewshot.heads import HEADS, CosineHead, HeadLearner, LinearHead, head_config, registered
 from fewshot.heads.finetune import finetune_logits
 from fewshot.heads.functional import cosine_classifier_logits, knn_logits
 from fewshot.heads.logistic import fit_logistic, logistic_objective
 from fewshot.heads.scoring import evaluate_head
 from fewshot.methods.protonet import euclidean_logits, prototypes
+from fewshot.models.backbones import Conv4
 
 FAST = {"linear": {"epochs": 5}, "cosine": {"epochs": 5}, "finetune": {"steps": 2},
         "two-stage": {"steps": 2, "head_steps": 2}}

@@ -1,5 +1,5 @@
 """Input normalisation recorded in the spec and applied by the backbone on every path
-(fewshot.input_norm): what auto chooses, that the backbone computes (x - mean) / std before
+(fewshot.models.input_norm): what auto chooses, that the backbone computes (x - mean) / std before
 anything else, that weights files and old checkpoints are unchanged, and that pretrain, eval
 (checkpoint and weights file) and --init agree."""
 
@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from fewshot import build_learner, make_spec
-from fewshot.backbones import Conv4
-from fewshot.checkpoint import load_learner, save_checkpoint
 from fewshot.cli import main
-from fewshot.input_norm import add_input_norm, parse_normalize, resolve_normalize
-from fewshot.weights import backbone_of
+from fewshot.engine.checkpoint import load_learner, save_checkpoint
+from fewshot.models.backbones import Conv4
+from fewshot.models.input_norm import add_input_norm, parse_normalize, resolve_normalize
+from fewshot.models.weights import backbone_of
 
 from .conftest import data_args
 

@@ -233,7 +233,7 @@ def test_evaluation_defaults_to_the_papers_test_time_steps():
 
 def test_learner_trains_with_the_one_training_loop(tiny_dataset, tmp_path):
     from episodes import EpisodeSampler
-    from fewshot.train import TrainConfig, train
+    from fewshot.engine.train import TrainConfig, train
 
     torch.manual_seed(0)
     s = spec(inner_steps=1, eval_inner_steps=2, chunk_size=2)

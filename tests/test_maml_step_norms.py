@@ -135,8 +135,8 @@ def test_evaluation_normalises_queries_with_their_steps_running_statistics_and_i
 
 def test_learner_option_trains_saves_and_evaluates(tiny_dataset, tmp_path):
     from episodes import EpisodeSampler
-    from fewshot.checkpoint import load_learner
-    from fewshot.train import TrainConfig, train
+    from fewshot.engine.checkpoint import load_learner
+    from fewshot.engine.train import TrainConfig, train
 
     torch.manual_seed(0)
     spec = ModelSpec("maml", "conv4", 1, 16, {"hidden": 4, "n_way": N, "bn": "per_step",

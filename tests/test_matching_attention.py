@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fewshot.backbones import Conv4
 from fewshot.methods.matching import MatchingNet, attention_to_class_log_probs, cosine_attention
+from fewshot.models.backbones import Conv4
 
 
 @pytest.mark.parametrize("fce", [False, True])

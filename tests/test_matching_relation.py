@@ -10,11 +10,11 @@ from torch import nn
 
 from episodes import EpisodeSampler, TensorClassDataset
 from fewshot import ModelSpec, build_learner
-from fewshot.backbones import Conv4
+from fewshot.engine.train import TrainConfig, train
 from fewshot.methods.matching import MatchingNet, matching_log_probs
 from fewshot.methods.protonet import ProtoNet
 from fewshot.methods.relation import RelationModule, RelationNet
-from fewshot.train import TrainConfig, train
+from fewshot.models.backbones import Conv4
 
 SIZE = 16  # 16 -> 1x1 after Conv-4; 4x4 maps with the last two blocks unpooled
 
@@ -239,8 +239,8 @@ def test_bad_options_are_named() -> None:
     # ResNet-12 serves through its feature maps; an embedding of flat features is refused
     relation = build_learner(ModelSpec("relation", "resnet12", 3, 84))
     assert relation.embedding.flatten is False
-    from fewshot.backbones import Conv4
     from fewshot.methods.relation import RelationNet
+    from fewshot.models.backbones import Conv4
 
     flat = RelationNet(Conv4(1, hidden=8), relation.relation)
     with pytest.raises(ValueError, match="must return feature maps"):

@@ -9,9 +9,16 @@ import torch
 
 from episodes import EpisodeSampler, FixedEpisodes
 from fewshot import TrainConfig, build_learner, evaluate, make_spec, train
-from fewshot.episode_norm import PerEpisodeNorm, deferred_running_stats
-from fewshot.memory import bytes_per_item, chunks, forward_in_chunks, image_chunk, memory_budget, parse_bytes
-from fewshot.train import accumulate
+from fewshot.engine.memory import (
+    bytes_per_item,
+    chunks,
+    forward_in_chunks,
+    image_chunk,
+    memory_budget,
+    parse_bytes,
+)
+from fewshot.engine.train import accumulate
+from fewshot.models.episode_norm import PerEpisodeNorm, deferred_running_stats
 
 LEARNERS = [("protonet", {}), ("matching", {}), ("relation", {"batch_stats_at_test": False}),
             ("relation", {}), ("maml", {"n_way": 3, "inner_steps": 1})]
@@ -121,7 +128,7 @@ def test_batched_episodes_train_as_single_episodes(data):
 def test_training_bytes_count_the_rotation_forward(data):
     """The memory estimate of a training step includes the auxiliary rotation loss's forward and
     backward (four rotations of every image: several times the episode's own bytes)."""
-    from fewshot.step_size import training_bytes_per_episode
+    from fewshot.engine.step_size import training_bytes_per_episode
     plain, _ = learner_for("protonet", {})
     rotation, _ = learner_for("protonet", {"rotation_weight": 0.5})
     sizes = [training_bytes_per_episode(m, 3, 2, 3, (1, 16, 16), "cpu") for m in (plain, rotation)]
@@ -192,7 +199,7 @@ def write_folders(data, root, classes=3, support=2):
 @pytest.mark.parametrize("method,options", [("protonet", {}), ("matching", {})])
 def test_chunked_prediction_equals_unchunked(data, tmp_path, method, options):
     from episodes import ImagePipeline
-    from fewshot.predict import predict
+    from fewshot.engine.predict import predict
     learner, spec = learner_for(method, options)
     support, query = write_folders(data, tmp_path)
     pipeline = ImagePipeline(channels=1, size=16)

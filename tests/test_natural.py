@@ -17,7 +17,7 @@ from episodes.images import process_pool
 from episodes.natural import packaged_split_dir
 from episodes.registry import load_dataset
 from fewshot import ModelSpec
-from fewshot.predict import check_predict_pipeline
+from fewshot.engine.predict import check_predict_pipeline
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

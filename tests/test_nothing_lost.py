@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fewshot.cli import main
-from fewshot.runs import RunError, run_lock
+from fewshot.engine.runs import RunError, run_lock
 
 from .conftest import data_args, make_tree
 
@@ -219,7 +219,7 @@ def test_non_finite_weights_are_refused_by_eval_and_predict(run: Path, capsys):
 
 
 def test_an_exploding_loss_is_warned_about(tmp_path: Path, capsys, monkeypatch):
-    train_module = importlib.import_module("fewshot.train")  # the package exports train()
+    train_module = importlib.import_module("fewshot.engine.train")  # the package exports train()
     monkeypatch.setattr(train_module, "LOG_EVERY", 1)
     tree = make_tree(tmp_path)
     losses = iter([1.0, 2.0, 500.0, 3.0])

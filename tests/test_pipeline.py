@@ -21,8 +21,8 @@ from episodes import (
 )
 from episodes.omniglot import vinyals_characters
 from fewshot import ModelSpec, TrainConfig, build_learner, train
-from fewshot.checkpoint import check_pipeline, load_learner, recorded_pipeline
-from fewshot.predict import predict
+from fewshot.engine.checkpoint import check_pipeline, load_learner, recorded_pipeline
+from fewshot.engine.predict import predict
 
 from .test_datasets import make_fake_omniglot, write_tree
 

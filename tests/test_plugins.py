@@ -21,11 +21,11 @@ from torch import Tensor
 from episodes import ImagePipeline, TensorClassDataset
 from episodes.options import check
 from episodes.registry import DATASETS, Registry
-from fewshot.backbones import spec_backbone
 from fewshot.cli import main
 from fewshot.functional import protonet_logits
 from fewshot.heads import HEADS, register_head
-from fewshot.learner import BackboneLearner, ModelSpec
+from fewshot.models.backbones import spec_backbone
+from fewshot.models.learner import BackboneLearner, ModelSpec
 from fewshot.registry import METHODS, data_field, register
 
 SIZE = 16

@@ -11,7 +11,7 @@ import torch
 from episodes import EpisodeSampler
 from fewshot import ModelSpec, TrainConfig, build_learner, train
 from fewshot.cli import build_parser
-from fewshot.precision import (
+from fewshot.engine.precision import (
     BF16_METHODS,
     autocast,
     cpu_has_bf16,
@@ -19,8 +19,8 @@ from fewshot.precision import (
     resolve_precision,
     use_channels_last,
 )
-from fewshot.runs import changes
-from fewshot.train import accumulate
+from fewshot.engine.runs import changes
+from fewshot.engine.train import accumulate
 
 from .conftest import data_args
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 from episodes import AugmentConfig, ImageBatchSampler, ImagePipeline, TensorClassDataset
-from fewshot.checkpoint import load_learner
 from fewshot.cli import main
-from fewshot.evaluate import EvalResult, paired_test
-from fewshot.train import TrainConfig, make_optimizer
+from fewshot.engine.checkpoint import load_learner
+from fewshot.engine.evaluate import EvalResult, paired_test
+from fewshot.engine.train import TrainConfig, make_optimizer
 
 from .conftest import data_args
 

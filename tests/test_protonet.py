@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 
 from fewshot import ModelSpec, build_learner, confidence_interval, paired_test, protonet_logits
-from fewshot.evaluate import EvalResult
+from fewshot.engine.evaluate import EvalResult
 from fewshot.methods.protonet import cosine_logits, prototypes
 
 
@@ -89,7 +89,7 @@ def test_meta_baseline_step_norm_normalises_the_step_as_one_batch(tiny_dataset):
     normalised together is not split into chunks."""
     from episodes import EpisodeSampler
     from fewshot import TrainConfig, make_spec, train
-    from fewshot.learner import embed_episode
+    from fewshot.models.learner import embed_episode
 
     data = tiny_dataset(num_classes=6, per_class=8, size=16)
     options = {"distance": "cosine", "learn_scale": True, "hidden": 8}

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 
 from episodes import EpisodeSampler, FixedEpisodes, ImagePipeline, image_folder, omniglot
 from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, train
-from fewshot.checkpoint import load_learner, recorded_pipeline
-from fewshot.predict import predict
+from fewshot.engine.checkpoint import load_learner, recorded_pipeline
+from fewshot.engine.predict import predict
 
 from .conftest import SHARED_DATA
 

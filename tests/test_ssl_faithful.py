@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from episodes import VIEW_PRESETS
-from fewshot.checkpoint import load_learner, save_checkpoint
-from fewshot.episode_norm import PerEpisodeNorm
+from fewshot.engine.checkpoint import load_learner, save_checkpoint
+from fewshot.models.episode_norm import PerEpisodeNorm
 from fewshot.modules import ScaleBatchNorm1d
 from fewshot.registry import build_learner, make_spec
 

@@ -12,10 +12,10 @@ import torch
 
 from episodes import ImageBatchSampler, TensorClassDataset, ViewBatch
 from fewshot.cli import main
+from fewshot.engine.checkpoint import CheckpointFile
+from fewshot.engine.train import TrainConfig, train
 from fewshot.modules import cosine_momentum, ema_update
 from fewshot.registry import build_learner, make_spec, method_names
-from fewshot.train import TrainConfig, train
-from fewshot.weights import read_backbone_state
 
 from .conftest import data_args
 
@@ -130,7 +130,7 @@ def test_resume_is_bit_identical(tree: Path, method: str) -> None:
         assert full["spec"]["options"]["num_images"] == 24
     record = json.loads((tree / "full" / "run.json").read_text())
     assert record["command"] == "pretrain" and record["spec"]["method"] == method
-    state, meta = read_backbone_state(tree / "full" / "last.pt")
+    state, meta = CheckpointFile(tree / "full" / "last.pt", "--init").backbone_state()
     assert meta is not None and all(k.startswith("blocks.") for k in state)
     vals = [json.loads(ln) for ln in (tree / "full" / "metrics.jsonl").read_text().splitlines()]
     vals = [v for v in vals if "val_acc" in v]
@@ -150,9 +150,9 @@ def test_resume_is_bit_identical(tree: Path, method: str) -> None:
 def test_rotation_as_auxiliary_loss(tree: Path, method: str) -> None:
     """Gidaris et al. 2019: episode loss + weight x rotation loss on the episodes' images."""
     from episodes import EpisodeSampler
-    from fewshot.checkpoint import load_learner
-    from fewshot.episode_norm import PerEpisodeNorm
+    from fewshot.engine.checkpoint import load_learner
     from fewshot.functional import rotate_batch
+    from fewshot.models.episode_norm import PerEpisodeNorm
 
     ds = dataset(n=12)
     spec = make_spec(method, "conv4", 3, 16, {"hidden": 8, "rotation_weight": 0.5})

@@ -7,7 +7,7 @@ import torch
 
 from episodes import EpisodeSampler, FixedEpisodes
 from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, load_learner, train
-from fewshot.checkpoint import load_checkpoint, restore_model
+from fewshot.engine.checkpoint import load_checkpoint, restore_model
 
 
 def run(ds, steps, ckdir=None, resume=False, val=None, seed=0):

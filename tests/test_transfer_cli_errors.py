@@ -29,7 +29,7 @@ def pretrained(tree: Path) -> Path:
 
 def other_weights(tree: Path) -> str:
     """A state dict of a 1-channel Conv-4 (not of a ResNet-12)."""
-    from fewshot.backbones import make_backbone
+    from fewshot.models.backbones import make_backbone
 
     path = tree / "conv4.pth"
     torch.save(make_backbone("conv4", 1).state_dict(), path)

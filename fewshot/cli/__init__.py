@@ -13,8 +13,8 @@ import warnings
 from episodes import ImageFileError
 from episodes.progress import set_progress
 
-from .. import distributed
-from ..runs import RunError, legacy_args, read_run
+from ..engine import distributed
+from ..engine.runs import RunError, legacy_args, read_run
 from . import demo, evaluate, plot, predict, pretrain, train
 from .args import Parser, fail, os_error_text, pick_device
 

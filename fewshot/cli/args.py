@@ -15,8 +15,8 @@ from typing import NoReturn
 import torch
 
 from episodes.registry import DATASETS, load_dataset, needs_root, option_names
-from fewshot.distributed import local_device
-from fewshot.memory import parse_bytes
+from fewshot.engine.distributed import local_device
+from fewshot.engine.memory import parse_bytes
 
 MAX_MEMORY_HELP = ("memory one forward pass may take, e.g. 2GB (default: on a GPU half its free "
                    "memory, on a CPU 1 GiB or a quarter of the free memory); forwards are split "

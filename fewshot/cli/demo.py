@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ..demo import SPEC as DEMO_SPEC
 from ..demo import run_demo
-from ..precision import CHOICES
-from ..runs import RUN_FILE, RunError, check_run_folder, open_run, read_run, run_record
+from ..engine.precision import CHOICES
+from ..engine.runs import RUN_FILE, RunError, check_run_folder, open_run, read_run, run_record
 from .args import device, output_folder, pick_device, positive_float, positive_int
 
 NAME = "demo"

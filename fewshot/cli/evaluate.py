@@ -11,15 +11,15 @@ import torch
 
 from episodes import ClassDataset, FixedEpisodes
 
-from .. import distributed
-from ..backbones import make_backbone
-from ..checkpoint import check_pipeline, load_learner
-from ..evaluate import EvalResult, evaluate
+from ..engine import distributed
+from ..engine.checkpoint import check_pipeline, load_backbone_weights, load_learner
+from ..engine.evaluate import EvalResult, evaluate
 from ..heads import HEADS, head_config
 from ..heads.scoring import evaluate_head
-from ..input_norm import Normalize, add_input_norm, require_same_normalize, resolve_normalize
+from ..models.backbones import make_backbone
+from ..models.input_norm import Normalize, add_input_norm, require_same_normalize, resolve_normalize
+from ..models.weights import backbone_of
 from ..registry import canonical
-from ..weights import backbone_of, load_backbone_weights
 from .args import (
     MAX_MEMORY_HELP,
     add_data_args,

@@ -10,15 +10,15 @@ from pathlib import Path
 from episodes import ClassDataset, FixedEpisodes, ImagePipeline
 from episodes.sampler import FLAGS
 
-from ..checkpoint import check_pipeline, load_checkpoint
-from ..distributed import DEFAULT_TIMEOUT
-from ..input_norm import check_normalize_text, describe_normalize, require_same_normalize
-from ..learner import EpisodicLearner, ModelSpec
-from ..precision import CHOICES
+from ..engine.checkpoint import check_pipeline, load_backbone_weights, load_checkpoint
+from ..engine.distributed import DEFAULT_TIMEOUT
+from ..engine.precision import CHOICES
+from ..engine.train import TrainConfig, make_optimizer
+from ..models.input_norm import check_normalize_text, describe_normalize, require_same_normalize
+from ..models.learner import EpisodicLearner, ModelSpec
+from ..models.weights import backbone_of
+from ..models.zoo import freeze
 from ..registry import canonical
-from ..train import TrainConfig, make_optimizer
-from ..weights import backbone_of, load_backbone_weights
-from ..zoo import freeze
 from .args import MAX_MEMORY_HELP, count, memory_size, option, positive_float, positive_int, way
 
 
@@ -36,7 +36,7 @@ def add_backbone_args(g: argparse._ArgumentGroup) -> None:
 
 
 def normalize_arg(text: str) -> str:
-    """argparse type of ``--normalize`` (:func:`fewshot.input_norm.check_normalize_text`)."""
+    """argparse type of ``--normalize`` (:func:`fewshot.models.input_norm.check_normalize_text`)."""
     try:
         return check_normalize_text(text)
     except ValueError as e:

@@ -7,10 +7,10 @@ import argparse
 
 import torch
 
-from ..checkpoint import check_pipeline, load_learner
-from ..features import extract_features
+from ..engine.checkpoint import check_pipeline, load_learner
+from ..engine.features import extract_features
+from ..models.weights import backbone_of
 from ..ssl.monitor import plot_embeddings, project_2d
-from ..weights import backbone_of
 from .args import add_data_args, dataset_from_args, pick_device
 
 NAME = "plot-embeddings"

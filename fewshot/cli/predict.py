@@ -11,8 +11,8 @@ from pathlib import Path
 
 from episodes.io import atomic_write_text
 
-from ..checkpoint import load_learner, recorded_pipeline
-from ..predict import Prediction, predict
+from ..engine.checkpoint import load_learner, recorded_pipeline
+from ..engine.predict import Prediction, predict
 from .args import MAX_MEMORY_HELP, device, memory_size, not_an_input, output_file, pick_device, positive_int
 
 NAME = "predict"

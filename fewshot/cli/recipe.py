@@ -7,7 +7,7 @@ KINDS`): episodic learners train on episodes (:class:`episodes.EpisodeSampler`),
 self-supervised ones on mini-batches of images (:class:`episodes.ImageBatchSampler`, the
 self-supervised ones on the views their learner asks for); the config fields that the data fills
 are filled by :func:`fewshot.registry.fill_from_data`. Everything is checked before the run
-folder is touched (:func:`fewshot.runs.open_run`).
+folder is touched (:func:`fewshot.engine.runs.open_run`).
 """
 
 from __future__ import annotations
@@ -26,16 +26,16 @@ from episodes.options import parse_values
 from episodes.sampler import check_episode_shape
 from episodes.shard import check_shardable
 
-from .. import distributed
-from ..checkpoint import load_checkpoint
-from ..input_norm import resolve_normalize
-from ..learner import EpisodicLearner
-from ..precision import resolve_precision
+from ..engine import distributed
+from ..engine.checkpoint import load_checkpoint
+from ..engine.precision import resolve_precision
+from ..engine.runs import RUN_FILE, RUN_FILES, check_run_folder, open_run, read_run, run_record
+from ..engine.step_size import auto_episodes
+from ..engine.train import TrainResult, train
+from ..models.input_norm import resolve_normalize
+from ..models.learner import EpisodicLearner
 from ..registry import build_learner, fill_from_data, get_method, make_spec, method_config, method_names
-from ..runs import RUN_FILE, RUN_FILES, check_run_folder, open_run, read_run, run_record
 from ..ssl.monitor import knn_monitor
-from ..step_size import auto_episodes
-from ..train import TrainResult, train
 from .args import check_data_args, dataset_from_args, not_an_input, output_folder, pick_device
 from .groups import prepare_backbone, train_config, validation
 
@@ -169,7 +169,7 @@ def make_sampler(args: argparse.Namespace, kind: str, learner: EpisodicLearner,
 
 @contextlib.contextmanager
 def run_folder(args: argparse.Namespace, record: dict, device: torch.device) -> Iterator[None]:
-    """Hold ``--out``'s lock and prepare it for the run (:func:`fewshot.runs.open_run`, which
+    """Hold ``--out``'s lock and prepare it for the run (:func:`fewshot.engine.runs.open_run`, which
     puts the folder back if the run fails before its first checkpoint) while the body trains;
     in a distributed run only rank 0 does, and an error there stops every rank.
     ``record["resolved"]`` notes the number of processes (``world_size``), the precision

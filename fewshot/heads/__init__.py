@@ -2,7 +2,7 @@
 
 ``fewshot eval --head NAME --head-option KEY=VALUE`` scores a backbone with a head on the same
 fixed episodes as the meta-learners (:class:`HeadLearner` is an :class:`EpisodicLearner`, scored
-by the one :func:`fewshot.evaluate.evaluate`):
+by the one :func:`fewshot.engine.evaluate.evaluate`):
 
 | head | what |
 | --- | --- |
@@ -16,7 +16,7 @@ by the one :func:`fewshot.evaluate.evaluate`):
 
 Each head has a typed options dataclass (checked when parsed, valid names in the error). The
 first five fit on features extracted once, in chunks of images, in eval mode without autograd
-(:func:`fewshot.features.extract_features`); the backbone's parameters and buffers are never
+(:func:`fewshot.engine.features.extract_features`); the backbone's parameters and buffers are never
 changed by any head (tested bit for bit).
 """
 
@@ -32,9 +32,9 @@ from torch import Tensor, nn
 from episodes.options import check
 from episodes.registry import Registry
 
-from ..features import extract_features
+from ..engine.features import extract_features
 from ..functional import protonet_logits
-from ..learner import EpisodicLearner
+from ..models.learner import EpisodicLearner
 from .finetune import FinetuneHead, TwoStageHead, finetune_logits
 from .functional import (
     StepHook,

@@ -30,9 +30,9 @@ from torch.func import functional_call, vmap
 
 from episodes.options import check
 
-from ..features import extract_features
+from ..engine.features import extract_features
 from ..functional import prototypes
-from ..zoo import select_parameters, split_patterns
+from ..models.zoo import select_parameters, split_patterns
 from .functional import StepHook, episode_loss, episode_optimizer, fit, linear_logits, uniform_init
 
 

@@ -6,7 +6,7 @@ chunks of images), and :func:`evaluate_features` fits the head on the gathered f
 of episodes at a time. The episodes, their order and the labels are those of
 :meth:`episodes.FixedEpisodes.batches`, so the accuracies are those of
 ``evaluate(HeadLearner(...), episodes, dataset)`` (tested), at a fraction of the cost. Fine-tuning
-heads need the images and are scored by :func:`fewshot.evaluate.evaluate`.
+heads need the images and are scored by :func:`fewshot.engine.evaluate.evaluate`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from episodes import ClassDataset, FixedEpisodes
 from episodes.episode import class_major_labels
 
-from ..evaluate import EvalResult, evaluate, score_shards
-from ..features import extract_features
+from ..engine.evaluate import EvalResult, evaluate, score_shards
+from ..engine.features import extract_features
 from . import HeadLearner, registered
 
 
@@ -63,7 +63,7 @@ def evaluate_head(backbone: nn.Module, head: str, config: Any, episodes: FixedEp
                   device: torch.device | str | None = None) -> EvalResult:
     """Accuracy of ``backbone`` with ``head`` fitted on each of ``episodes`` (the backbone is
     moved to ``device``, default: where it is; it is never changed). In a distributed run each
-    rank scores its part of the episodes (:func:`fewshot.evaluate.score_shards`)."""
+    rank scores its part of the episodes (:func:`fewshot.engine.evaluate.score_shards`)."""
     if device is not None:
         backbone.to(device)
     if registered(head).logits is None:

@@ -1,5 +1,5 @@
 """Supervised pre-training: a backbone and a classifier over all training classes, trained on
-ordinary mini-batches (``fewshot pretrain``) by the one training loop (:mod:`fewshot.train`).
+ordinary mini-batches (``fewshot pretrain``) by the one training loop (:mod:`fewshot.engine.train`).
 
 As an :class:`EpisodicLearner` it classifies an episode's queries by the nearest prototype of
 the backbone's features (the classifier over the base classes is not used): this is how the
@@ -29,9 +29,9 @@ from torch import Tensor, nn
 from episodes import LabelledBatch
 from episodes.options import check
 
-from ..backbones import feature_dim, spec_backbone
 from ..functional import protonet_logits
-from ..learner import EpisodicLearner, ModelSpec, embed_episode
+from ..models.backbones import feature_dim, spec_backbone
+from ..models.learner import EpisodicLearner, ModelSpec, embed_episode
 from ..registry import data_field, register, require_data
 
 

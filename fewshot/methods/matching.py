@@ -46,8 +46,8 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ..backbones import feature_shape, spec_backbone
-from ..learner import BackboneLearner, ModelSpec, embed_episode
+from ..models.backbones import feature_shape, spec_backbone
+from ..models.learner import BackboneLearner, ModelSpec, embed_episode
 from ..modules import add_rotation
 from ..registry import register
 

@@ -7,7 +7,7 @@ class means times a learned temperature starting at 10, meta-trained from a pre-
 temperature also multiplies squared Euclidean distances (``scale``; here 1 unless given), and
 BatchNorm: their encoder takes the images of a step's episodes (4 in their configs) as one
 batch, so its statistics are those of the whole step; here each episode is normalised on its
-own by default (:mod:`fewshot.episode_norm`: the papers' one-episode steps, and a step of T
+own by default (:mod:`fewshot.models.episode_norm`: the papers' one-episode steps, and a step of T
 episodes trains as T single ones). Option ``step_norm=true`` normalises as they do (the step's
 T episodes then cannot be split into forwards of fewer).
 """
@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ..backbones import spec_backbone
 from ..functional import cosine_logits, euclidean_logits, protonet_logits, prototypes
-from ..learner import BackboneLearner, ModelSpec
+from ..models.backbones import spec_backbone
+from ..models.learner import BackboneLearner, ModelSpec
 from ..modules import add_rotation
 from ..registry import register
 

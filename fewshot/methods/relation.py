@@ -49,9 +49,9 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ..backbones import Conv4, conv_block, feature_shape, spec_backbone
-from ..input_norm import add_input_norm
-from ..learner import EpisodicLearner, ModelSpec, embed_episode
+from ..models.backbones import Conv4, conv_block, feature_shape, spec_backbone
+from ..models.input_norm import add_input_norm
+from ..models.learner import EpisodicLearner, ModelSpec, embed_episode
 from ..registry import register
 
 

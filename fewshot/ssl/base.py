@@ -1,8 +1,8 @@
 """What every self-supervised learner shares: the backbone it pre-trains, its views, projection
 heads, momentum (EMA) target networks, and how the training loop and evaluation see it.
 
-A :class:`SelfSupervisedLearner` is an :class:`~fewshot.learner.EpisodicLearner` trained by the one
-training loop (:mod:`fewshot.train`) on :class:`episodes.ViewBatch` mini-batches (``fewshot
+A :class:`SelfSupervisedLearner` is an :class:`~fewshot.models.learner.EpisodicLearner` trained by the one
+training loop (:mod:`fewshot.engine.train`) on :class:`episodes.ViewBatch` mini-batches (``fewshot
 pretrain --method NAME``): :meth:`batch_loss` maps the views to the method's loss; the labels in
 the batch are never read. On episodes it is a prototype head on the backbone's features (as the
 supervised :class:`~fewshot.methods.classifier.SupervisedClassifier`), which is how the loop
@@ -24,9 +24,9 @@ from torch import Tensor, nn
 from episodes import AugmentConfig, ViewBatch, view_configs
 from episodes.options import check
 
-from ..backbones import feature_dim, spec_backbone
 from ..functional import protonet_logits
-from ..learner import BackboneLearner, ModelSpec
+from ..models.backbones import feature_dim, spec_backbone
+from ..models.learner import BackboneLearner, ModelSpec
 from .losses import embedding_std
 
 ViewName = Literal["simclr", "mocov2", "byol", "crop", "standard", "none"]  # VIEW_PRESETS

@@ -36,7 +36,7 @@ from episodes import AugmentConfig, ClassDataset, augment_images, to_unit_float
 from episodes.options import check
 
 from ..functional import accuracy
-from ..learner import ModelSpec
+from ..models.learner import ModelSpec
 from ..modules import mlp
 from ..registry import data_field, register, require_data
 from .base import SelfSupervisedLearner, SSLConfig, ViewName, build_common

@@ -41,9 +41,9 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ..episode_norm import PerEpisodeNorm
 from ..functional import accuracy
-from ..learner import ModelSpec
+from ..models.episode_norm import PerEpisodeNorm
+from ..models.learner import ModelSpec
 from ..modules import ema_update, frozen_copy, mlp
 from ..registry import register
 from .base import SelfSupervisedLearner, SSLConfig, ViewName, build_common

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ..learner import ModelSpec
+from ..models.learner import ModelSpec
 from ..modules import cosine_momentum, ema_update, frozen_copy, mlp
 from ..registry import register
 from .base import SelfSupervisedLearner, SSLConfig, ViewName, build_common

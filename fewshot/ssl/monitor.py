@@ -14,9 +14,9 @@ from torch import Tensor, nn
 
 from episodes import ClassDataset
 
-from ..features import extract_features
+from ..engine.features import extract_features
 from ..heads.logistic import logistic_logits
-from ..weights import backbone_of
+from ..models.weights import backbone_of
 
 
 def knn_accuracy(bank: Tensor, bank_y: Tensor, query: Tensor, query_y: Tensor, k: int = 20,
@@ -57,7 +57,7 @@ def linear_probe_accuracy(bank: Tensor, bank_y: Tensor, query: Tensor, query_y: 
 def knn_monitor(dataset: ClassDataset, k: int = 20, temperature: float = 0.07,
                 chunk_size: int = 256, linear_probe: bool = True
                 ) -> Callable[[nn.Module], dict[str, float]]:
-    """A training-loop monitor (:func:`fewshot.train.train`'s ``monitors``): the k-NN accuracy
+    """A training-loop monitor (:func:`fewshot.engine.train.train`'s ``monitors``): the k-NN accuracy
     ``knn_acc`` (and with ``linear_probe`` the linear probe's ``probe_acc``) of a learner's
     backbone features on ``dataset`` (held-out labelled images, e.g. the val classes), half of
     each class as the bank (training set) and half as queries."""

@@ -27,9 +27,9 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ..backbones import feature_dim
 from ..functional import accuracy
-from ..learner import ModelSpec
+from ..models.backbones import feature_dim
+from ..models.learner import ModelSpec
 from ..modules import RotationHead, mlp
 from ..registry import register
 from .base import SelfSupervisedLearner, SSLConfig, ViewName, build_common

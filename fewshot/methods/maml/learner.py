@@ -1,6 +1,6 @@
 """MAML (Finn et al. 2017) and its variants as an :class:`EpisodicLearner`: a thin wrapper of the
 pure functions of :mod:`fewshot.methods.maml.functional`, trained by the one loop of
-:mod:`fewshot.train`.
+:mod:`fewshot.engine.train`.
 
 The model is ``backbone -> nn.Linear(feat_dim, n_way)``. Head choice (``head`` option):
 ``"linear"`` (default, as in the paper) meta-learns a head of ``n_way`` outputs built from
@@ -47,8 +47,8 @@ from torch import Tensor, nn
 
 from episodes.options import check
 
-from ...backbones import feature_shape, spec_backbone
-from ...learner import EpisodicLearner, ModelSpec
+from ...models.backbones import feature_shape, spec_backbone
+from ...models.learner import EpisodicLearner, ModelSpec
 from ...registry import data_field, register
 from .functional import TaskConfig, maml_logits, mse_loss
 from .step_norms import StepStatistics, dotted_key
@@ -100,7 +100,7 @@ class MAML(EpisodicLearner):
     """
 
     grad_at_eval = True
-    channels_last_cpu = False  # its fast weights come back NCHW: slower (fewshot.precision)
+    channels_last_cpu = False  # its fast weights come back NCHW: slower (fewshot.engine.precision)
     gradient_sync = "all_reduce"  # the meta-gradient is all-reduced after the step's backward
 
     def __init__(self, backbone: nn.Module, feat_dim: int, n_way: int = 5, inner_steps: int = 1,

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from ...episode_norm import BN_ARGS, bind_args
+from ...models.episode_norm import BN_ARGS, bind_args
 
 
 def _normalise(x: Tensor, dims: list[int], eps: float, weight: Tensor | None,

@@ -3,7 +3,7 @@
 The papers' code meta-trains on one episode per step, so every BatchNorm normalises with the
 statistics of one episode's images. Run T episodes through one forward pass and a plain
 BatchNorm would mix the T episodes' statistics; split the T episodes into chunks (gradient
-accumulation, :mod:`fewshot.train`) and it would mix different ones. :class:`PerEpisodeNorm`
+accumulation, :mod:`fewshot.engine.train`) and it would mix different ones. :class:`PerEpisodeNorm`
 is a ``TorchFunctionMode`` that, while active, computes every ``F.batch_norm`` that uses batch
 statistics on each of the T equal, consecutive slices of its batch on its own (episode-major
 layouts: ``[T * B_episode, C, ...]``). A step on T episodes is then exactly T one-episode

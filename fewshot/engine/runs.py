@@ -23,8 +23,8 @@ import torch
 
 from episodes.io import atomic_write_text, finite_json
 
+from ..registry import stored_spec
 from .checkpoint import load_checkpoint
-from .registry import stored_spec
 
 try:
     import fcntl

@@ -1,7 +1,7 @@
 """Random streams of the processes of a run, saved in and restored from checkpoints.
 
 Every process keeps its own global RNG and sampler state; in a distributed run
-(:mod:`fewshot.distributed`) the sampler takes the process's part of each batch and processes
+(:mod:`fewshot.engine.distributed`) the sampler takes the process's part of each batch and processes
 other than 0 draw augmentation and other random numbers from streams seeded by ``(seed, rank)``
 (:func:`episodes.shard.rank_seed`). ``last.pt`` holds every rank's state, so a run resumed on as
 many processes continues exactly.

@@ -9,7 +9,7 @@ fails.
 
 So the normalisation is part of the model: ``ModelSpec.normalize`` (``{"mean": [...], "std":
 [...]}`` or None) is stored in every checkpoint, and :func:`add_input_norm` makes the backbone
-(built by :func:`fewshot.backbones.spec_backbone`, before any copy of it is taken: the momentum
+(built by :func:`fewshot.models.backbones.spec_backbone`, before any copy of it is taken: the momentum
 targets of BYOL and MoCo normalise too) apply it as its first operation (a forward pre-hook with
 non-persistent buffers, so the backbone's parameter names and state dict, and hence weights
 files, are unchanged). Training, evaluation, the heads fitted per episode, fine-tuning and

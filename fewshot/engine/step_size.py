@@ -5,7 +5,7 @@ on a GPU, as many episodes as keep it busy (:data:`AUTO_IMAGES` images per step)
 memory budget; on a CPU one episode, the papers' protocol (batching episodes does not make a
 CPU step faster per episode: BENCHMARKS.md, "CPU speed"). When a step's T episodes do
 not fit the budget, the training loop accumulates gradients over chunks of
-:func:`episodes_per_forward` episodes; with per-episode BatchNorm (:mod:`fewshot.episode_norm`)
+:func:`episodes_per_forward` episodes; with per-episode BatchNorm (:mod:`fewshot.models.episode_norm`)
 the result is the unsplit step's.
 """
 
@@ -15,7 +15,7 @@ import torch
 
 from episodes import Episode
 
-from .learner import EpisodicLearner
+from ..models.learner import EpisodicLearner
 from .memory import bytes_per_item, items_per_chunk, memory_budget
 
 AUTO_IMAGES = {"cuda": 4096}  # images per step that keep a GPU busy (CPU: one episode per step)
@@ -25,7 +25,7 @@ def training_bytes_per_episode(learner: EpisodicLearner, n_way: int, k_shot: int
                                image_shape: tuple[int, ...], device: torch.device | str) -> int:
     """Bytes of one training forward and backward on one episode of zeros (an upper bound:
     every tensor created counts), of the learner's whole training loss
-    (:meth:`~fewshot.learner.EpisodicLearner.batch_loss`: auxiliary losses such as the rotation
+    (:meth:`~fewshot.models.learner.EpisodicLearner.batch_loss`: auxiliary losses such as the rotation
     loss's forward included). The learner's weights, buffers, gradients and the global RNG are
     left as they were."""
     device = torch.device(device)
@@ -70,7 +70,7 @@ def auto_episodes(learner: EpisodicLearner, n_way: int, k_shot: int, q_query: in
                   max_memory: int | None = None) -> int:
     """What ``--episodes-per-step auto`` picks for ``learner`` (on ``device``) on N-way K-shot
     Q-query episodes of ``image_shape`` images: :func:`auto_episodes_per_step` of its measured
-    training bytes per episode, within :func:`fewshot.memory.memory_budget` of ``max_memory``."""
+    training bytes per episode, within :func:`fewshot.engine.memory.memory_budget` of ``max_memory``."""
     per_episode = training_bytes_per_episode(learner, n_way, k_shot, q_query, image_shape, device)
     return auto_episodes_per_step(per_episode, n_way * (k_shot + q_query),
                                   memory_budget(device, max_memory), device)

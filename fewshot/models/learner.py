@@ -2,7 +2,8 @@
 :mod:`fewshot.registry`).
 
 A learner maps an episode batch's support set and queries to query logits ``[T, N*Q, N]``; the one
-training loop (:mod:`fewshot.train`) and evaluation (:mod:`fewshot.evaluate`) work with any of them.
+training loop (:mod:`fewshot.engine.train`) and evaluation (:mod:`fewshot.engine.evaluate`) work
+with any of them.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class ModelSpec:
         in_channels: image channels (1 grayscale, 3 RGB); image_size: H = W of the images.
         options: method-specific keyword arguments.
         normalize: ``{"mean": [...], "std": [...]}`` the backbone applies to its ``[0, 1]`` input
-            images first, or None (:mod:`fewshot.input_norm`; checkpoints from before it have
+            images first, or None (:mod:`fewshot.models.input_norm`; checkpoints from before it have
             none).
     """
 
@@ -54,19 +55,19 @@ class EpisodicLearner(nn.Module, ABC):
 
     ``per_episode_norm``: the learner's layouts are episode-major (every tensor its modules see
     is ``[T * b, ...]``, episode by episode), so BatchNorm with batch statistics can normalise
-    each episode on its own (:mod:`fewshot.episode_norm`): T batched episodes then train exactly
+    each episode on its own (:mod:`fewshot.models.episode_norm`): T batched episodes then train exactly
     as T single episodes, and a step split into chunks as the whole step. ``step_statistics``:
     BatchNorm statistics over all the step's episodes together instead (the training loop then
     refuses to split a step into chunks).
 
-    ``gradient_sync``: how a distributed run (:mod:`fewshot.distributed`) sums the ranks'
+    ``gradient_sync``: how a distributed run (:mod:`fewshot.engine.distributed`) sums the ranks'
     gradients: ``"ddp"`` (DistributedDataParallel) or ``"all_reduce"`` (one all-reduce after the
     backward, for learners whose forward DDP's hooks do not follow, such as MAML's functional
     inner loop).
 
     ``one_process``: why the learner trains in one process only (a loss over the whole batch, a
     queue or per-image state that splitting the batch across ranks would change), or None: the
-    training loop and the CLI refuse to run it on several (:func:`fewshot.distributed.
+    training loop and the CLI refuse to run it on several (:func:`fewshot.engine.distributed.
     refuse_several_processes`).
 
     Every learner has ``backbone``: the module that maps images ``[B, C, H, W]`` to features,
@@ -76,10 +77,10 @@ class EpisodicLearner(nn.Module, ABC):
     Learners whose logits come from per-image features (``features_per_image()`` True) also
     implement :meth:`embed` (images -> features) and :meth:`head` (features -> logits) with
     ``forward == head(embed(support), embed(query))``; evaluation and prediction then embed each
-    image once, in memory-bounded chunks (:mod:`fewshot.memory`).
+    image once, in memory-bounded chunks (:mod:`fewshot.engine.memory`).
 
     ``channels_last_cpu``: train with channels-last weights on a CPU
-    (:func:`fewshot.precision.use_channels_last`), where it is faster for most learners.
+    (:func:`fewshot.engine.precision.use_channels_last`), where it is faster for most learners.
     """
 
     grad_at_eval: bool = False
@@ -87,7 +88,7 @@ class EpisodicLearner(nn.Module, ABC):
     grad_clip: float | None = None
     per_episode_norm: bool = False
     step_statistics: bool = False
-    gradient_sync: str = "ddp"  # how a distributed run sums gradients (fewshot.distributed)
+    gradient_sync: str = "ddp"  # how a distributed run sums gradients (fewshot.engine.distributed)
     one_process: str | None = None  # why it cannot train on several processes (None: it can)
 
     def __call__(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
@@ -97,10 +98,10 @@ class EpisodicLearner(nn.Module, ABC):
 
     def episode_norm(self, episodes: int, name: str = "") -> AbstractContextManager:
         """The BatchNorm mode of a forward pass over ``episodes`` episodes laid out
-        episode-major: :class:`~fewshot.episode_norm.PerEpisodeNorm` for learners with
+        episode-major: :class:`~fewshot.models.episode_norm.PerEpisodeNorm` for learners with
         ``per_episode_norm`` (plain BatchNorm for one episode whose running statistics are not
         deferred: the same result), else nothing. ``name``: the step's forward pass the
-        running-statistic updates belong to (:mod:`fewshot.episode_norm`)."""
+        running-statistic updates belong to (:mod:`fewshot.models.episode_norm`)."""
         running = getattr(self, "_running_stats", None)
         if not self.per_episode_norm or (episodes == 1 and running is None):
             return nullcontext()

@@ -15,7 +15,7 @@ def extract_features(backbone: nn.Module, images: Tensor, chunk_size: int | None
     """Flattened features of ``images`` ``[B, C, H, W]`` -> ``[B, D]``.
 
     ``chunk_size`` images per forward pass (None: as many as fit the memory budget,
-    :func:`fewshot.memory.memory_budget` with ``max_memory``), each chunk moved to the
+    :func:`fewshot.engine.memory.memory_budget` with ``max_memory``), each chunk moved to the
     backbone's device (and, if uint8, turned into floats in [0, 1] there), in eval mode
     (BatchNorm running statistics: each image's features do not depend on the others) and
     without autograd. The backbone's mode is

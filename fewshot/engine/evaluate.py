@@ -18,8 +18,8 @@ from episodes.episode import class_major_labels
 from episodes.io import atomic_write_text
 from episodes.sampler import gather_episode
 
+from ..models.learner import EpisodicLearner
 from . import distributed
-from .learner import EpisodicLearner
 from .memory import bytes_per_item, chunks, image_chunk, items_per_chunk, memory_budget
 from .precision import autocast, resolve_precision
 
@@ -68,13 +68,13 @@ def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDa
              precision: str = "fp32", max_memory: int | None = None) -> EvalResult:
     """Accuracy of ``learner`` (in eval mode) on each of ``episodes`` drawn from ``dataset``.
 
-    Memory stays within a budget (:func:`fewshot.memory.memory_budget`: ``max_memory`` bytes, or
+    Memory stays within a budget (:func:`fewshot.engine.memory.memory_budget`: ``max_memory`` bytes, or
     a share of the device's free memory). Learners with per-image features embed each distinct
     image of the episodes once, in chunks of images, and score the episodes from the features;
     the others run whole episodes, as many per forward as fit. Both give the accuracies an
     unchunked pass gives.
 
-    In a distributed run (:mod:`fewshot.distributed`; every rank must call this) each rank scores
+    In a distributed run (:mod:`fewshot.engine.distributed`; every rank must call this) each rank scores
     its contiguous part of the episodes and the accuracies are gathered back in episode order, so
     every rank returns those of a single-process run.
 
@@ -83,7 +83,7 @@ def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDa
             that fit the budget.
         device: where episodes go (default: the learner's parameters' device).
         precision: "fp32", or "bf16" (bfloat16 autocast); "auto" as in training
-            (:func:`fewshot.precision.resolve_precision`, for any method).
+            (:func:`fewshot.engine.precision.resolve_precision`, for any method).
         max_memory: bytes one forward may take (None: from the device's free memory).
     """
     if device is None:
@@ -98,7 +98,7 @@ def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDa
 
 def score_shards(episodes: FixedEpisodes, score: Callable[[FixedEpisodes], Tensor]) -> Tensor:
     """``score(episodes)`` -> per-episode accuracies ``[E]``; in a distributed run
-    (:mod:`fewshot.distributed`; every rank must call this) each rank scores only its contiguous
+    (:mod:`fewshot.engine.distributed`; every rank must call this) each rank scores only its contiguous
     part of the episodes and the parts are gathered back in episode order, so every rank returns
     what a single process computes."""
     ctx = distributed.current()

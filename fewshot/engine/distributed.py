@@ -15,7 +15,7 @@ Launch the usual command under ``torchrun`` (``torchrun --nproc-per-node 4 -m fe
   meta-gradient after the step's backward (learners whose ``gradient_sync`` is ``"all_reduce"``:
   MAML, whose functional inner loop DDP's hooks do not follow).
 - Floating buffers (BatchNorm running statistics) are averaged across ranks after each step,
-  weighted by the shares, which for per-episode statistics (:mod:`fewshot.episode_norm`) is
+  weighted by the shares, which for per-episode statistics (:mod:`fewshot.models.episode_norm`) is
   exactly the single-process update. Pre-training normalises each rank's B/W images with their
   own statistics, so it matches a single process with BatchNorm over B/W images, not B.
 - :func:`gather_shards` puts per-episode results of sharded evaluation back in episode order.
@@ -110,7 +110,7 @@ def current() -> Context:
 
 def refuse_several_processes(learner: nn.Module | type) -> None:
     """Raise ValueError in a run on several processes when ``learner`` (or its class) trains in
-    one only (its ``one_process`` reason, :class:`fewshot.learner.EpisodicLearner`)."""
+    one only (its ``one_process`` reason, :class:`fewshot.models.learner.EpisodicLearner`)."""
     reason = getattr(learner, "one_process", None)
     if reason and current().active:
         raise ValueError(f"{reason}: run it without torchrun")

@@ -9,7 +9,7 @@ Validation on fixed episodes keeps the best checkpoint; ``last.pt`` is written a
 ``checkpoint_every`` steps and holds everything needed to resume (weights, optimizer, schedule,
 sampler and RNG states), so a resumed run finishes exactly as an uninterrupted one would.
 
-Under ``torchrun`` (:mod:`fewshot.distributed`) the same loop runs on every rank: each step's
+Under ``torchrun`` (:mod:`fewshot.engine.distributed`) the same loop runs on every rank: each step's
 batch is split across the ranks, the gradients are those of the whole batch, validation episodes
 are split too, and only rank 0 writes checkpoints and logs (learners that train in one process
 only, self-supervised ones, are refused). ``last.pt`` then also holds each rank's sampler and
@@ -35,11 +35,11 @@ from torch import Tensor
 
 from episodes import ClassDataset, Episode, EpisodeSampler, FixedEpisodes, SineTasks
 
+from ..models.episode_norm import deferred_running_stats
+from ..models.learner import EpisodicLearner, ModelSpec
 from . import distributed
 from .checkpoint import all_finite, load_checkpoint, restore_model, save_checkpoint
-from .episode_norm import deferred_running_stats
 from .evaluate import evaluate
-from .learner import EpisodicLearner, ModelSpec
 from .logs import TrainLog
 from .memory import chunks, memory_budget
 from .precision import autocast, resolve_precision, to_channels_last, use_channels_last
@@ -64,20 +64,20 @@ class TrainConfig:
         checkpoint_every: write ``last.pt`` every that many steps.
         resume: continue from ``checkpoint_dir/last.pt`` when it exists.
         precision: "fp32", "bf16" (bfloat16 autocast) or "auto" (bf16 on a CPU with bfloat16
-            units for the methods checked in it, else fp32: :mod:`fewshot.precision`); a
+            units for the methods checked in it, else fp32: :mod:`fewshot.engine.precision`); a
             resumed run must have its checkpoint's precision.
         channels_last: channels-last weights (None: on a CPU where it pays,
-            :func:`fewshot.precision.use_channels_last`).
+            :func:`fewshot.engine.precision.use_channels_last`).
         time_limit: stop after this many seconds of training.
         grad_clip: clip the gradient norm to this (None: the learner's own ``grad_clip``, which
             is None, no clipping, for most learners).
         progress: report running loss and accuracy (a bar on a terminal, plain lines
-            otherwise; :class:`fewshot.logs.TrainLog`); ``metrics.jsonl`` is written regardless.
+            otherwise; :class:`fewshot.engine.logs.TrainLog`); ``metrics.jsonl`` is written regardless.
         max_memory: bytes a training forward and backward may take (None: a share of the
-            device's free memory, :func:`fewshot.memory.memory_budget`); validation too.
+            device's free memory, :func:`fewshot.engine.memory.memory_budget`); validation too.
         episodes_per_forward: split each step's T episodes into forwards of this many and
             accumulate their gradients (None: all T if they fit ``max_memory``, else the most
-            that fit). The result does not depend on it (:mod:`fewshot.episode_norm`).
+            that fit). The result does not depend on it (:mod:`fewshot.models.episode_norm`).
         run: the run's configuration (``run.json``), stored in every checkpoint so that a run
             folder that lost its ``run.json`` is still checked when resumed.
     """
@@ -336,7 +336,7 @@ def accumulate(learner: EpisodicLearner, batch: Episode | Any, parts: list[slice
     accuracy]`` of the batch (on the device, not synchronised; accuracy 0 for float targets).
 
     ``sync``: in a distributed run, the forward to call and this rank's weights
-    (:class:`fewshot.distributed.GradientSync`): the loss is weighted by ``sync.loss_weight``
+    (:class:`fewshot.engine.distributed.GradientSync`): the loss is weighted by ``sync.loss_weight``
     and the result by ``sync.share``, so its sum over the ranks is the whole step's."""
     device = next(learner.parameters()).device
     total = torch.zeros(2, device=device)

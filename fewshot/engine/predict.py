@@ -1,6 +1,6 @@
 """Labelling new images with a trained learner: a folder of labelled support images in, a label per
 query image out. Support and query files are read through the image pipeline recorded in the
-model's checkpoint (:func:`fewshot.checkpoint.recorded_pipeline`), the same function the dataset
+model's checkpoint (:func:`fewshot.engine.checkpoint.recorded_pipeline`), the same function the dataset
 loaders built the training images with."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import Tensor
 from episodes import ImagePipeline, read_images, scan_class_folders, to_unit_float
 from episodes.images import is_image_file
 
-from .learner import EpisodicLearner, ModelSpec
+from ..models.learner import EpisodicLearner, ModelSpec
 from .memory import bytes_per_item, chunks, image_chunk, items_per_chunk, memory_budget
 
 
@@ -45,7 +45,7 @@ def check_predict_pipeline(spec: ModelSpec, pipeline: ImagePipeline | None) -> I
     whole when the model was trained on box crops."""
     if pipeline is None:
         raise ValueError("predict needs the image pipeline the model was trained with: pass "
-                         "pipeline=recorded_pipeline(checkpoint, path) (fewshot.checkpoint)")
+                         "pipeline=recorded_pipeline(checkpoint, path) (fewshot.engine.checkpoint)")
     if (pipeline.channels, pipeline.size) != (spec.in_channels, spec.image_size):
         raise ValueError(f"image pipeline {pipeline.describe()} does not fit the model, which "
                          f"takes {spec.in_channels}-channel {spec.image_size}px images: state "
@@ -75,7 +75,7 @@ def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.Pat
             instead of raising :class:`~episodes.ImageFileError`; skipped queries get no
             prediction.
         pipeline: how the model's training images were read from files (required; from
-            :func:`fewshot.checkpoint.recorded_pipeline`); support and query files are read
+            :func:`fewshot.engine.checkpoint.recorded_pipeline`); support and query files are read
             through it into ``[1, S, C, H, W]`` and ``[1, Q, C, H, W]`` floats in ``[0, 1]``.
         max_memory: bytes one forward may take (None: a share of the device's free memory).
             Learners with per-image features embed the support set once, in chunks, and each

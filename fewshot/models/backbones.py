@@ -98,7 +98,7 @@ BACKBONES = {"conv4": Conv4, "resnet12": ResNet12}
 
 def spec_backbone(spec: ModelSpec, hidden: int | None = None, **kwargs) -> nn.Module:
     """The backbone a learner's builder makes for ``spec``: :func:`make_backbone` of its name and
-    channels, normalising its input as ``spec.normalize`` says (:mod:`fewshot.input_norm`). Built
+    channels, normalising its input as ``spec.normalize`` says (:mod:`fewshot.models.input_norm`). Built
     here, before the builder copies it (the momentum targets of BYOL and MoCo), so every copy
     normalises too."""
     return add_input_norm(make_backbone(spec.backbone, spec.in_channels, hidden, **kwargs),
@@ -107,7 +107,7 @@ def spec_backbone(spec: ModelSpec, hidden: int | None = None, **kwargs) -> nn.Mo
 
 def make_backbone(name: str, in_channels: int, hidden: int | None = None, **kwargs) -> nn.Module:
     """Build a backbone by name: "conv4", "resnet12", a torchvision classification model
-    ("resnet18", ...) or "timm:<name>" (:mod:`fewshot.zoo`), without weights. ``hidden``: Conv-4's
+    ("resnet18", ...) or "timm:<name>" (:mod:`fewshot.models.zoo`), without weights. ``hidden``: Conv-4's
     width (the methods' ``hidden`` option; None: 64), an error for other backbones."""
     if hidden is not None:
         if name != "conv4":

@@ -1,6 +1,6 @@
 """Backbones from torchvision and timm by name, and freezing layers by name.
 
-:func:`fewshot.backbones.make_backbone` builds ``conv4`` and ``resnet12`` itself and comes here
+:func:`fewshot.models.backbones.make_backbone` builds ``conv4`` and ``resnet12`` itself and comes here
 for every other name:
 
 - a torchvision classification model (``resnet18``, ``efficientnet_b0``, ...: any name of
@@ -12,7 +12,7 @@ for every other name:
   ``timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels)``: timm's own
   way of returning pooled features.
 
-Weights come from local files only (:mod:`fewshot.weights`); nothing is downloaded. The name of
+Weights come from local files only (:mod:`fewshot.models.weights`); nothing is downloaded. The name of
 the removed classifier is kept in the backbone's ``removed_head`` attribute, so that a weights
 file saved with its classifier (torchvision's and timm's files are) loads without it.
 """

@@ -4,7 +4,7 @@ one-line summary (:class:`episodes.registry.Registry`, entry-point group ``fewsh
 ``fewshot train --method NAME --option KEY=VALUE`` and :func:`build_learner` go through here, so
 options are checked against the method's config class (:mod:`episodes.options`) before anything is
 built, and a spec's options are stored converted and complete (:func:`make_spec`). The command
-line's ``--method`` choices and help, and the README's methods table (:func:`methods_table`),
+line's ``--method`` choices and help, and the README's and the docs' tables (``docs/tables.py``),
 are generated from the entries.
 
 Config fields that the data fills are declared on the field (:func:`data_field`): MAML's
@@ -94,18 +94,6 @@ def method_names(kind: Kind | None = None) -> list[str]:
 def method_config(name: str, options: Mapping[str, Any]) -> Any:
     """The typed config of method ``name`` from ``options`` (text values are converted)."""
     return parse_config(get_method(name).config, options, name)
-
-
-def methods_table() -> str:
-    """The Markdown table of the registered methods: name, kind, summary, options."""
-    rows = ["| method | kind | what | options |", "| --- | --- | --- | --- |"]
-    for name in [n for kind in KINDS for n in METHODS.names(kind)]:
-        entry = METHODS.get(name)
-        fields = [f.name for f in dataclasses.fields(entry.config)
-                  if f.init and "from_data" not in f.metadata]
-        rows.append(f"| `{name}` | {entry.kind} | {entry.summary} | "
-                    f"{', '.join(f'`{f}`' for f in fields) or '-'} |")
-    return "\n".join(rows) + "\n"
 
 
 def make_spec(method: str, backbone: str, in_channels: int, image_size: int,

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import peers
-from grid_render import curve_text, splice_blocks
+from grid_render import curve_text, mean_ci, splice_blocks
 from reproduce_protocols import protocols
 
 
@@ -63,8 +63,8 @@ def tta_table(part: dict) -> list[str]:
         model = part["models"].get(c["model"], {})
         curve = curve_text(model.get("curve", []), c["setting"])
         lines.append(f"| {name} | {curve or '-'} | {model.get('steps', 0):,} steps, "
-                     f"{model.get('seconds', 0):.0f} s | {c['stopped']} | {100 * c['mean']:.2f} +- "
-                     f"{100 * c['ci95']:.2f} ({c['episodes']} episodes) | "
+                     f"{model.get('seconds', 0):.0f} s | {c['stopped']} | {mean_ci(c)} "
+                     f"({c['episodes']} episodes) | "
                      f"{cells[name].published:.1f} |")
     return lines
 

@@ -65,6 +65,18 @@ def tree(tmp_path: Path) -> Path:
     return make_tree(tmp_path)
 
 
+def support_query(tree: Path) -> tuple[Path, Path]:
+    """``tree/support`` (classes 0 and 1, one image each) and ``tree/query`` (one image of class
+    0) from :func:`make_tree`'s images, for ``fewshot predict``."""
+    support, query = tree / "support", tree / "query"
+    for c in (0, 1):
+        (support / f"class{c}").mkdir(parents=True, exist_ok=True)
+        (support / f"class{c}" / "0.png").write_bytes((tree / f"data/class{c}/0.png").read_bytes())
+    query.mkdir(exist_ok=True)
+    (query / "q.png").write_bytes((tree / "data/class0/1.png").read_bytes())
+    return support, query
+
+
 def data_args(tree: Path) -> list[str]:
     return ["--dataset", "folder", "--root", str(tree / "data"), "--split-ratios", "0.5", "0.25",
             "0.25", "--channels", "1", "--image-size", "16", "--cache-dir", str(tree / "cache"),

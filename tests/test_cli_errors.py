@@ -17,7 +17,7 @@ import torch
 from fewshot.cli import main
 from fewshot.engine.runs import run_lock
 
-from .conftest import data_args, make_tree
+from .conftest import data_args, make_tree, support_query
 
 TRAIN = ["--way", "2", "--shot", "1", "--query", "2", "--steps", "2", "--val-episodes", "0",
          "--quiet"]
@@ -29,16 +29,6 @@ def trained(tree: Path) -> Path:
     if not (run / "last.pt").is_file():
         main(["train", *data_args(tree), *TRAIN, "--out", str(run)])
     return run
-
-
-def support_query(tree: Path) -> tuple[Path, Path]:
-    support, query = tree / "support", tree / "query"
-    for c in (0, 1):
-        (support / f"class{c}").mkdir(parents=True, exist_ok=True)
-        (support / f"class{c}" / "0.png").write_bytes((tree / f"data/class{c}/0.png").read_bytes())
-    query.mkdir(exist_ok=True)
-    (query / "q.png").write_bytes((tree / "data/class0/1.png").read_bytes())
-    return support, query
 
 
 def corrupt_query(tree: Path) -> str:

@@ -16,7 +16,7 @@ import torch
 from fewshot.cli import main
 from fewshot.engine.runs import RunError, run_lock
 
-from .conftest import data_args, make_tree
+from .conftest import data_args, make_tree, support_query
 
 TRAIN = ["--way", "2", "--shot", "1", "--query", "2", "--steps", "2", "--val-episodes", "0",
          "--quiet"]
@@ -105,16 +105,6 @@ def test_an_episodes_file_that_is_a_checkpoint_is_named_so(run: Path, capsys):
     line = fails(["eval", *data_args(tree), "--checkpoint", str(run / "last.pt"), "--way", "2",
                   "--query", "2", "--episodes", "2", "--episodes-file", str(other)], capsys)
     assert "is a fewshot checkpoint, not an episodes file" in line and "delete" not in line
-
-
-def support_query(tree: Path) -> tuple[Path, Path]:
-    support, query = tree / "support", tree / "query"
-    for c in (0, 1):
-        (support / f"class{c}").mkdir(parents=True, exist_ok=True)
-        (support / f"class{c}" / "0.png").write_bytes((tree / f"data/class{c}/0.png").read_bytes())
-    query.mkdir(exist_ok=True)
-    (query / "q.png").write_bytes((tree / "data/class0/1.png").read_bytes())
-    return support, query
 
 
 def test_predict_output_never_names_an_input(run: Path, capsys):

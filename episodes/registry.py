@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
-from importlib import metadata
+from importlib import import_module, metadata
 from typing import Any, ClassVar, Literal
 
 from .dataset import TensorClassDataset
@@ -40,11 +40,13 @@ class Entry:
 
 
 class Registry:
-    """Entries by name, filled by :meth:`register` and by the modules of the entry-point group
-    ``group`` (loaded on the first lookup). ``what`` names the part in errors ("method")."""
+    """Entries by name, filled by :meth:`register`, by the modules ``builtin`` (names of the
+    modules of the built-in entries) and by those of the entry-point group ``group`` (both loaded
+    on the first lookup, so that a light import of the package does not load every entry).
+    ``what`` names the part in errors ("method")."""
 
-    def __init__(self, what: str, group: str) -> None:
-        self.what, self.group = what, group
+    def __init__(self, what: str, group: str, builtin: tuple[str, ...] = ()) -> None:
+        self.what, self.group, self.builtin = what, group, builtin
         self.entries: dict[str, Entry] = {}
         self._plugins_loaded = False
 
@@ -59,6 +61,8 @@ class Registry:
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
+        for module in self.builtin:  # by name, as the plugins: they register on import
+            import_module(module)
         for ep in metadata.entry_points(group=self.group):
             ep.load()  # the module registers its entries on import
 

@@ -33,7 +33,8 @@ KINDS: dict[str, str] = {"episodic": "meta-trained on episodes (fewshot train)",
                                             "(fewshot pretrain)"}
 DATA = {"way": "--way (the classes of an episode)", "classes": "the training split's classes",
         "images": "the training split's images"}
-METHODS = Registry("method", "fewshot.methods")
+# the built-in methods register themselves when their packages are imported: on the first lookup
+METHODS = Registry("method", "fewshot.methods", builtin=("fewshot.methods", "fewshot.ssl"))
 Method = Entry
 
 

@@ -7,10 +7,8 @@ import argparse
 import errno
 import math
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 
@@ -18,34 +16,13 @@ from episodes.registry import DATASETS, load_dataset, needs_root, option_names
 from fewshot.engine.distributed import local_device
 from fewshot.engine.memory import parse_bytes
 
+from .parser import HelpFormatter, Parser, fail  # noqa: F401 - the commands' one import of them
+
 MAX_MEMORY_HELP = ("memory one forward pass may take, e.g. 2GB (default: on a GPU half its free "
                    "memory, on a CPU 1 GiB or a quarter of the free memory); forwards are split "
                    "into chunks that fit, with the same results")
 MIN_IMAGE_SIZE = 16  # four 2x2 max-pools (Conv-4, ResNet-12) need at least 16 pixels
 MAX_IMAGE_SIZE = 1024  # a side; a split of such images already takes GBs
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """Help that states every default (unless the text already does, or there is none)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
-            return text
-        return f"{text} (default: %(default)s)"
-
-
-class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line (no usage dump), exit status 2, and whose
-    help shows every default."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)
-        self.subcommands: dict[str, argparse.ArgumentParser] = {}
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def bounded(kind: Callable[[str], float], low: float, strict: bool = False,
@@ -309,9 +286,3 @@ def os_error_text(e: OSError) -> str:
            errno.EPERM: "give a path you can write to (or change its permissions)",
            errno.EROFS: "give a path on a writable disk"}.get(e.errno or 0, "check the path")
     return f"{e.filename}: {(e.strerror or type(e).__name__).lower()}: {fix}"
-
-
-def fail(message: str, status: int = 1) -> NoReturn:
-    """Print ``error: message`` as one line on stderr and exit with ``status``."""
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    raise SystemExit(status)

@@ -13,10 +13,6 @@ from ..engine.precision import CHOICES
 from ..engine.runs import RUN_FILE, RunError, check_run_folder, open_run, read_run, run_record
 from .args import device, output_folder, pick_device, positive_float, positive_int
 
-NAME = "demo"
-HELP = ("train ProtoNet on the embedded dataset and score it on held-out classes (a few minutes "
-        "on a laptop CPU)")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=positive_float, default=100, help="training time")

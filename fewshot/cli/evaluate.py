@@ -34,9 +34,6 @@ from .args import (
 )
 from .groups import add_normalize_arg, fixed_episodes
 
-NAME = "eval"
-HELP = "score a checkpoint on fixed episodes (mean, 95%% interval)"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)

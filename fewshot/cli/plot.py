@@ -13,10 +13,6 @@ from ..models.weights import backbone_of
 from ..ssl.monitor import plot_embeddings, project_2d
 from .args import add_data_args, dataset_from_args, pick_device
 
-NAME = "plot-embeddings"
-HELP = ("a 2-D projection (PCA or t-SNE) of a checkpoint's backbone features of a split's "
-        "images, coloured by class")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)

@@ -15,9 +15,6 @@ from ..engine.checkpoint import load_learner, recorded_pipeline
 from ..engine.predict import Prediction, predict
 from .args import MAX_MEMORY_HELP, device, memory_size, not_an_input, output_file, pick_device, positive_int
 
-NAME = "predict"
-HELP = "label query images from a few labelled support images"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a trained checkpoint")

@@ -12,11 +12,6 @@ from .args import add_data_args, count, option, positive_int
 from .groups import add_augment_args, add_backbone_args, add_optimization_args, add_run_args, add_val_args
 from .train import method_help
 
-NAME = "pretrain"
-HELP = ("pre-train a backbone with a classifier over all train classes on ordinary mini-batches, "
-        "or self-supervised on their images alone (then: fewshot eval --head, or fewshot train "
-        "--init)")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)

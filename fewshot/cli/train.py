@@ -10,9 +10,6 @@ from . import recipe
 from .args import add_data_args, episodes_per_step, option, positive_int, way
 from .groups import add_augment_args, add_backbone_args, add_optimization_args, add_run_args, add_val_args
 
-NAME = "train"
-HELP = "meta-train a learner on a dataset's train classes"
-
 
 def method_help(kinds: tuple[str, ...]) -> str:
     """``name: summary`` of every registered method of ``kinds``."""

@@ -15,7 +15,6 @@ import platform
 import shutil
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 from episodes.io import atomic_write_text, finite_json
 
 from ..registry import stored_spec
+from ..version import library_version
 from .checkpoint import load_checkpoint
 
 try:
@@ -47,13 +47,6 @@ ADDED = {"optimizer": "adam", "momentum": 0.9, "weight_decay": 0.0, "schedule": 
 
 class RunError(ValueError):
     """A run folder that cannot be used as asked, with the fix in the message."""
-
-
-def library_version() -> str:
-    try:
-        return metadata.version("fewshot")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def run_record(args: Mapping[str, Any], spec: Mapping[str, Any], command: str = "train"

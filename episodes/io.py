@@ -61,12 +61,29 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it where the system says it (Linux
+    ``/proc/self/status``); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A run killed mid-write leaves the previous file intact, never a truncated one; the temporary
     files such runs left are deleted by the next write of ``path``
-    (:func:`remove_stale_temporaries`); a write that fails leaves nothing behind.
+    (:func:`remove_stale_temporaries`); a write that fails leaves nothing behind. The file gets
+    the mode a plain ``open`` would give it (0666 less the umask), not the temporary file's
+    owner-only 0600, so a run folder on a shared disk can be read by those it is shared with.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +91,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) ->
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{_host_tag()}.",
                                suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

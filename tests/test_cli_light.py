@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import fewshot
-from fewshot.cli import COMMANDS, main
+from episodes.registry import DATASETS, option_names
+from fewshot.cli import COMMANDS, build_parser, main
+from fewshot.cli.args import data_options
 from fewshot.version import library_version
 
 PROBE = """
@@ -60,3 +63,27 @@ def test_lazy_exports():
     assert set(fewshot.__all__) <= set(dir(fewshot))
     with pytest.raises(AttributeError):
         fewshot.no_such_name  # noqa: B018
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_package_files():
+    """The licence the metadata names, and the typing markers shipped as package data."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT" and "LICENSE" in project["project"]["license-files"]
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "2026 fewshot authors" in text
+    data = project["tool"]["setuptools"]["package-data"]
+    for package in ("fewshot", "episodes"):
+        assert (ROOT / package / "py.typed").is_file() and "py.typed" in data[package]
+
+
+@pytest.mark.parametrize("dataset", [n for n in DATASETS.names() if "download" not in option_names(n)])
+def test_download_only_where_it_works(dataset):
+    """--download is taken by the datasets that can download (Omniglot); the others refuse it
+    in one line instead of ending in "not found"."""
+    args = build_parser().parse_args(["eval", "--dataset", dataset, "--download"])
+    with pytest.raises(ValueError, match=f"--download does not apply to --dataset {dataset}"):
+        data_options(args)

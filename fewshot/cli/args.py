@@ -216,7 +216,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    "from --channels instead of converting them")
     g.add_argument("--skip-bad-images", action="store_true",
                    help="skip unreadable or non-image files (with a warning) instead of failing")
-    g.add_argument("--download", action="store_true", help="download the dataset if missing")
+    g.add_argument("--download", action="store_true", help="omniglot: download the official "
+                   "archives into --root if missing (the other datasets refuse it)")
     g.add_argument("--crop-boxes", action="store_true",
                    help="dogs: crop each image to its bounding box from Annotation/")
     g.add_argument("--csv-dir", help="miniimagenet: folder with Ravi's train.csv/val.csv/test.csv")

@@ -122,6 +122,15 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file ``path`` (hex), read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def finite_json(obj: Any) -> Any:
     """``obj`` with every non-finite float (NaN, infinity) replaced by None, so that the JSON
     written is strict (``NaN`` is not JSON)."""

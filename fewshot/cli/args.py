@@ -12,11 +12,20 @@ from pathlib import Path
 
 import torch
 
+from episodes import ClassDataset
 from episodes.registry import DATASETS, load_dataset, needs_root, option_names
 from fewshot.engine.distributed import local_device
 from fewshot.engine.memory import parse_bytes
 
-from .parser import HelpFormatter, Parser, fail  # noqa: F401 - the commands' one import of them
+from .parser import (  # noqa: F401 - the commands' one import of them
+    HelpFormatter,
+    Parser,
+    add_output_arg,
+    add_quiet_arg,
+    add_split_arg,
+    fail,
+    say_data_note,
+)
 
 MAX_MEMORY_HELP = ("memory one forward pass may take, e.g. 2GB (default: on a GPU half its free "
                    "memory, on a CPU 1 GiB or a quarter of the free memory); forwards are split "
@@ -227,6 +236,18 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-dir", help="where decoded datasets are cached "
                    "(default: $FEWSHOT_CACHE or ~/.cache/fewshot)")
     g.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
+
+
+MACHINE_OPTIONS = ("cache_dir", "decoder", "download")  # how this machine reads the data
+
+
+def data_provenance(args: argparse.Namespace, ds: ClassDataset) -> dict:
+    """The dataset part of a result's provenance (:func:`fewshot.engine.provenance.provenance`):
+    its name, its settings (root, the true image size, the dataset's options, not how this
+    machine reads it) and the true channel count of ``ds``'s images."""
+    options = {k: v for k, v in data_options(args).items() if k not in MACHINE_OPTIONS}
+    return {"dataset": args.dataset, "channels": ds.image_shape[0],
+            "settings": {"root": args.root, "image_size": ds.image_shape[-1], **options}}
 
 
 def data_options(args: argparse.Namespace) -> dict:

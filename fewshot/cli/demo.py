@@ -10,8 +10,9 @@ from pathlib import Path
 from ..demo import SPEC as DEMO_SPEC
 from ..demo import run_demo
 from ..engine.precision import CHOICES
+from ..engine.provenance import provenance
 from ..engine.runs import RUN_FILE, RunError, check_run_folder, open_run, read_run, run_record
-from .args import device, output_folder, pick_device, positive_float, positive_int
+from .args import add_quiet_arg, device, output_folder, pick_device, positive_float, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=CHOICES, default="auto",
                    help="fp32, bf16 or auto (bf16 on a CPU with bfloat16 units, else fp32)")
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
+    add_quiet_arg(p)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -39,8 +41,11 @@ def run(args: argparse.Namespace) -> None:
     check_run_folder(args.out, resume=False, overwrite=replace)
     settings = {"seconds": args.seconds, "episodes": args.episodes, "out": args.out,
                 "device": args.device, "precision": args.precision}
-    with open_run(args.out, run_record(settings, DEMO_SPEC.to_dict(), command="demo"),
-                  resume=False, overwrite=replace):
-        run_demo(seconds=args.seconds, out=args.out, device=pick_device(args.device),
+    device = pick_device(args.device)
+    record = run_record(settings, DEMO_SPEC.to_dict(), command="demo")
+    record["provenance"] = provenance(dataset="embedded", settings={}, split="train", seed=0,
+                                      device=device, channels=DEMO_SPEC.in_channels)
+    with open_run(args.out, record, resume=False, overwrite=replace):
+        run_demo(seconds=args.seconds, out=args.out, device=device,
                  episodes=args.episodes, precision=args.precision)
     sys.stdout.flush()

@@ -10,6 +10,7 @@ from episodes import ImageFileError
 from episodes.progress import set_progress
 
 from ..engine import distributed
+from ..engine.provenance import DATA_SETTINGS, checkpoint_run
 from ..engine.runs import RunError, legacy_args, read_run
 from . import build_parser
 from .args import fail, os_error_text, pick_device
@@ -60,13 +61,14 @@ def replay_defaults(parser: Parser, argv: list[str]) -> None:
     given = {a.split("=", 1)[0] for a in argv[1:] if a.startswith("--")}
     for key, value in replayed.items():
         if not given & set(actions[key].option_strings):  # a flag given overrides the record
-            check_recorded(known.config, actions[key], value)
+            check_recorded(f"--config {known.config}", actions[key], value)
     command.set_defaults(**replayed)
 
 
-def check_recorded(path: str, action: argparse.Action, value: object) -> None:
-    """Raise :class:`RunError` unless ``value``, recorded for ``action`` in ``path``, passes the
-    checks the flag's own value gets (its type and choices)."""
+def check_recorded(source: str, action: argparse.Action, value: object) -> None:
+    """Raise :class:`RunError` unless ``value``, recorded for ``action`` in ``source`` (e.g.
+    ``--config run.json``), passes the checks the flag's own value gets (its type and
+    choices)."""
     flag = action.option_strings[0] if action.option_strings else action.dest
     values = value if isinstance(value, list) and action.nargs not in (None, "?") else [value]
     for v in values:
@@ -76,12 +78,69 @@ def check_recorded(path: str, action: argparse.Action, value: object) -> None:
             if action.type is not None and callable(action.type):
                 action.type(str(v))
         except (argparse.ArgumentTypeError, ValueError) as e:
-            raise RunError(f"--config {path}: its {flag} {v!r} is refused ({e}): correct it in "
+            raise RunError(f"{source}: its {flag} {v!r} is refused ({e}): correct it in "
                            f"the file or give {flag} on the command line") from None
         if action.choices is not None and v not in action.choices:
-            raise RunError(f"--config {path}: its {flag} {v!r} is not one of "
+            raise RunError(f"{source}: its {flag} {v!r} is not one of "
                            f"{', '.join(map(str, action.choices))}: correct it in the file or "
                            f"give {flag} on the command line")
+
+
+FROM_RUN = ("eval", "predict", "plot-embeddings")  # commands that take a checkpoint's data settings
+
+
+def checkpoint_defaults(parser: Parser, argv: list[str]) -> str | None:
+    """For a command of :data:`FROM_RUN` given ``--checkpoint``: make the data settings of the
+    checkpoint's run (``run.json`` beside it, :data:`~fewshot.engine.provenance.DATA_SETTINGS`)
+    the command's defaults, so that ``fewshot eval --checkpoint RUN/best.pt`` reads the run's
+    dataset; arguments given override them. A ``--dataset`` given that is not the run's takes
+    none of them (they describe another dataset). Returns the line that says what was taken
+    (None: nothing)."""
+    if not argv or argv[0] not in FROM_RUN:
+        return None
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("--checkpoint")
+    probe.add_argument("--dataset")
+    known, _ = probe.parse_known_args(argv[1:])
+    found = checkpoint_run(known.checkpoint) if known.checkpoint else None
+    if found is None or "dataset" not in found[1]:  # no run.json, or a demo's (embedded data)
+        return None
+    path, recorded = found
+    if known.dataset is not None and known.dataset != recorded["dataset"]:
+        return None
+    command = parser.subcommands[argv[0]]
+    actions = {a.dest: a for a in command._actions}  # noqa: SLF001 - argparse has no public list
+    given = {a.split("=", 1)[0] for a in argv[1:] if a.startswith("--")}
+    taken = {}
+    for key in DATA_SETTINGS:
+        action = actions.get(key)
+        if action is None or key not in recorded or given & set(action.option_strings):
+            continue
+        value = recorded[key]
+        if value == action.default or (value is None and action.default is None):
+            continue
+        check_recorded(f"--checkpoint {known.checkpoint}'s run {path}", action, value)
+        taken[key] = value
+    if not taken:
+        return None
+    command.set_defaults(**taken)
+    return (f"data settings from {path} (flags given override them): "
+            + " ".join(flag_text(actions[k], v) for k, v in taken.items()))
+
+
+def flag_text(action: argparse.Action, value: object) -> str:
+    """How the command line would give ``value`` for ``action``: ``--flag``, ``--flag V``."""
+    flag = action.option_strings[0]
+    if isinstance(value, bool):
+        return flag
+    return " ".join([flag, *map(str, value if isinstance(value, list | tuple) else [value])])
+
+
+def unsaid(args: argparse.Namespace | None) -> str:
+    """For an error before the command said which data settings it took from the checkpoint's
+    run: that note, to end the error's line (the error may be in one of them)."""
+    note = getattr(args, "data_note", None)
+    return f" ({note})" if note else ""
 
 
 def one_line_warning(message: Warning | str, category: type[Warning], *args: object,
@@ -98,7 +157,9 @@ def main(argv: list[str]) -> None:
     args = None
     try:
         replay_defaults(parser, argv)
+        taken = checkpoint_defaults(parser, argv)
         args = parser.parse_args(argv)
+        args.data_note = taken  # said by the command once its inputs are checked (say_data_note)
         set_progress(not getattr(args, "quiet", False) and distributed.launched().main)
         if args.command in DISTRIBUTED and distributed.launched().active:
             distributed.init(pick_device(args.device),
@@ -106,9 +167,9 @@ def main(argv: list[str]) -> None:
         args.func(args)
         distributed.shutdown()  # after a failure the process exits without waiting for peers
     except OSError as e:  # a full disk, a read-only place, a missing file: named, with the fix
-        fail(os_error_text(e))
+        fail(os_error_text(e) + unsaid(args))
     except USER_ERRORS as e:
-        fail(e.args[0] if isinstance(e, KeyError) and e.args else e)
+        fail(str(e.args[0] if isinstance(e, KeyError) and e.args else e) + unsaid(args))
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except RuntimeError as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -14,6 +15,8 @@ from episodes import ClassDataset, FixedEpisodes
 from ..engine import distributed
 from ..engine.checkpoint import check_pipeline, load_backbone_weights, load_learner
 from ..engine.evaluate import EvalResult, evaluate
+from ..engine.provenance import provenance
+from ..engine.runs import write_json_atomic
 from ..heads import HEADS, head_config
 from ..heads.scoring import evaluate_head
 from ..models.backbones import make_backbone
@@ -23,7 +26,11 @@ from ..registry import canonical
 from .args import (
     MAX_MEMORY_HELP,
     add_data_args,
+    add_output_arg,
+    add_quiet_arg,
+    add_split_arg,
     check_data_args,
+    data_provenance,
     dataset_from_args,
     memory_size,
     not_an_input,
@@ -31,27 +38,41 @@ from .args import (
     output_file,
     pick_device,
     positive_int,
+    say_data_note,
 )
-from .groups import add_normalize_arg, fixed_episodes
+from .groups import add_normalize_arg, fixed_episodes, load_episodes
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
-    p.add_argument("--checkpoint", help="a checkpoint (best.pt or last.pt)")
+    p.add_argument("--checkpoint", help="a checkpoint (best.pt or last.pt); the data settings of "
+                   "its run (run.json beside it) are the defaults of the data flags")
     add_head_args(p)
-    p.add_argument("--split", default="test", choices=("train", "val", "test"),
-                   help="class split to score on")
-    p.add_argument("--way", type=positive_int, default=5, help="classes per episode")
-    p.add_argument("--shot", type=positive_int, default=1, help="support images per class")
-    p.add_argument("--query", type=positive_int, default=15, help="query images per class")
-    p.add_argument("--episodes", type=positive_int, default=600, help="fixed episodes")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fixed episodes")
-    p.add_argument("--episodes-file", help="load the fixed episodes from this file, or save them "
+    add_split_arg(p)
+    g = p.add_argument_group("episodes (an existing --episodes-file supplies its own shape and "
+                             "count)")
+    g.add_argument("--way", type=positive_int, help=f"classes per episode (default: {SHAPE['way']})")
+    g.add_argument("--shot", type=positive_int, help=f"support images per class (default: "
+                   f"{SHAPE['shot']})")
+    g.add_argument("--query", type=positive_int, help=f"query images per class (default: "
+                   f"{SHAPE['query']})")
+    g.add_argument("--episodes", type=positive_int, help=f"fixed episodes (default: "
+                   f"{SHAPE['episodes']})")
+    g.add_argument("--seed", type=int, default=0, help="seed of the fixed episodes")
+    g.add_argument("--episodes-file", help="load the fixed episodes from this file, or save them "
                    "there if it does not exist, so every model is scored on the same episodes")
-    p.add_argument("--batch-size", type=positive_int, help="episodes per pass (default: as many "
-                   "as fit --max-memory)")
+    g.add_argument("--episodes-per-pass", type=positive_int, help="episodes per forward pass "
+                   "(default: as many as fit --max-memory)")
+    p.add_argument("--batch-size", dest="episodes_per_pass", type=positive_int,
+                   help=argparse.SUPPRESS)  # the old name of --episodes-per-pass
     p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
-    p.add_argument("--json", help="write per-episode accuracies, mean and interval here")
+    add_output_arg(p, "write the per-episode accuracies, mean, interval and provenance here (JSON)")
+    add_quiet_arg(p)
+    p.add_argument("--json", dest="output", help=argparse.SUPPRESS)  # the old name of --output
+
+
+# the episodes scored when neither the flags nor an existing --episodes-file say
+SHAPE = {"way": 5, "shot": 1, "query": 15, "episodes": 600}
 
 
 def add_head_args(p: argparse.ArgumentParser) -> None:
@@ -112,28 +133,52 @@ def eval_model(args: argparse.Namespace, device: torch.device
         add_input_norm(backbone, weights_normalize(args, meta, ds.image_shape[0]))
         backbone.to(device)
     if not args.head:
-        return (lambda episodes: evaluate(learner, episodes, ds, batch_size=args.batch_size,
+        return (lambda episodes: evaluate(learner, episodes, ds, batch_size=args.episodes_per_pass,
                                           device=device, max_memory=args.max_memory)), ds
     return (lambda episodes: evaluate_head(backbone, args.head, config, episodes, ds,
-                                           args.batch_size, args.chunk_size, device)), ds
+                                           args.episodes_per_pass, args.chunk_size, device)), ds
+
+
+def episode_shape(args: argparse.Namespace) -> tuple[int, int, int, int]:
+    """Way, shot, query and count of the episodes to score: an existing ``--episodes-file``'s
+    own (a flag given that differs is refused, naming both), else the flags or :data:`SHAPE`."""
+    names = ("way", "shot", "query", "episodes")
+    if args.episodes_file and Path(args.episodes_file).exists():
+        episodes = load_episodes(args.episodes_file)
+        have = (episodes.n_way, episodes.k_shot, episodes.q_query, len(episodes))
+        for name, value in zip(names, have, strict=True):
+            given = getattr(args, name)
+            if given is not None and given != value:
+                raise ValueError(f"--{name} {given} and --episodes-file {args.episodes_file} "
+                                 f"(which holds {value}) disagree: leave --{name} out (the file "
+                                 f"says it), or give another --episodes-file")
+        return have
+    return tuple(SHAPE[n] if getattr(args, n) is None else getattr(args, n)  # type: ignore[return-value]
+                 for n in names)
 
 
 def run(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     check_data_args(args)
-    output_file("--json", args.json)
+    output_file("--output", args.output)
     output_file("--episodes-file", args.episodes_file)
     inputs = {"--checkpoint": args.checkpoint, "--weights": args.weights}
     not_an_input("--episodes-file", args.episodes_file, inputs)
-    not_an_input("--json", args.json, {**inputs, "--episodes-file": args.episodes_file})
+    not_an_input("--output", args.output, {**inputs, "--episodes-file": args.episodes_file})
+    way, shot, query, count = episode_shape(args)
     score, ds = eval_model(args, device)
-    episodes = fixed_episodes(ds, args.way, args.shot, args.query, args.episodes, args.seed,
-                              args.episodes_file)
+    say_data_note(args, distributed.current().main)
+    episodes = fixed_episodes(ds, way, shot, query, count, args.seed, args.episodes_file)
     result = score(episodes)
     if not distributed.current().main:
         return
     print(f"{args.dataset} {args.split}" + (f", head {args.head}" if args.head else "")
           + f": {result}")
-    if args.json:
-        result.save_json(args.json)
-        print(f"per-episode accuracies written to {args.json}")
+    if args.output:
+        files = {"checkpoint": args.checkpoint, "weights": args.weights,
+                 "episodes_file": args.episodes_file}
+        write_json_atomic({**result.to_dict(), "provenance": provenance(
+            **data_provenance(args, ds), split=args.split, seed=args.seed, device=device,
+            files=files, head=args.head, head_options=dict(args.head_option) or None)},
+            args.output)
+        print(f"per-episode accuracies written to {args.output}")

@@ -35,3 +35,30 @@ def fail(message: str, status: int = 1) -> NoReturn:
     """Print ``error: message`` as one line on stderr and exit with ``status``."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
     raise SystemExit(status)
+
+
+def add_split_arg(p: argparse.ArgumentParser) -> None:
+    """``--split``: the class split a command working on a trained model reads (default test,
+    the held-out classes, for every such command)."""
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="class split to read")
+
+
+def add_output_arg(p: argparse.ArgumentParser, what: str, required: bool = False) -> None:
+    """``--output FILE``: the one file a command writes (``what``)."""
+    p.add_argument("--output", metavar="FILE", required=required, help=what)
+
+
+def add_quiet_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress output and no notes on "
+                   "stderr (errors are still printed)")
+
+
+def say_data_note(args: argparse.Namespace, main: bool = True) -> None:
+    """Print, once and unless ``--quiet``, which data settings the command took from its
+    checkpoint's run (:func:`fewshot.cli.dispatch.checkpoint_defaults`); call it once the
+    command's inputs are checked (``main``: whether this process speaks, rank 0)."""
+    note = getattr(args, "data_note", None)
+    if note and main and not getattr(args, "quiet", False):
+        print(note, file=sys.stderr)
+    args.data_note = None

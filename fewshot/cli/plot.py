@@ -11,28 +11,42 @@ from ..engine.checkpoint import check_pipeline, load_learner
 from ..engine.features import extract_features
 from ..models.weights import backbone_of
 from ..ssl.monitor import plot_embeddings, project_2d
-from .args import add_data_args, dataset_from_args, pick_device
+from .args import (
+    add_data_args,
+    add_output_arg,
+    add_quiet_arg,
+    add_split_arg,
+    check_data_args,
+    dataset_from_args,
+    not_an_input,
+    output_file,
+    pick_device,
+    positive_int,
+    say_data_note,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     p.add_argument("--checkpoint", required=True, help="a fewshot checkpoint (its backbone)")
-    p.add_argument("--split", default="val", choices=("train", "val", "test"),
-                   help="class split whose images are embedded")
-    p.add_argument("--classes", type=int, default=10, help="the first this many classes")
-    p.add_argument("--per-class", type=int, default=50, help="images per class (at most)")
+    add_split_arg(p)
+    p.add_argument("--classes", type=positive_int, default=10, help="the first this many classes")
+    p.add_argument("--per-class", type=positive_int, default=50, help="images per class (at most)")
     p.add_argument("--projection", choices=("pca", "tsne"), default="pca",
                    help="pca (torch) or tsne (needs scikit-learn)")
-    p.add_argument("--output", required=True, help="image file to write (.png, .pdf, ...)")
+    add_output_arg(p, "image file to write (.png, .pdf, ...)", required=True)
+    add_quiet_arg(p)
 
 
 def run(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
+    check_data_args(args)
+    output_file("--output", args.output)
+    not_an_input("--output", args.output, {"--checkpoint": args.checkpoint}, {"--root": args.root})
     learner, spec, ckpt = load_learner(args.checkpoint, device, "--checkpoint")
     ds = dataset_from_args(args, args.split)
     check_pipeline(spec, ckpt["pipeline"], ds, source=args.checkpoint)
-    if args.classes < 1 or args.per_class < 1:
-        raise ValueError("--classes and --per-class must be >= 1")
+    say_data_note(args)
     classes = min(args.classes, ds.num_classes)
     rank = torch.zeros_like(ds.targets)
     for c in range(classes):  # a handful of classes: rank of each image within its class

@@ -13,26 +13,39 @@ from episodes.io import atomic_write_text
 
 from ..engine.checkpoint import load_learner, recorded_pipeline
 from ..engine.predict import Prediction, predict
-from .args import MAX_MEMORY_HELP, device, memory_size, not_an_input, output_file, pick_device, positive_int
+from .args import (
+    MAX_MEMORY_HELP,
+    add_output_arg,
+    add_quiet_arg,
+    device,
+    memory_size,
+    not_an_input,
+    output_file,
+    pick_device,
+    positive_int,
+    say_data_note,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a trained checkpoint")
     p.add_argument("--support", required=True, help="folder of class folders of support images")
     p.add_argument("--query", required=True, help="folder of images to label")
-    p.add_argument("--output", help="write the predictions to this file (default: print them)")
+    add_output_arg(p, "write the predictions to this file (default: print them)")
     p.add_argument("--pipeline", metavar="SETTINGS", help="how to read the image files, for a "
                    "checkpoint that does not record it (e.g. channels=1,size=28,resample=area,"
                    "invert=true); checkpoints written by fewshot train record it")
     p.add_argument("--format", choices=FORMATS, default="tsv", help="output format")
-    p.add_argument("--batch-size", type=positive_int, help="query images per pass (default: as "
-                   "many as fit --max-memory)")
+    p.add_argument("--queries-per-pass", type=positive_int, help="query images per forward pass "
+                   "(default: as many as fit --max-memory)")
+    p.add_argument("--batch-size", dest="queries_per_pass", type=positive_int,
+                   help=argparse.SUPPRESS)  # the old name of --queries-per-pass
     p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     p.add_argument("--no-convert", action="store_true",
                    help="refuse images whose channels differ from the model's")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip unreadable or non-image files (with a warning) instead of failing")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_quiet_arg(p)
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
 
 
@@ -46,8 +59,9 @@ def run(args: argparse.Namespace) -> None:
                  {"--support": args.support, "--query": args.query})
     learner, spec, ckpt = load_learner(args.checkpoint, device, "--checkpoint")
     pipeline = recorded_pipeline(ckpt, args.checkpoint, args.pipeline)
+    say_data_note(args)
     preds = predict(learner, spec, args.support, args.query, device, convert=not args.no_convert,
-                    batch_size=args.batch_size, pipeline=pipeline,
+                    batch_size=args.queries_per_pass, pipeline=pipeline,
                     skip_bad=args.skip_bad_images, max_memory=args.max_memory)
     text = format_predictions(preds, args.format)
     if args.output:

@@ -29,6 +29,7 @@ from episodes.shard import check_shardable
 from ..engine import distributed
 from ..engine.checkpoint import load_checkpoint
 from ..engine.precision import resolve_precision
+from ..engine.provenance import provenance
 from ..engine.runs import RUN_FILE, RUN_FILES, check_run_folder, open_run, read_run, run_record
 from ..engine.step_size import auto_episodes
 from ..engine.train import TrainResult, train
@@ -36,7 +37,14 @@ from ..models.input_norm import resolve_normalize
 from ..models.learner import EpisodicLearner
 from ..registry import build_learner, fill_from_data, get_method, make_spec, method_config, method_names
 from ..ssl.monitor import knn_monitor
-from .args import check_data_args, dataset_from_args, not_an_input, output_folder, pick_device
+from .args import (
+    check_data_args,
+    data_provenance,
+    dataset_from_args,
+    not_an_input,
+    output_folder,
+    pick_device,
+)
 from .groups import prepare_backbone, train_config, validation
 
 SUPERVISED = "supervised"  # pretrain --method supervised: the registry's supervised method
@@ -217,6 +225,8 @@ def run(args: argparse.Namespace) -> None:
             monitors.append(knn_monitor(val_ds, args.knn_k))
     record = run_record(recorded_args(args, augment), spec.to_dict(), command=args.command)
     record["resolved"] = resolved
+    record["provenance"] = provenance(**data_provenance(args, train_ds), split="train",
+                                      seed=args.seed, device=device, files={"init": args.init})
     config = train_config(args, learner, record)
     with run_folder(args, record, device):
         result = train(learner, spec, sampler, config, val=val, device=device, monitors=monitors)

@@ -67,16 +67,24 @@ class Registry:
             ep.load()  # the module registers its entries on import
 
     def names(self, kind: str | None = None) -> list[str]:
-        """The registered names (of ``kind``), in registration order."""
+        """The registered names (of ``kind``): the built-in ones in the order of ``builtin`` (and
+        of registration within a module), whatever order they were imported in, then the others
+        in registration order."""
         self._load_plugins()
-        return [n for n, e in self.entries.items() if kind is None or e.kind == kind]
+
+        def rank(name: str) -> int:
+            module = getattr(self.entries[name].build, "__module__", "") or ""
+            return next((i for i, m in enumerate(self.builtin)
+                         if module == m or module.startswith(m + ".")), len(self.builtin))
+        return sorted((n for n, e in self.entries.items() if kind is None or e.kind == kind),
+                      key=rank)
 
     def get(self, name: str) -> Entry:
         """The entry ``name``, or a ValueError listing the registered names."""
         self._load_plugins()
         if name not in self.entries:
             raise ValueError(f"unknown {self.what} {name!r}: choose one of "
-                             f"{', '.join(self.entries)}")
+                             f"{', '.join(self.names())}")
         return self.entries[name]
 
     def config(self, name: str, options: Mapping[str, Any] | None = None) -> Any:

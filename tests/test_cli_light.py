@@ -3,6 +3,7 @@ are answered without importing torch; the version comes from the package metadat
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import fewshot
 from episodes.registry import DATASETS, option_names
 from fewshot.cli import COMMANDS, build_parser, main
 from fewshot.cli.args import data_options
+from fewshot.cli.parser import HelpFormatter
+from fewshot.registry import method_names
 from fewshot.version import library_version
 
 PROBE = """
@@ -87,3 +90,67 @@ def test_download_only_where_it_works(dataset):
     args = build_parser().parse_args(["eval", "--dataset", dataset, "--download"])
     with pytest.raises(ValueError, match=f"--download does not apply to --dataset {dataset}"):
         data_options(args)
+
+
+def test_every_command_has_quiet_and_shows_its_defaults():
+    """A walk over every command's options: each command takes --quiet, has a description,
+    and the help of every option with a default states it (0 and 0.0 included)."""
+    parser = build_parser()
+    for name, sub in parser.subcommands.items():
+        assert "--quiet" in sub._option_string_actions, name  # noqa: SLF001
+        assert sub.description, name
+        formatter = HelpFormatter(name)
+        for action in sub._actions:  # noqa: SLF001 - argparse has no public list
+            if (not action.option_strings or action.help == argparse.SUPPRESS
+                    or action.default is None or action.default is False or action.default == []
+                    or action.default == argparse.SUPPRESS):
+                continue
+            assert "default" in formatter._get_help_string(action), (name, action.dest)  # noqa: SLF001
+        sub.format_help()  # every help text renders
+
+
+def test_zero_defaults_are_shown(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("weight decay (default: 0.0)", "(default: 0)", "no limit"):
+        assert shown in text
+
+
+def test_train_method_choices_are_episodic():
+    action = build_parser().subcommands["train"]._option_string_actions["--method"]  # noqa: SLF001
+    assert action.metavar.split("|") == method_names("episodic")
+    with pytest.raises(argparse.ArgumentTypeError, match="use fewshot pretrain --method simclr"):
+        action.type("simclr")
+    with pytest.raises(argparse.ArgumentTypeError, match="choose one of protonet, matching"):
+        action.type("nope")
+
+
+def test_old_flag_names_still_work():
+    parser = build_parser()
+    args = parser.parse_args(["eval", "--batch-size", "3", "--json", "r.json"])
+    assert (args.episodes_per_pass, args.output) == (3, "r.json")
+    args = parser.parse_args(["predict", "--checkpoint", "c", "--support", "s", "--query", "q",
+                              "--batch-size", "4"])
+    assert args.queries_per_pass == 4
+    for command in ("eval", "predict"):  # hidden: the help names the new spelling only
+        text = parser.subcommands[command].format_help()
+        assert "--batch-size" not in text and "--json" not in text and "-per-pass" in text
+    assert {parser.parse_args([c, "--checkpoint", "c", "--output", "o"]).split
+            for c in ("eval", "plot-embeddings")} == {"test"}
+
+
+def test_options_lists_a_methods_typed_options(capsys):
+    main(["options", "protonet"])
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"distance", "hidden", "scale", "learn_scale", "rotation_weight",
+                         "step_norm"}
+    assert "one of euclidean, cosine" in rows["distance"] and "euclidean" in rows["distance"]
+    assert ">= 0" in rows["rotation_weight"] and "float" in rows["rotation_weight"]
+    assert "between queries and prototypes" in rows["distance"]
+    main(["options", "logistic", "--of", "head", "--quiet"])
+    assert "> 0" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["options", "nope"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 1 and len(err.splitlines()) == 1 and "protonet" in err

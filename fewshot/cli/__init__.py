@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot-embeddings": ("fewshot.cli.plot", "a 2-D projection (PCA or t-SNE) of a checkpoint's "
                         "backbone features of a split's images, coloured by class"),
     "predict": ("fewshot.cli.predict", "label query images from a few labelled support images"),
+    "options": ("fewshot.cli.options", "list the typed options of a method (or of a head or a "
+                "dataset): name, type, default, bounds, meaning"),
 }
 DESCRIPTION = ("Few-shot learning: meta-train a learner on a dataset's train classes, score it on "
                "fixed episodes of held-out classes, and label new images from a few labelled ones.")

@@ -96,7 +96,7 @@ def add_optimization_args(p: argparse.ArgumentParser, steps: int, lr: float,
     g.add_argument("--checkpoint-every", type=positive_int, default=100,
                    help="write last.pt every N steps")
     g.add_argument("--time-limit", type=positive_float, help="stop after this many seconds of "
-                   "training")
+                   "training (default: no limit, --steps decides)")
     g.add_argument("--precision", choices=CHOICES, default="auto",
                    help="fp32, bf16 (bfloat16 autocast) or auto: bf16 on a CPU with bfloat16 "
                    "units (AVX512-BF16, AMX) for protonet, matching and relation, else fp32")

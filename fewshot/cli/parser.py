@@ -13,7 +13,9 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+        default = action.default  # by identity: a default of 0 or 0.0 is shown, not taken for False
+        if "default" in text or default is None or default is False or default == [] \
+                or default is argparse.SUPPRESS or text is argparse.SUPPRESS:
             return text
         return f"{text} (default: %(default)s)"
 

@@ -16,10 +16,25 @@ def method_help(kinds: tuple[str, ...]) -> str:
     return "; ".join(f"{n}: {get_method(n).summary}" for k in kinds for n in method_names(k))
 
 
+def episodic_method(name: str) -> str:
+    """An argparse type: a registered episodic method; a method of another kind is refused with
+    the command that trains it, an unknown name with the episodic choices."""
+    if name in method_names("episodic"):
+        return name
+    if name in method_names():
+        kind = get_method(name).kind
+        raise argparse.ArgumentTypeError(
+            f"{name} is pre-trained on mini-batches, not episodes: use fewshot pretrain --method "
+            f"{'supervised' if kind == 'supervised' else name}")
+    raise argparse.ArgumentTypeError(f"unknown method {name!r}: choose one of "
+                                     f"{', '.join(method_names('episodic'))}")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     g = p.add_argument_group("model")
-    g.add_argument("--method", default="protonet", metavar="|".join(method_names("episodic")),
+    g.add_argument("--method", default="protonet", type=episodic_method,
+                   metavar="|".join(method_names("episodic")),
                    help=f"learner ({KINDS['episodic']}): {method_help(('episodic',))}")
     add_backbone_args(g)
     g.add_argument("--option", type=option, action="append", default=[], metavar="KEY=VALUE",

@@ -153,3 +153,14 @@ def test_a_bad_recorded_value_is_one_line(tmp_path: Path, capsys):
         main(["eval", "--checkpoint", str(tmp_path / "run" / "best.pt")])
     err = capsys.readouterr().err.strip()
     assert info.value.code == 1 and len(err.splitlines()) == 1 and "its --dataset 'nope'" in err
+
+
+def test_an_error_in_a_taken_setting_says_where_it_came_from(tmp_path: Path, capsys):
+    (tmp_path / "run").mkdir()
+    write_json_atomic({"args": {"dataset": "folder", "root": str(tmp_path / "moved"),
+                                "split_ratios": [0.5, 0.25, 0.25]}}, tmp_path / "run" / "run.json")
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "--checkpoint", str(tmp_path / "run" / "best.pt")])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 1 and len(err.splitlines()) == 1
+    assert "moved does not exist" in err and f"data settings from {tmp_path / 'run'}" in err

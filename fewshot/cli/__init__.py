@@ -49,10 +49,14 @@ def top_parser() -> tuple[Parser, object]:
     return parser, sub
 
 
-def build_parser() -> Parser:
-    """The full parser: every command's arguments (this imports every command's module)."""
+def build_parser(only: str | None = None) -> Parser:
+    """The full parser: every command's arguments (this imports every command's module), or,
+    with ``only``, that command's arguments alone (the others stay empty: only its module is
+    imported)."""
     parser, _ = top_parser()
     for name, (module, _) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         command = import_module(module)
         p = parser.subcommands[name]
         command.add_arguments(p)

@@ -153,7 +153,7 @@ def main(argv: list[str]) -> None:
     """Parse ``argv`` (a command and its arguments) with the full parser and run the command;
     every user error ends it with one line and a non-zero status."""
     warnings.formatwarning = one_line_warning
-    parser = build_parser()
+    parser = build_parser(argv[0])  # the command's module only
     args = None
     try:
         replay_defaults(parser, argv)

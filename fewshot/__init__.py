@@ -9,11 +9,33 @@ up (:data:`fewshot.registry.METHODS`)."""
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .version import __version__  # noqa: F401 - in __all__
+from .version import __version__
 
-# public name -> the module that defines it
+if TYPE_CHECKING:  # for type checkers and the API docs; at run time each is imported on first use
+    from .engine import (
+        EvalResult,
+        Prediction,
+        TrainConfig,
+        TrainResult,
+        confidence_interval,
+        evaluate,
+        load_learner,
+        paired_test,
+        predict,
+        recorded_pipeline,
+        save_checkpoint,
+        train,
+    )
+    from .functional import protonet_logits, prototypes
+    from .heads import HeadLearner, head_config
+    from .heads.scoring import evaluate_head
+    from .methods.protonet import ProtoNet
+    from .models import Conv4, EpisodicLearner, ModelSpec, ResNet12, backbone_of, make_backbone
+    from .registry import build_learner, make_spec, method_config, register
+
+# public name -> the module that defines it (the imports above)
 _EXPORTS = {
     "EvalResult": ".engine", "Prediction": ".engine", "TrainConfig": ".engine",
     "TrainResult": ".engine", "confidence_interval": ".engine", "evaluate": ".engine",
@@ -28,7 +50,14 @@ _EXPORTS = {
     "register": ".registry",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "__version__",
+    "Conv4", "EpisodicLearner", "EvalResult", "HeadLearner", "ModelSpec", "Prediction", "ProtoNet",
+    "ResNet12", "TrainConfig", "TrainResult", "backbone_of", "build_learner",
+    "confidence_interval", "evaluate", "evaluate_head", "head_config", "load_learner",
+    "make_backbone", "make_spec", "method_config", "paired_test", "predict", "protonet_logits",
+    "prototypes", "recorded_pipeline", "register", "save_checkpoint", "train",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -4,6 +4,7 @@ are answered without importing torch; the version comes from the package metadat
 from __future__ import annotations
 
 import argparse
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -62,8 +63,14 @@ def test_mistyped_command_is_one_line(capsys):
 
 
 def test_lazy_exports():
+    """Every public name resolves; the names imported for type checkers and the API docs are
+    the ones imported on first use, from the same modules."""
     assert fewshot.ProtoNet.__name__ == "ProtoNet"
     assert set(fewshot.__all__) <= set(dir(fewshot))
+    tree = ast.parse(Path(fewshot.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If))  # if TYPE_CHECKING:
+    typed = {a.name: "." + n.module for n in block.body for a in n.names}
+    assert typed == fewshot._EXPORTS and set(typed) | {"__version__"} == set(fewshot.__all__)
     with pytest.raises(AttributeError):
         fewshot.no_such_name  # noqa: B018
 

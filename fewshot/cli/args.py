@@ -4,7 +4,6 @@ line naming the argument and the fix."""
 from __future__ import annotations
 
 import argparse
-import errno
 import math
 import os
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from .parser import (  # noqa: F401 - the commands' one import of them
     add_quiet_arg,
     add_split_arg,
     fail,
+    os_error_text,
     say_data_note,
 )
 
@@ -296,15 +296,3 @@ def check_data_args(args: argparse.Namespace) -> None:
 def dataset_from_args(args: argparse.Namespace, split: str):
     ds = load_dataset(args.dataset, split, args.root, args.image_size, **data_options(args))
     return ds.to(pick_device(args.device))
-
-
-def os_error_text(e: OSError) -> str:
-    """One line for an operating-system error: the file, what went wrong, and the fix."""
-    if not e.filename:
-        return str(e)
-    fix = {errno.ENOSPC: "free space there or write elsewhere",
-           errno.EDQUOT: "free space there or write elsewhere",
-           errno.EACCES: "give a path you can write to (or change its permissions)",
-           errno.EPERM: "give a path you can write to (or change its permissions)",
-           errno.EROFS: "give a path on a writable disk"}.get(e.errno or 0, "check the path")
-    return f"{e.filename}: {(e.strerror or type(e).__name__).lower()}: {fix}"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import NoReturn
 
@@ -31,6 +32,18 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def os_error_text(e: OSError) -> str:
+    """One line for an operating-system error: the file, what went wrong, and the fix."""
+    if not e.filename:
+        return str(e)
+    fix = {errno.ENOSPC: "free space there or write elsewhere",
+           errno.EDQUOT: "free space there or write elsewhere",
+           errno.EACCES: "give a path you can write to (or change its permissions)",
+           errno.EPERM: "give a path you can write to (or change its permissions)",
+           errno.EROFS: "give a path on a writable disk"}.get(e.errno or 0, "check the path")
+    return f"{e.filename}: {(e.strerror or type(e).__name__).lower()}: {fix}"
 
 
 def fail(message: str, status: int = 1) -> NoReturn:

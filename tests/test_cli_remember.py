@@ -20,19 +20,21 @@ from fewshot.cli.dispatch import checkpoint_defaults
 from fewshot.engine.runs import run_record, write_json_atomic
 from fewshot.version import library_version
 
-from .conftest import data_args
+from .conftest import data_args, make_tree
 from .test_datasets import make_fake_omniglot
 
 SMALL = ["--way", "2", "--shot", "1", "--query", "2", "--episodes", "3"]
 
 
-def folder_run(tree: Path) -> Path:
-    """A 2-step run on the folder dataset, trained with ``--device auto``."""
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 2-step run on the folder dataset, trained with ``--device auto``; the dataset's tree."""
+    tree = make_tree(tmp_path_factory.mktemp("remember"))
     run = tree / "run"
     args = [a if a != "cpu" else "auto" for a in data_args(tree)]
     main(["train", *args, "--way", "2", "--shot", "1", "--query", "2", "--steps", "2",
           "--val-episodes", "2", "--val-query", "2", "--out", str(run), "--quiet"])
-    return run
+    return tree, run
 
 
 def check_provenance(p: dict, dataset: str, split: str, channels: int) -> None:
@@ -43,15 +45,15 @@ def check_provenance(p: dict, dataset: str, split: str, channels: int) -> None:
     assert datetime.fromisoformat(p["date"]).utcoffset().total_seconds() == 0
 
 
-def test_eval_scores_the_runs_test_split(tree: Path, capsys):
-    run = folder_run(tree)
+def test_eval_scores_the_runs_test_split(folder_run, tmp_path: Path, capsys):
+    tree, run = folder_run
     record = json.loads((run / "run.json").read_text())
     assert record["args"]["device"] == "auto"  # the flag as given; the device used is below
     check_provenance(record["provenance"], "folder", "train", 1)
     assert record["provenance"]["dataset_settings"]["ratios"] == [0.5, 0.25, 0.25]
     capsys.readouterr()
 
-    out = tree / "eval.json"
+    out = tmp_path / "eval.json"
     main(["eval", "--checkpoint", str(run / "best.pt"), *SMALL, "--output", str(out)])
     std = capsys.readouterr()
     assert std.out.startswith("folder test: 2-way 1-shot")
@@ -72,8 +74,8 @@ def test_eval_scores_the_runs_test_split(tree: Path, capsys):
     assert json.loads(out.read_text())["provenance"]["split"] == "val"
 
 
-def test_episodes_file_supplies_its_shape(tree: Path, capsys):
-    run, episodes = folder_run(tree), str(tree / "eps.pt")
+def test_episodes_file_supplies_its_shape(folder_run, tmp_path: Path, capsys):
+    run, episodes = folder_run[1], str(tmp_path / "eps.pt")
     main(["eval", "--checkpoint", str(run / "best.pt"), *SMALL, "--episodes-file", episodes])
     capsys.readouterr()
     main(["eval", "--checkpoint", str(run / "best.pt"), "--episodes-file", episodes, "--quiet"])

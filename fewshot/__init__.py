@@ -2,7 +2,7 @@
 and the command line. Data comes from the ``episodes`` package."""
 
 # the built-in methods register themselves (fewshot.registry) when their packages are imported
-from . import methods, ssl  # noqa: F401
+from . import methods, semisup, ssl  # noqa: F401
 from .engine import (
     EvalResult,
     Prediction,

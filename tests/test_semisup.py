@@ -188,3 +188,13 @@ def test_pretrain_resumes_exactly(tree: Path) -> None:
     half = torch.load(tree / "half" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(full[k], half[k]) for k in full)
     assert any(k.startswith("teacher_backbone.") for k in full)
+
+
+def test_supervised_and_episodic_training_on_the_labelled_subset(tree: Path) -> None:
+    for command, extra in (("train", ["--way", "2", "--query", "2"]),
+                           ("pretrain", ["--batch-size", "4"])):
+        out = tree / command
+        main([command, *data_args(tree), "--labels-per-class", "4", "--steps", "1",
+              "--val-episodes", "0", "--quiet", *extra, "--out", str(out)])
+        chosen = json.loads((out / "run.json").read_text())["resolved"]["labelled"]
+        assert len(chosen["index"]) == 16 and chosen["unlabelled"] == 0 and chosen["of"] == 24

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from episodes import SemiSupervisedSampler, TensorClassDataset, labelled_index, subset_items, unlabelled_pool
 from fewshot import build_learner, make_spec
@@ -198,3 +199,16 @@ def test_supervised_and_episodic_training_on_the_labelled_subset(tree: Path) -> 
               "--val-episodes", "0", "--quiet", *extra, "--out", str(out)])
         chosen = json.loads((out / "run.json").read_text())["resolved"]["labelled"]
         assert len(chosen["index"]) == 16 and chosen["unlabelled"] == 0 and chosen["of"] == 24
+
+
+def test_extra_unlabelled_folder_joins_the_unlabelled_images(tree: Path) -> None:
+    extra = tree / "extra" / "nested"
+    extra.mkdir(parents=True)
+    for i in range(5):  # any size: read at the train images' size and channels
+        Image.new("L", (30, 24), 40 * i).save(extra / f"{i}.png")
+    out = tree / "extra-run"
+    main(["pretrain", *data_args(tree), "--method", "pseudo-label", "--labels-per-class", "2",
+          "--extra-unlabelled", str(tree / "extra"), "--batch-size", "4", "--option", "hidden=8",
+          "--steps", "1", "--val-episodes", "0", "--quiet", "--out", str(out)])
+    chosen = json.loads((out / "run.json").read_text())["resolved"]["labelled"]
+    assert chosen["unlabelled"] == chosen["of"] - len(chosen["index"]) + 5

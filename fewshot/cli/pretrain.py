@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "threshold, ... (each method's config; the docs list them)")
     g = p.add_argument_group("mini-batches")
     g.add_argument("--batch-size", type=positive_int, default=64, help="images per step, drawn "
-                   "from every train class, shuffled once per epoch")
+                   "from every train class, shuffled once per epoch (semi-supervised: labelled "
+                   "images per step, with mu times as many unlabelled)")
     add_augment_args(g, sets=False)
     add_label_args(p, semi=True)
     add_val_args(p, "5", "1")

@@ -5,9 +5,11 @@ backbone -> validation -> record -> run folder -> the training loop -> report.
 What differs between methods comes from their registry entry's kind (:data:`fewshot.registry.
 KINDS`): episodic learners train on episodes (:class:`episodes.EpisodeSampler`), supervised and
 self-supervised ones on mini-batches of images (:class:`episodes.ImageBatchSampler`, the
-self-supervised ones on the views their learner asks for); the config fields that the data fills
-are filled by :func:`fewshot.registry.fill_from_data`. Everything is checked before the run
-folder is touched (:func:`fewshot.engine.runs.open_run`).
+self-supervised ones on the views their learner asks for), semi-supervised ones on a labelled and
+an unlabelled batch per step (:class:`episodes.SemiSupervisedSampler`; the labelled subset:
+:mod:`fewshot.cli.labels`); the config fields that the data fills are filled by
+:func:`fewshot.registry.fill_from_data`. Everything is checked before the run folder is touched
+(:func:`fewshot.engine.runs.open_run`).
 """
 
 from __future__ import annotations

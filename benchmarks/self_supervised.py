@@ -33,7 +33,14 @@ import torch
 from grid_render import mean_ci
 from ssl_protocols import HEADLINE, PRESETS, SHOTS, SSL, cell_name, models
 
-from episodes import AugmentConfig, ClassDataset, ImageBatchSampler, TensorClassDataset, mini_imagenet
+from episodes import (
+    AugmentConfig,
+    ClassDataset,
+    ImageBatchSampler,
+    TensorClassDataset,
+    labelled_subset,
+    mini_imagenet,
+)
 from fewshot import TrainConfig, build_learner, make_spec
 from fewshot.engine.checkpoint import load_backbone_weights
 from fewshot.heads import PrototypeHead
@@ -45,15 +52,6 @@ OUT = Path(__file__).parent / "out"
 
 def load_split(split: str, args: argparse.Namespace) -> TensorClassDataset:
     return mini_imagenet(args.mini_root, split, image_size=args.preset.image_size).to(args.device)
-
-
-def labelled_subset(ds: TensorClassDataset, fraction: float, seed: int = 0) -> TensorClassDataset:
-    """The first ``round(fraction * size)`` images of each class in a seeded shuffle."""
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
-    keep = torch.cat([order[ds.targets[order] == c][:round(fraction * int(n))]
-                      for c, n in enumerate(ds.class_sizes())])
-    keep = keep.sort().values
-    return TensorClassDataset(ds.load(keep), ds.targets[keep], ds.class_names, ds.pipeline)
 
 
 def train_one(key: str, args: argparse.Namespace) -> None:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import common
 import torch
-from self_supervised import labelled_subset
 from ssl_protocols import HEADLINE, PRESETS, SSL
 
-from episodes import AugmentConfig, ImageBatchSampler, mini_imagenet
+from episodes import AugmentConfig, ImageBatchSampler, labelled_subset, mini_imagenet
 from fewshot import build_learner, make_spec
 from fewshot.engine.train import TrainConfig, accumulate, make_optimizer
 

@@ -19,7 +19,8 @@ from fewshot.heads import HEAD_KINDS, HEADS  # noqa: E402
 from fewshot.registry import KINDS, METHODS  # noqa: E402
 
 COMMAND = {"episodic": "`fewshot train --method`", "supervised": "`fewshot pretrain --method "
-           "supervised`", "self-supervised": "`fewshot pretrain --method`"}
+           "supervised`", "self-supervised": "`fewshot pretrain --method`",
+           "semi-supervised": "`fewshot pretrain --method`"}
 
 
 def options(config: type) -> str:

@@ -26,15 +26,17 @@ from episodes.registry import Entry, Registry
 from .models.input_norm import Normalize, channels_taken, check_normalize
 from .models.learner import EpisodicLearner, ModelSpec
 
-Kind = Literal["episodic", "supervised", "self-supervised"]
+Kind = Literal["episodic", "supervised", "self-supervised", "semi-supervised"]
 KINDS: dict[str, str] = {"episodic": "meta-trained on episodes (fewshot train)",
                          "supervised": "pre-trained on labelled mini-batches (fewshot pretrain)",
                          "self-supervised": "pre-trained on images without labels "
-                                            "(fewshot pretrain)"}
+                                            "(fewshot pretrain)",
+                         "semi-supervised": "pre-trained on a few labels per class and the "
+                                            "unlabelled rest (fewshot pretrain)"}
 DATA = {"way": "--way (the classes of an episode)", "classes": "the training split's classes",
         "images": "the training split's images"}
 # the built-in methods register themselves when their packages are imported: on the first lookup
-METHODS = Registry("method", "fewshot.methods", builtin=("fewshot.methods", "fewshot.ssl"))
+METHODS = Registry("method", "fewshot.methods", builtin=("fewshot.methods", "fewshot.ssl", "fewshot.semisup"))
 Method = Entry
 
 

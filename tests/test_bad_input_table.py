@@ -108,6 +108,10 @@ PATHS: list[tuple[str, Callable[[Path, str], list[str]], str]] = [
                                p], "file"),
     ("--support", lambda t, p: ["predict", "--checkpoint", trained(t), "--support", p,
                                 "--query", str(t / "data")], "folder"),
+    ("--extra-unlabelled", lambda t, p: ["pretrain", *data_args(t), "--method", "fixmatch",
+                                         "--labels-per-class", "2", "--steps", "1",
+                                         "--val-episodes", "0", "--extra-unlabelled", p,
+                                         "--out", str(t / "u")], "folder"),
 ]
 WRONG_KIND = {"folder": a_file, "file": a_folder, "": a_folder}
 CASES = [(flag, argv, make, kind) for flag, argv, kind in PATHS

@@ -10,6 +10,7 @@ from ..registry import KINDS, method_names
 from . import recipe
 from .args import add_data_args, count, option, positive_int
 from .groups import add_augment_args, add_backbone_args, add_optimization_args, add_run_args, add_val_args
+from .labels import add_label_args
 from .train import method_help
 
 
@@ -17,22 +18,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     g = p.add_argument_group("model")
     # "supervised" names the first supervised method; any other (a plugin's) by its own name
-    choices = [recipe.SUPERVISED, *method_names("supervised")[1:], *method_names("self-supervised")]
+    choices = [recipe.SUPERVISED, *method_names("supervised")[1:], *method_names("self-supervised"),
+               *method_names("semi-supervised")]
     g.add_argument("--method", choices=choices, default=recipe.SUPERVISED,
                    help=f"{recipe.SUPERVISED}: {KINDS['supervised']}, "
                    f"{method_help(('supervised',))}; self-supervised ({KINDS['self-supervised']}"
-                   f"): {method_help(('self-supervised',))}")
+                   f"): {method_help(('self-supervised',))}; semi-supervised ("
+                   f"{KINDS['semi-supervised']}, with --labels-per-class): "
+                   f"{method_help(('semi-supervised',))}")
     add_backbone_args(g)
     g.add_argument("--option", type=option, action="append", default=[], metavar="KEY=VALUE",
                    help="method option, repeatable: supervised: classifier=linear|cosine "
                    "(Baseline / Baseline++), scale, label_smoothing, distance=euclidean|cosine "
                    "(the prototype head of validation); self-supervised: "
                    "views=simclr|mocov2|byol|crop|standard|none, projector widths, temperature, "
-                   "... (each method's config; the docs list them)")
+                   "...; semi-supervised: mu (unlabelled per labelled image), lambda_u, "
+                   "threshold, ... (each method's config; the docs list them)")
     g = p.add_argument_group("mini-batches")
     g.add_argument("--batch-size", type=positive_int, default=64, help="images per step, drawn "
-                   "from every train class, shuffled once per epoch")
+                   "from every train class, shuffled once per epoch (semi-supervised: labelled "
+                   "images per step, with mu times as many unlabelled)")
     add_augment_args(g, sets=False)
+    add_label_args(p, semi=True)
     add_val_args(p, "5", "1")
     p.add_argument("--knn-k", type=count, default=20, help="self-supervised methods: at each "
                    "validation also log the weighted k-NN accuracy and a linear probe's accuracy "

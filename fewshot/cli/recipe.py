@@ -5,9 +5,11 @@ backbone -> validation -> record -> run folder -> the training loop -> report.
 What differs between methods comes from their registry entry's kind (:data:`fewshot.registry.
 KINDS`): episodic learners train on episodes (:class:`episodes.EpisodeSampler`), supervised and
 self-supervised ones on mini-batches of images (:class:`episodes.ImageBatchSampler`, the
-self-supervised ones on the views their learner asks for); the config fields that the data fills
-are filled by :func:`fewshot.registry.fill_from_data`. Everything is checked before the run
-folder is touched (:func:`fewshot.engine.runs.open_run`).
+self-supervised ones on the views their learner asks for), semi-supervised ones on a labelled and
+an unlabelled batch per step (:class:`episodes.SemiSupervisedSampler`; the labelled subset:
+:mod:`fewshot.cli.labels`); the config fields that the data fills are filled by
+:func:`fewshot.registry.fill_from_data`. Everything is checked before the run folder is touched
+(:func:`fewshot.engine.runs.open_run`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from typing import Any
 
 import torch
 
-from episodes import AugmentConfig, ClassDataset, EpisodeAugment, EpisodeSampler, ImageBatchSampler
+from episodes import (
+    AugmentConfig,
+    ClassDataset,
+    EpisodeAugment,
+    EpisodeSampler,
+    ImageBatchSampler,
+    SemiSupervisedSampler,
+)
 from episodes.options import parse_values
 from episodes.sampler import check_episode_shape
 from episodes.shard import check_shardable
@@ -46,6 +55,7 @@ from .args import (
     pick_device,
 )
 from .groups import prepare_backbone, train_config, validation
+from .labels import check_label_args, split_labels
 
 SUPERVISED = "supervised"  # pretrain --method supervised: the registry's supervised method
 
@@ -90,6 +100,15 @@ def check_kind(args: argparse.Namespace, name: str, augment: dict) -> str:
     if kind == "episodic":
         return kind
     check_shardable(args.batch_size, distributed.current().world_size, "images", "--batch-size")
+    if kind == "semi-supervised":
+        if args.dataset == "unlabelled":
+            raise ValueError(f"{name} needs labelled images: give a dataset with classes and "
+                             f"--labels-per-class N (add a folder without labels by "
+                             f"--extra-unlabelled)")
+        if args.augment != "none" or augment:
+            raise ValueError(f"{name} draws its own weak and strong views: leave out --augment "
+                             f"and --augment-option")
+        return kind
     if kind == "supervised":
         if args.dataset == "unlabelled":
             raise ValueError("supervised pre-training needs labels: give a folder of class "
@@ -153,9 +172,14 @@ def resolve_episodes_per_step(args: argparse.Namespace, learner: EpisodicLearner
 
 
 def make_sampler(args: argparse.Namespace, kind: str, learner: EpisodicLearner,
-                 train_ds: ClassDataset, augment: dict, device: torch.device
-                 ) -> tuple[Any, dict]:
-    """The training batches of the method's kind, and what was resolved for them."""
+                 train_ds: ClassDataset, augment: dict, device: torch.device,
+                 unlabelled: ClassDataset | None = None) -> tuple[Any, dict]:
+    """The training batches of the method's kind (semi-supervised: with the ``unlabelled``
+    images), and what was resolved for them."""
+    if kind == "semi-supervised":
+        labelled_view, unlabelled_views = learner.view_augments()
+        return SemiSupervisedSampler(train_ds, unlabelled, args.batch_size, learner.mu,
+                                     args.seed, labelled_view, unlabelled_views), {}
     if kind == "episodic":
         episodes = make_augment(args, augment)
         per_step = resolve_episodes_per_step(args, learner, train_ds.image_shape, device)
@@ -199,11 +223,12 @@ def run(args: argparse.Namespace) -> None:
     name = method_of(args)
     augment = parse_values(AugmentConfig, dict(args.augment_option), "augmentation")
     kind = check_kind(args, name, augment)
+    check_label_args(args, kind)
     check_run_args(args)
     options = fill_from_data(name, dict(args.option))  # refuses the fields the data fills
     method_config(name, options)  # bad options fail before any data is read
     torch.manual_seed(args.seed)
-    train_ds = dataset_from_args(args, "train")
+    train_ds, unlabelled, labelled = split_labels(args, kind, dataset_from_args(args, "train"))
     if kind == "episodic":
         check_episode_shape(train_ds, args.way, args.shot, args.query)  # before any allocation
     data = {"classes": train_ds.num_classes, "images": len(train_ds)}
@@ -214,7 +239,7 @@ def run(args: argparse.Namespace) -> None:
                      resolve_normalize(args.normalize, args.backbone, train_ds.image_shape[0]))
     learner = build_learner(spec)
     distributed.refuse_several_processes(learner)
-    sampler, resolved = make_sampler(args, kind, learner, train_ds, augment, device)
+    sampler, resolved = make_sampler(args, kind, learner, train_ds, augment, device, unlabelled)
     prepare_backbone(args, learner, spec, train_ds)
     val, monitors = None, []
     if args.val_episodes > 0:
@@ -224,14 +249,15 @@ def run(args: argparse.Namespace) -> None:
         if kind == "self-supervised" and args.knn_k:
             monitors.append(knn_monitor(val_ds, args.knn_k))
     record = run_record(recorded_args(args, augment), spec.to_dict(), command=args.command)
-    record["resolved"] = resolved
+    record["resolved"] = {**resolved, **({"labelled": labelled} if labelled else {})}
     record["provenance"] = provenance(**data_provenance(args, train_ds), split="train",
                                       seed=args.seed, device=device, files={"init": args.init})
     config = train_config(args, learner, record)
     with run_folder(args, record, device):
         result = train(learner, spec, sampler, config, val=val, device=device, monitors=monitors)
     if distributed.current().main:
-        print(report(args, kind, name, result, len(train_ds)))
+        print(report(args, kind, name, result,
+                     len(train_ds) + (len(unlabelled) if unlabelled is not None else 0)))
 
 
 def report(args: argparse.Namespace, kind: str, name: str, result: TrainResult,

@@ -35,6 +35,7 @@ from ..engine.train import TrainResult, train
 from ..models.input_norm import resolve_normalize
 from ..models.learner import EpisodicLearner
 from ..registry import build_learner, fill_from_data, get_method, make_spec, method_config, method_names
+from ..ssl.decoders import preview_monitor
 from ..ssl.monitor import knn_monitor
 from .args import check_data_args, dataset_from_args, not_an_input, output_folder, pick_device
 from .groups import prepare_backbone, train_config, validation
@@ -215,6 +216,8 @@ def run(args: argparse.Namespace) -> None:
         val = validation(args, val_ds, args.val_way or way, args.val_shot or shot)
         if kind == "self-supervised" and args.knn_k:
             monitors.append(knn_monitor(val_ds, args.knn_k))
+        if kind == "self-supervised":  # a GAN's samples, an autoencoder's reconstructions
+            monitors.append(preview_monitor(args.out))
     record = run_record(recorded_args(args, augment), spec.to_dict(), command=args.command)
     record["resolved"] = resolved
     config = train_config(args, learner, record)

@@ -113,7 +113,7 @@ def test_target_is_a_momentum_average(method: str) -> None:
         assert torch.allclose(learner.queue.norm(dim=1), torch.ones(12), atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["byol", "moco", "deepcluster", "uic", "jigsaw"])
+@pytest.mark.parametrize("method", ["byol", "moco", "deepcluster", "uic", "jigsaw", "gan"])
 def test_resume_is_bit_identical(tree: Path, method: str) -> None:
     d = data_args(tree)
     opts = [a for k, v in SMALL[method].items() for a in ("--option", f"{k}={v}")]

@@ -13,9 +13,17 @@ than 16 pixels are resized to 16 and every patch is normalised on its own
 (:func:`fewshot.ssl.pretext.prepare_tiles`, as jigsaw). Against chromatic aberration (a cue of
 the position in the image): ``aberration=drop`` (the default) keeps one random channel of each
 patch and replaces the others by Gaussian noise of 1/100 of its standard deviation (their "colour
-dropping"), ``gray`` turns each patch gray (its mean over channels in every channel), ``none``
-keeps the colours (one-channel images are unaffected); they also tried projecting towards green
-and magenta, not done here. Views: ``none`` (they sample patches from the images themselves).
+dropping"; their released ``train.py`` mean-subtracts the kept channel and fills the others
+with uniform noise of width 1 on the 0-255 scale, then scales the patch to a fixed RMS), ``gray``
+turns each patch gray (its mean over channels in every channel), ``none`` keeps the colours
+(one-channel images are unaffected); they also tried projecting towards green and magenta, not
+done here. Views: ``none`` (they sample patches from the images themselves).
+
+Deviations from their ``train.py``: they lay a grid of 96-pixel patches over a large image and
+train on every pair of adjacent patches in both directions, here one pair per image (the centre
+and one neighbour, as the paper describes); their pair head is ``fc7 (4096, BatchNorm) -> fc8
+(4096) -> fc9 (8)``, here one hidden layer (``head_hidden``, 512); they also downsample a third
+of the patches to as few as 100 pixels (against reliance on fine detail), not done here.
 """
 
 from __future__ import annotations

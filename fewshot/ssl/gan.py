@@ -22,7 +22,9 @@ transposed convolutions of kernel 4 / stride 2 with BatchNorm and ReLU
 a sigmoid for images in [0, 1] (their tanh for [-1, 1]: the same up to scale); real and fake
 batches through the discriminator separately (separate BatchNorm statistics), labels 1 / 0;
 weights N(0, 0.02) for convolutions, N(1, 0.02) for BatchNorm scales (their ``weights_init``), on
-the generator and the discriminator's linear output (the backbone keeps its own initialisation).
+the generator and the discriminator's linear output (the backbone keeps its own initialisation);
+their generator step reuses the discriminator step's fake batch, here it draws new noise (the two
+steps are separate batches of the loop).
 Deviations: the discriminator is the backbone (Conv-4: ReLU and max-pooling; theirs strided
 convolutions with LeakyReLU 0.2 and no BatchNorm on the first layer) with a linear output on its
 flattened features; no spectral normalisation (it would rename the backbone's weights and break

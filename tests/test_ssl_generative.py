@@ -21,6 +21,7 @@ from fewshot.registry import build_learner, make_spec
 from fewshot.ssl.autoencoder import corrupt, reconstruction_loss
 from fewshot.ssl.colour import (
     ab_bins,
+    colour_images,
     rebalance_weights,
     rebalanced_cross_entropy,
     rgb_to_lab,
@@ -105,6 +106,12 @@ def test_soft_encoding_prior_and_rebalancing_by_hand() -> None:
     loss = rebalanced_cross_entropy(torch.zeros(2, 2), torch.tensor([[1.0, 0.0], [0.3, 0.7]]),
                                     torch.tensor([2.0, 1.0]))
     assert float(loss) == pytest.approx((2 * math.log(2) + 1 * math.log(2)) / 2)
+    loss = rebalanced_cross_entropy(torch.zeros(2, 2), torch.tensor([[1.0, 0.0], [0.3, 0.7]]),
+                                    torch.tensor([2.0, 1.0]), torch.tensor([False, True]))
+    assert float(loss) == pytest.approx(math.log(2) / 2)  # the gray image's pixel counts 0
+    ab = torch.zeros(2, 2, 3, 3)
+    ab[1, 1, 2, 2] = -5.5
+    assert colour_images(ab).tolist() == [False, True]
 
 
 def test_autoencoder_corruptions_and_loss_by_hand() -> None:

@@ -21,9 +21,11 @@ Compared with the paper and the authors' code (richzhang/colorization, its caffe
 * The network sees L alone (``L / 100``, in every input channel of the backbone); its features
   go through a transposed-convolution decoder (:class:`fewshot.ssl.decoders.ImageDecoder`) to the
   bin logits at a quarter of the image's side (the paper predicts at 56 of 224), against the
-  targets of the image's ab averaged down to that size. Deviations: their network is a VGG-style
-  fully convolutional stack with dilations; they skip grayscale images (no colour) in the loss,
-  not done here; no annealed-mean decoding (it only renders colour images). The backbone
+  targets of the image's ab averaged down to that size. As their ``NonGrayMaskLayer``, gray images
+  (no ``|a|`` or ``|b|`` above 5 anywhere) add nothing to the loss. Deviations: their network is
+  a VGG-style fully convolutional stack with dilations; their uniform mixture is over the bins
+  ImageNet hit, here over every bin (after smoothing, about the same); no annealed-mean decoding
+  (it only renders colour images). The backbone
   transfers taking ordinary RGB images, having been trained on gray ones; ``fewshot train
   --init`` adapts it.
 
@@ -103,11 +105,20 @@ def rebalance_weights(prior: Tensor, lam: float = 0.5) -> Tensor:
     return w / (prior * w).sum()
 
 
-def rebalanced_cross_entropy(logits: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+def rebalanced_cross_entropy(logits: Tensor, target: Tensor, weights: Tensor,
+                             keep: Tensor | None = None) -> Tensor:
     """Zhang et al.'s loss, per pixel: ``-w[argmax_q Z_q] sum_q Z_q log softmax(logits)_q`` for
-    logits and soft targets ``Z`` ``[N, Q]``, weights ``[Q]``; the mean over the N pixels."""
+    logits and soft targets ``Z`` ``[N, Q]``, weights ``[Q]``; the mean over the N pixels, those
+    with ``keep`` ``[N]`` False (gray images) counted as 0."""
     per_pixel = -(target * F.log_softmax(logits.float(), dim=1)).sum(1)
-    return (weights[target.argmax(1)] * per_pixel).mean()
+    weighted = weights[target.argmax(1)] * per_pixel
+    return (weighted if keep is None else weighted * keep).mean()
+
+
+def colour_images(ab: Tensor, threshold: float = 5.0) -> Tensor:
+    """Which images of ab maps ``[B, 2, H, W]`` have colour: some ``|a|`` or ``|b|`` above
+    ``threshold`` (Zhang et al.'s non-gray mask). Bool ``[B]``."""
+    return (ab.abs() > threshold).flatten(1).any(1)
 
 
 class Colorization(SelfSupervisedLearner):
@@ -159,7 +170,8 @@ class Colorization(SelfSupervisedLearner):
         if self.loss_kind == "regression":
             return F.mse_loss(out.float(), ab / AB_RANGE), None, z
         target = soft_encode(ab, self.bins)
-        loss = rebalanced_cross_entropy(out, target, self.weights)
+        keep = colour_images(lab[:, 1:]).repeat_interleave(self.out_size ** 2)
+        loss = rebalanced_cross_entropy(out, target, self.weights, keep)
         return loss, (out.argmax(1) == target.argmax(1)).float().mean(), z
 
 

@@ -22,9 +22,9 @@ Compared with the papers and their reference code (read, not copied):
   normalisation (their ``norm_pix_loss`` option); patch side ``patch_size`` (4 pixels by default,
   as the images here are small; theirs 16 of 224).
 
-Views: ``none`` (the papers reconstruct the images themselves); the reconstructions of the first
-eight training images are written into the run folder at each validation (``preview-step*.png``:
-rows original, corrupted input, reconstruction).
+Views: ``none`` (the papers reconstruct the images themselves); the reconstructions of eight
+training images, evenly spaced through the split, are written into the run folder at each
+validation (``preview-step*.png``: rows original, corrupted input, reconstruction).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class Autoencoder(SelfSupervisedLearner):
 
     def begin_training(self, sampler: Any, steps: int) -> None:
         dataset = sampler.dataset
-        index = torch.arange(min(8, len(dataset)))
+        index = torch.linspace(0, len(dataset) - 1, min(8, len(dataset))).round().long()
         self.shown = to_unit_float(dataset.load(index)).to(self.shown.device)
 
     @torch.no_grad()

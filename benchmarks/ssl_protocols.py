@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 SSL = ("rotation", "jigsaw", "simclr", "moco", "byol", "simsiam", "barlow-twins", "vicreg",
        "deepcluster", "uic")
+# timed by ssl_timing.py (--methods), not (yet) runs of this benchmark
+MORE_SSL = ("context", "colorization", "autoencoder", "gan", "triplet")
 HEADLINE = ("rotation", "simclr", "barlow-twins")
 SHOTS = (1, 5)
 

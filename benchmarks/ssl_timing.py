@@ -3,6 +3,10 @@ at a preset's sizes, from the median of a few timed steps: the estimate of a ben
 length before running it. Prints one line per model and the total of the preset.
 
     python benchmarks/ssl_timing.py --preset cpu --threads 1 --steps 3
+    python benchmarks/ssl_timing.py --preset cpu --threads 1 --steps 3 --methods gan
+
+``--methods`` also takes the methods that the benchmark does not run (``MORE_SSL``); run one
+method per process to read its peak memory.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 
 import common
 import torch
-from ssl_protocols import HEADLINE, PRESETS, SSL
+from ssl_protocols import HEADLINE, MORE_SSL, PRESETS, SSL
 
 from episodes import AugmentConfig, ImageBatchSampler, labelled_subset, mini_imagenet
 from fewshot import build_learner, make_spec
@@ -24,7 +28,7 @@ def seconds_per_step(learner, sampler, cfg: TrainConfig, steps: int) -> float:
     """Median seconds of one optimizer step (after a warm-up step)."""
     learner.begin_training(sampler, 1000)
     learner.train()
-    opt, _ = make_optimizer([p for p in learner.parameters() if p.requires_grad], cfg)
+    opt, _ = make_optimizer(learner.param_groups(), cfg)
 
     def step() -> None:
         batch = sampler.sample()
@@ -41,7 +45,7 @@ def main() -> None:
     ap.add_argument("--preset", choices=tuple(PRESETS), default="cpu")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--methods", nargs="+", choices=SSL, default=list(SSL))
+    ap.add_argument("--methods", nargs="+", choices=SSL + MORE_SSL, default=list(SSL))
     ap.add_argument("--mini-root", type=Path, default=common.SHARED / "miniimagenet")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -23,7 +23,10 @@ SMALL = {"simclr": {"proj_hidden": 16}, "moco": {"proj_hidden": 16, "queue_size"
          "byol": {"proj_hidden": 16}, "simsiam": {"proj_dim": 16, "pred_hidden": 8},
          "barlow-twins": {"proj_dim": 16}, "vicreg": {"proj_dim": 16},
          "deepcluster": {"clusters": 4, "proj_hidden": 16}, "uic": {"clusters": 4},
-         "rotation": {"head_hidden": 8}, "jigsaw": {"permutations": 10, "head_hidden": 8}}
+         "rotation": {"head_hidden": 8}, "jigsaw": {"permutations": 10, "head_hidden": 8},
+         "context": {"head_hidden": 8}, "colorization": {"decoder_width": 8},
+         "autoencoder": {"decoder_width": 8, "noise": "patches"},
+         "gan": {"width": 8, "noise_dim": 8}, "triplet": {"proj_hidden": 16, "emb_dim": 8}}
 PRE = ["--batch-size", "6", "--val-episodes", "2", "--val-way", "2", "--val-query", "2",
        "--val-every", "3", "--quiet", "--checkpoint-every", "1", "--option", "hidden=8"]
 
@@ -110,7 +113,7 @@ def test_target_is_a_momentum_average(method: str) -> None:
         assert torch.allclose(learner.queue.norm(dim=1), torch.ones(12), atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["byol", "moco", "deepcluster", "uic", "jigsaw"])
+@pytest.mark.parametrize("method", ["byol", "moco", "deepcluster", "uic", "jigsaw", "gan"])
 def test_resume_is_bit_identical(tree: Path, method: str) -> None:
     d = data_args(tree)
     opts = [a for k, v in SMALL[method].items() for a in ("--option", f"{k}={v}")]

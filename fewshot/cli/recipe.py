@@ -45,6 +45,7 @@ from ..engine.train import TrainResult, train
 from ..models.input_norm import resolve_normalize
 from ..models.learner import EpisodicLearner
 from ..registry import build_learner, fill_from_data, get_method, make_spec, method_config, method_names
+from ..ssl.decoders import preview_monitor
 from ..ssl.monitor import knn_monitor
 from .args import (
     check_data_args,
@@ -248,6 +249,8 @@ def run(args: argparse.Namespace) -> None:
         val = validation(args, val_ds, args.val_way or way, args.val_shot or shot)
         if kind == "self-supervised" and args.knn_k:
             monitors.append(knn_monitor(val_ds, args.knn_k))
+        if kind == "self-supervised":  # a GAN's samples, an autoencoder's reconstructions
+            monitors.append(preview_monitor(args.out))
     record = run_record(recorded_args(args, augment), spec.to_dict(), command=args.command)
     record["resolved"] = {**resolved, **({"labelled": labelled} if labelled else {})}
     record["provenance"] = provenance(**data_provenance(args, train_ds), split="train",

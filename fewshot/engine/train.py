@@ -175,8 +175,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
     ctx = distributed.current()
     distributed.refuse_several_processes(learner)
     shard_sampler(sampler, ctx)
-    optimizer, scheduler = make_optimizer([p for p in learner.parameters() if p.requires_grad],
-                                          config)
+    optimizer, scheduler = make_optimizer(learner.param_groups(), config)
     ckdir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     if ckdir is not None and spec is None:
         raise ValueError("checkpoints need the learner's ModelSpec: build the learner with "

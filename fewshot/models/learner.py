@@ -166,6 +166,13 @@ class EpisodicLearner(nn.Module, ABC):
         """
         return self(batch.support_x, batch.support_y, batch.query_x, batch.n_way), batch.query_y
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The training loop's optimizer parameter groups: by default one, of every parameter
+        that requires a gradient. A learner whose parts need settings of their own returns
+        several, each dict's other keys overriding the optimizer's settings for its parameters
+        (``betas`` of Adam: the GAN's DCGAN recipe)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
     def clip_gradients(self, max_norm: float) -> None:
         """Clip the gradient norm of all parameters together to ``max_norm`` (learners that clip
         per module override this)."""

@@ -112,6 +112,13 @@ class SelfSupervisedLearner(BackboneLearner):
     def end_step(self) -> None:
         self.steps_done += 1
 
+    def preview(self) -> Tensor | None:
+        """An image ``[C, H, W]`` in ``[0, 1]`` that shows what the method produces (a GAN's
+        samples, an autoencoder's reconstructions), written into the run folder at each
+        validation (:func:`fewshot.ssl.decoders.preview_monitor`); None (the default): nothing
+        to show."""
+        return None
+
 
 def build_common(spec: ModelSpec, config: SSLConfig) -> tuple[nn.Module, int]:
     """The backbone of ``spec`` (Conv-4 width ``config.hidden``) and its flattened feature size."""

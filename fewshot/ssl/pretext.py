@@ -1,5 +1,7 @@
 """Pretext transforms and clustering as pure functions: rotations (RotNet), jigsaw puzzles and
-their permutation set, spherical k-means (DeepCluster). Batched; no loop per image."""
+their permutation set, context-prediction patch pairs, the chromatic-aberration guard, input
+corruptions of denoising and masked autoencoders, spherical k-means (DeepCluster). Batched; no
+loop per image."""
 
 from __future__ import annotations
 
@@ -64,6 +66,71 @@ def jigsaw_tiles(x: Tensor, perms: Tensor, choice: Tensor, grid: int = 3,
     tiles = tiles.permute(0, 1, 4, 2, 3)
     order = perms.to(x.device)[choice]  # [B, n]
     return tiles[torch.arange(b, device=x.device)[:, None], order]
+
+
+def prepare_tiles(tiles: Tensor, size: int) -> Tensor:
+    """Tiles ``[N, C, t, t]`` resized (bilinear) to at least ``size`` pixels (so a Conv-4 or
+    ResNet-12, four 2x2 poolings, keeps a pixel) and normalised each on its own (mean and
+    standard deviation per channel, as jigsaw's and context prediction's patches)."""
+    if tiles.shape[-1] < size:
+        tiles = F.interpolate(tiles, size=size, mode="bilinear", align_corners=False)
+    mean = tiles.mean((2, 3), keepdim=True)
+    return (tiles - mean) / tiles.std((2, 3), keepdim=True).clamp(min=1e-3)
+
+
+NEIGHBOURS = (0, 1, 2, 3, 5, 6, 7, 8)  # the 3x3 cells around the centre (4), row by row
+
+
+def context_pairs(x: Tensor, tile_fraction: float = 0.7, generator: torch.Generator | None = None
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+    """Context prediction's pairs (Doersch et al. 2015): for each image, the centre tile of a 3x3
+    grid and one of its 8 neighbours, chosen uniformly, each a random crop of ``tile_fraction``
+    of its cell (:func:`jigsaw_tiles`: a gap and a jitter between the two).
+
+    Args:
+        x: ``[B, C, H, W]``.
+    Returns:
+        centre tiles ``[B, C, t, t]``, neighbour tiles ``[B, C, t, t]`` and the neighbour's
+        position ``[B]`` in ``0..7`` (:data:`NEIGHBOURS`: 0 top-left, 1 top, 2 top-right, 3 left,
+        4 right, 5 bottom-left, 6 bottom, 7 bottom-right).
+    """
+    b = x.shape[0]
+    label = torch.randint(8, (b,), generator=generator).to(x.device)
+    identity = torch.arange(9)[None]
+    tiles = jigsaw_tiles(x, identity, torch.zeros(b, dtype=torch.long, device=x.device), 3,
+                         tile_fraction, generator)  # [B, 9, C, t, t], cells in order
+    cells = torch.tensor(NEIGHBOURS, device=x.device)[label]
+    return tiles[:, 4], tiles[torch.arange(b, device=x.device), cells], label
+
+
+def drop_colours(x: Tensor, noise: float = 0.01, generator: torch.Generator | None = None
+                 ) -> Tensor:
+    """Colour dropping against chromatic aberration (Doersch et al. 2015): each image ``[B, C,
+    H, W]`` keeps one random channel, the others replaced by Gaussian noise of ``noise`` times
+    that channel's standard deviation. One channel: unchanged."""
+    b, c = x.shape[:2]
+    if c == 1:
+        return x
+    keep = torch.randint(c, (b,), generator=generator).to(x.device)
+    kept = x[torch.arange(b, device=x.device), keep][:, None]  # [B, 1, H, W]
+    std = kept.std((2, 3), keepdim=True)
+    fill = torch.randn(x.shape, generator=generator).to(x.device) * noise * std
+    mask = torch.arange(c, device=x.device)[None, :, None, None] == keep[:, None, None, None]
+    return torch.where(mask, kept.expand_as(x), fill)
+
+
+def patch_mask(b: int, size: int, patch: int, ratio: float, device: torch.device | str = "cpu",
+               generator: torch.Generator | None = None) -> Tensor:
+    """Masked-image modelling's mask (MAE, He et al. 2022, on a pixel grid as SimMIM): the image
+    cut into ``patch`` x ``patch`` squares (the last row and column may be smaller), of which
+    ``round(ratio * count)`` per image, chosen uniformly without replacement, are masked.
+    Returns bool ``[B, 1, size, size]``, True where masked."""
+    n = -(-size // patch)
+    masked = round(ratio * n * n)
+    order = torch.rand(b, n * n, generator=generator).argsort(1)
+    grid = torch.zeros(b, n * n, dtype=torch.bool).scatter_(1, order[:, :masked], True)
+    grid = grid.view(b, 1, n, n).repeat_interleave(patch, 2).repeat_interleave(patch, 3)
+    return grid[:, :, :size, :size].to(device)
 
 
 def kmeans(x: Tensor, k: int, iters: int = 20, generator: torch.Generator | None = None

@@ -33,7 +33,7 @@ from ..models.learner import ModelSpec
 from ..modules import RotationHead, mlp
 from ..registry import register
 from .base import SelfSupervisedLearner, SSLConfig, ViewName, build_common
-from .pretext import jigsaw_permutations, jigsaw_tiles
+from .pretext import jigsaw_permutations, jigsaw_tiles, prepare_tiles
 
 
 class Rotation(SelfSupervisedLearner):
@@ -69,11 +69,8 @@ class Jigsaw(SelfSupervisedLearner):
         x = views[0]
         b = x.shape[0]
         choice = torch.randint(len(self.permutations), (b,)).to(x.device)
-        tiles = jigsaw_tiles(x, self.permutations, choice, self.grid).flatten(0, 1)
-        if tiles.shape[-1] < self.tile_size:
-            tiles = F.interpolate(tiles, size=self.tile_size, mode="bilinear", align_corners=False)
-        mean = tiles.mean((2, 3), keepdim=True)
-        tiles = (tiles - mean) / tiles.std((2, 3), keepdim=True).clamp(min=1e-3)
+        tiles = prepare_tiles(jigsaw_tiles(x, self.permutations, choice, self.grid).flatten(0, 1),
+                              self.tile_size)
         feats = self.backbone(tiles).flatten(1)  # [B * 9, D]
         logits = self.classifier(feats.view(b, -1))
         return F.cross_entropy(logits, choice), accuracy(logits, choice), feats

@@ -33,6 +33,7 @@ from .args import (
     positive_int,
 )
 from .groups import add_normalize_arg, fixed_episodes
+from .unlabelled import add_unlabelled_args, refined_scorer, unlabelled_options
 
 NAME = "eval"
 HELP = "score a checkpoint on fixed episodes (mean, 95%% interval)"
@@ -55,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "as fit --max-memory)")
     p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     p.add_argument("--json", help="write per-episode accuracies, mean and interval here")
+    add_unlabelled_args(p, refine=True)
 
 
 def add_head_args(p: argparse.ArgumentParser) -> None:
@@ -103,6 +105,7 @@ def eval_model(args: argparse.Namespace, device: torch.device
         raise ValueError("--backbone/--weights/--normalize are for scoring a weights file "
                          "without --checkpoint (a checkpoint records its own normalisation): "
                          "give one or the other")
+    learner = None
     if args.checkpoint is not None:
         learner, spec, ckpt = load_learner(args.checkpoint, device, "--checkpoint")
         ds = dataset_from_args(args, args.split)
@@ -114,6 +117,8 @@ def eval_model(args: argparse.Namespace, device: torch.device
         meta = load_backbone_weights(backbone, args.weights, args.backbone, "--weights")
         add_input_norm(backbone, weights_normalize(args, meta, ds.image_shape[0]))
         backbone.to(device)
+    if args.refine:
+        return refined_scorer(args, learner, backbone, config, ds, device), ds
     if not args.head:
         return (lambda episodes: evaluate(learner, episodes, ds, batch_size=args.batch_size,
                                           device=device, max_memory=args.max_memory)), ds
@@ -129,14 +134,15 @@ def run(args: argparse.Namespace) -> None:
     inputs = {"--checkpoint": args.checkpoint, "--weights": args.weights}
     not_an_input("--episodes-file", args.episodes_file, inputs)
     not_an_input("--json", args.json, {**inputs, "--episodes-file": args.episodes_file})
+    unlabelled = unlabelled_options(args)
     score, ds = eval_model(args, device)
     episodes = fixed_episodes(ds, args.way, args.shot, args.query, args.episodes, args.seed,
-                              args.episodes_file)
+                              args.episodes_file, unlabelled=unlabelled)
     result = score(episodes)
     if not distributed.current().main:
         return
     print(f"{args.dataset} {args.split}" + (f", head {args.head}" if args.head else "")
-          + f": {result}")
+          + (f", refined by {args.refine}" if args.refine else "") + f": {result}")
     if args.json:
         result.save_json(args.json)
         print(f"per-episode accuracies written to {args.json}")

@@ -14,6 +14,7 @@ from episodes.io import atomic_write_text
 from ..engine.checkpoint import load_learner, recorded_pipeline
 from ..engine.predict import Prediction, predict
 from .args import MAX_MEMORY_HELP, device, memory_size, not_an_input, output_file, pick_device, positive_int
+from .unlabelled import add_predict_unlabelled_args, predict_refiner
 
 NAME = "predict"
 HELP = "label query images from a few labelled support images"
@@ -37,21 +38,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip unreadable or non-image files (with a warning) instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
+    add_predict_unlabelled_args(p)
 
 
 def run(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     output_file("--output", args.output)
-    for flag, folder in (("--support", args.support), ("--query", args.query)):
-        if not Path(folder).is_dir():
+    folders = (("--support", args.support), ("--query", args.query), ("--unlabelled", args.unlabelled))
+    for flag, folder in folders:
+        if folder is not None and not Path(folder).is_dir():
             raise FileNotFoundError(f"{flag} folder {folder} does not exist: check the path")
     not_an_input("--output", args.output, {"--checkpoint": args.checkpoint},
-                 {"--support": args.support, "--query": args.query})
+                 {"--support": args.support, "--query": args.query,
+                  "--unlabelled": args.unlabelled})
     learner, spec, ckpt = load_learner(args.checkpoint, device, "--checkpoint")
     pipeline = recorded_pipeline(ckpt, args.checkpoint, args.pipeline)
+    refiner = predict_refiner(args, learner)
     preds = predict(learner, spec, args.support, args.query, device, convert=not args.no_convert,
                     batch_size=args.batch_size, pipeline=pipeline,
-                    skip_bad=args.skip_bad_images, max_memory=args.max_memory)
+                    skip_bad=args.skip_bad_images, max_memory=args.max_memory,
+                    unlabelled_dir=args.unlabelled, refiner=refiner)
     text = format_predictions(preds, args.format)
     if args.output:
         atomic_write_text(text, args.output)

@@ -9,6 +9,7 @@ from ..registry import KINDS, get_method, method_names
 from . import recipe
 from .args import add_data_args, episodes_per_step, option, positive_int, way
 from .groups import add_augment_args, add_backbone_args, add_optimization_args, add_run_args, add_val_args
+from .unlabelled import add_unlabelled_args
 
 NAME = "train"
 HELP = "meta-train a learner on a dataset's train classes"
@@ -39,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "as many as keep it busy and fit --max-memory (steps that do not fit are "
                    "split into chunks with the same result)")
     add_augment_args(g, sets=True)
+    add_unlabelled_args(p, refine=False)
     add_val_args(p, "--way", "--shot")
     add_optimization_args(p, steps=2000, lr=1e-3, optimizer="adam")
     add_run_args(p, "runs/train")

@@ -192,10 +192,12 @@ class FixedEpisodes:
 
     Attributes:
         classes: long ``[E, N]``; items: long ``[E, N, K+Q]``; k_shot: K;
-        fingerprint: :meth:`ClassDataset.fingerprint` of the dataset they were drawn from;
+        fingerprint: :meth:`ClassDataset.fingerprint` of the dataset they were drawn from.
         unlabelled: long ``[E, U]``, the items of each episode's unlabelled images, or None
-        (:mod:`episodes.unlabelled`); unlabelled_drawn: how they were drawn (``unlabelled_per_class``,
-        ``distractor_classes``, ``label_ratio``, ``label_seed``), recorded in the file.
+            (:mod:`episodes.unlabelled`).
+        unlabelled_drawn: how they were drawn (the keyword arguments ``unlabelled_per_class``,
+            ``distractor_classes``, ``label_ratio``, ``label_seed`` of :meth:`generate`),
+            recorded in the file.
     """
 
     classes: Tensor

@@ -229,7 +229,7 @@ class FixedEpisodes:
         g = torch.Generator().manual_seed(seed)
         tables = unlabelled_tables_for(dataset, n_way, k_shot + q_query, unlabelled_per_class,
                                        distractor_classes, label_ratio, label_seed,
-                                       ("--unlabelled", "--distractors"))
+                                       ("--unlabelled-per-class", "--distractor-classes"))
         if tables is None:
             table, sizes = dataset.index_table()
             classes, items = sample_indices(table, sizes, n_way, k_shot + q_query, num_episodes, g)

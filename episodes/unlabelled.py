@@ -95,7 +95,8 @@ def unlabelled_tables(targets: Tensor, num_classes: int, label_ratio: float | No
 
 def check_unlabelled_shape(tables: tuple[Tensor, Tensor, Tensor, Tensor], class_names: list[str],
                            n_way: int, per_class: int, unlabelled: int, distractors: int,
-                           flags: tuple[str, str] = ("--unlabelled", "--distractors")) -> None:
+                           flags: tuple[str, str] = ("--unlabelled-per-class",
+                                                     "--distractor-classes")) -> None:
     """Raise ``ValueError`` naming the fix if the tables cannot give such episodes."""
     if unlabelled < 1 or distractors < 0:
         raise ValueError(f"need unlabelled >= 1 per class and distractors >= 0; got "

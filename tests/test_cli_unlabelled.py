@@ -23,7 +23,7 @@ EPISODES = ["--way", "2", "--shot", "1", "--query", "2"]
 def train(tree: Path, refine: str = "masked") -> Path:
     run = tree / f"run-{refine}"
     main(["train", *data_args(tree), *EPISODES, "--steps", "2", "--val-episodes", "0",
-          "--unlabelled", "2", "--distractors", "1", "--option", f"refine={refine}",
+          "--unlabelled-per-class", "2", "--distractor-classes", "1", "--option", f"refine={refine}",
           "--out", str(run), "--quiet"])
     return run / "last.pt"
 
@@ -31,7 +31,7 @@ def train(tree: Path, refine: str = "masked") -> Path:
 def evaluate(tree: Path, ckpt: Path, *extra: str) -> dict:
     out = tree / "eval.json"
     main(["eval", *data_args(tree), "--checkpoint", str(ckpt), "--split", "train", *EPISODES,
-          "--episodes", "4", "--unlabelled", "2", "--distractors", "1", "--episodes-file",
+          "--episodes", "4", "--unlabelled-per-class", "2", "--distractor-classes", "1", "--episodes-file",
           str(tree / "eps.pt"), "--json", str(out), *extra])
     return json.loads(out.read_text())
 
@@ -104,10 +104,12 @@ def test_head_prototype_refines_as_the_protonet_checkpoint(tree: Path):
 
 @pytest.mark.parametrize("args, message", [
     (["--refine", "soft-kmeans"], "--refine needs unlabelled images"),
-    (["--distractors", "1"], "--distractors and --label-ratio need --unlabelled"),
-    (["--unlabelled", "2", "--refine", "masked"], "masked needs a checkpoint meta-trained"),
-    (["--unlabelled", "2", "--refine", "soft-kmeans", "--head", "knn"], "give --head prototype"),
-    (["--unlabelled", "9"], "lower --unlabelled"),
+    (["--distractor-classes", "1"], "need --unlabelled-per-class"),
+    (["--unlabelled-per-class", "2", "--refine", "masked"], "masked needs a checkpoint meta-trained"),
+    (["--unlabelled-per-class", "2", "--refine", "soft-kmeans", "--head", "knn"],
+     "give --head prototype"),
+    (["--unlabelled-per-class", "9"], "lower --unlabelled-per-class"),
+    (["--unlabelled-per-class", "1", "--distractor-classes", "7"], "lower --distractor-classes"),
 ])
 def test_eval_errors(tree: Path, capsys, args, message):
     ckpt = plain_checkpoint(tree)
@@ -119,9 +121,14 @@ def test_eval_errors(tree: Path, capsys, args, message):
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_train_refuses_unlabelled_images_no_learner_uses(tree: Path, capsys):
+@pytest.mark.parametrize("args, message", [
+    (["--unlabelled-per-class", "2"], "--option refine=soft-kmeans"),
+    (["--option", "refine=soft-kmeans"], "give --unlabelled-per-class M"),
+])
+def test_train_refuses_unlabelled_images_without_refinement_and_back(tree: Path, capsys, args,
+                                                                      message):
     with pytest.raises(SystemExit):
-        main(["train", *data_args(tree), *EPISODES, "--steps", "1", "--val-episodes", "0",
-              "--unlabelled", "2", "--out", str(tree / "r"), "--quiet"])
-    assert "--option refine=soft-kmeans" in capsys.readouterr().err
+        main(["train", *data_args(tree), *EPISODES, "--steps", "1", "--val-episodes", "0", *args,
+              "--out", str(tree / "r"), "--quiet"])
+    assert message in capsys.readouterr().err
     assert not (tree / "r" / "last.pt").exists()

@@ -221,8 +221,8 @@ def fixed_episodes(dataset, way: int, shot: int, query: int, count: int, seed: i
         if episodes.unlabelled_drawn != unlabelled:
             raise ValueError(f"--episodes-file {path} holds episodes with unlabelled images "
                              f"{episodes.unlabelled_drawn or 'none'}, not {unlabelled or 'none'} "
-                             f"as asked: give matching --unlabelled/--distractors/--label-ratio, "
-                             f"or another file")
+                             f"as asked: give matching --unlabelled-per-class/--distractor-classes/"
+                             f"--label-ratio, or another file")
         episodes.check(dataset)
         return episodes
     episodes = FixedEpisodes.generate(dataset, way, shot, query, count, seed, flags,

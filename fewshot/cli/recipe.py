@@ -38,7 +38,7 @@ from ..registry import build_learner, fill_from_data, get_method, make_spec, met
 from ..ssl.monitor import knn_monitor
 from .args import check_data_args, dataset_from_args, not_an_input, output_folder, pick_device
 from .groups import prepare_backbone, train_config, validation
-from .unlabelled import unlabelled_options
+from .unlabelled import check_refined_training, unlabelled_options
 
 SUPERVISED = "supervised"  # pretrain --method supervised: the registry's supervised method
 
@@ -154,11 +154,8 @@ def make_sampler(args: argparse.Namespace, kind: str, learner: EpisodicLearner,
         per_step = resolve_episodes_per_step(args, learner, train_ds.image_shape, device)
         check_shardable(per_step, distributed.current().world_size, "episodes",
                         "--episodes-per-step")
-        unlabelled = unlabelled_options(args) if hasattr(args, "unlabelled") else None
-        if unlabelled and getattr(learner, "refiner", None) is None:
-            raise ValueError("--unlabelled adds unlabelled images that only a learner refining "
-                             "its prototypes uses: give --method protonet --option "
-                             "refine=soft-kmeans (or distractor, masked), or leave --unlabelled out")
+        unlabelled = unlabelled_options(args) if hasattr(args, "unlabelled_per_class") else None
+        check_refined_training(unlabelled, learner)
         return EpisodeSampler(train_ds, args.way, args.shot, args.query, per_step,
                               num_batches=args.steps, seed=args.seed, augment=episodes,
                               **(unlabelled or {})), {

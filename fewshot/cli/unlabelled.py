@@ -22,13 +22,13 @@ label_ratio = bounded(float, 0, strict=True, high=1)
 
 
 def add_unlabelled_args(p: argparse.ArgumentParser, refine: bool) -> None:
-    """``--unlabelled``, ``--distractors``, ``--label-ratio``, ``--label-seed`` (and for eval,
-    ``refine``: ``--refine``, ``--refine-steps``) in their own group."""
+    """``--unlabelled-per-class``, ``--distractor-classes``, ``--label-ratio``, ``--label-seed``
+    (and for eval, ``refine``: ``--refine``, ``--refine-steps``) in their own group."""
     g = p.add_argument_group("unlabelled images in episodes (semi-supervised, Ren et al. 2018)")
-    g.add_argument("--unlabelled", type=positive_int, metavar="M", help="M unlabelled images of "
-                   "each episode class in every episode (default: none)")
-    g.add_argument("--distractors", type=count, default=0, metavar="D", help="and M unlabelled "
-                   "images of each of D more classes, outside the episode's")
+    g.add_argument("--unlabelled-per-class", type=positive_int, metavar="M", help="M unlabelled "
+                   "images of each episode class in every episode (default: none)")
+    g.add_argument("--distractor-classes", type=count, default=0, metavar="D", help="and M "
+                   "unlabelled images of each of D more classes, outside the episode's")
     g.add_argument("--label-ratio", type=label_ratio, metavar="R", help="support and query "
                    "images from this share of each class's images, unlabelled ones from the "
                    "rest (Ren et al.: 0.4; default: distinct images of the whole class)")
@@ -44,15 +44,29 @@ def add_unlabelled_args(p: argparse.ArgumentParser, refine: bool) -> None:
 def unlabelled_options(args: argparse.Namespace) -> dict[str, Any] | None:
     """The unlabelled images the arguments ask for (the keyword arguments of
     :meth:`FixedEpisodes.generate` and :class:`~episodes.EpisodeSampler`), or None."""
-    if args.unlabelled is None:
-        if args.distractors or args.label_ratio is not None:
-            raise ValueError("--distractors and --label-ratio need --unlabelled M")
+    if args.unlabelled_per_class is None:
+        if args.distractor_classes or args.label_ratio is not None:
+            raise ValueError("--distractor-classes and --label-ratio need --unlabelled-per-class M")
         if getattr(args, "refine", None):
             raise ValueError("--refine needs unlabelled images in the episodes: give "
-                             "--unlabelled M")
+                             "--unlabelled-per-class M")
         return None
-    return {"unlabelled_per_class": args.unlabelled, "distractor_classes": args.distractors,
+    return {"unlabelled_per_class": args.unlabelled_per_class,
+            "distractor_classes": args.distractor_classes,
             "label_ratio": args.label_ratio, "label_seed": args.label_seed}
+
+
+def check_refined_training(unlabelled: dict[str, Any] | None, learner: nn.Module) -> None:
+    """``fewshot train``: unlabelled images in the episodes if and only if the learner refines
+    its prototypes with them."""
+    refines = getattr(learner, "refiner", None) is not None
+    if unlabelled and not refines:
+        raise ValueError("--unlabelled-per-class adds unlabelled images that only a learner "
+                         "refining its prototypes uses: give --method protonet --option "
+                         "refine=soft-kmeans (or distractor, masked), or leave it out")
+    if refines and not unlabelled:
+        raise ValueError("option refine refines the prototypes with the episodes' unlabelled "
+                         "images: give --unlabelled-per-class M (or leave the option out)")
 
 
 def refined_scorer(args: argparse.Namespace, learner: nn.Module | None, backbone: nn.Module | None,

@@ -52,7 +52,7 @@ def evaluate_refined(embed: Callable[[Tensor], Tensor], refiner: PrototypeRefine
     its part (:func:`~fewshot.engine.evaluate.score_shards`)."""
     if episodes.unlabelled is None:
         raise ValueError("these fixed episodes carry no unlabelled images: draw them with "
-                         "--unlabelled M (and a new --episodes-file)")
+                         "--unlabelled-per-class M (and a new --episodes-file)")
     episodes.check(dataset)
     device = torch.device(device)
     budget = memory_budget(device, max_memory)

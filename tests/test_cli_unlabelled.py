@@ -15,7 +15,7 @@ from fewshot.cli import main
 from fewshot.engine.checkpoint import load_learner, recorded_pipeline
 from fewshot.refine import soft_kmeans
 
-from .conftest import data_args
+from .conftest import data_args, support_query
 
 EPISODES = ["--way", "2", "--shot", "1", "--query", "2"]
 
@@ -132,3 +132,17 @@ def test_train_refuses_unlabelled_images_without_refinement_and_back(tree: Path,
               "--out", str(tree / "r"), "--quiet"])
     assert message in capsys.readouterr().err
     assert not (tree / "r" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("bad", ["missing", "file"])
+def test_predict_unlabelled_must_be_a_folder(tree: Path, capsys, bad):
+    support, query = support_query(tree)
+    path = tree / "nothing"
+    if bad == "file":
+        path.write_text("not a folder")
+    with pytest.raises(SystemExit) as info:
+        main(["predict", "--checkpoint", str(tree / "no.pt"), "--support", str(support), "--query",
+              str(query), "--unlabelled", str(path), "--output", str(tree / "out.tsv")])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code not in (0, None) and len(err.splitlines()) == 1
+    assert "--unlabelled" in err and not (tree / "out.tsv").exists()

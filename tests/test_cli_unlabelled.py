@@ -146,3 +146,21 @@ def test_predict_unlabelled_must_be_a_folder(tree: Path, capsys, bad):
     err = capsys.readouterr().err.strip()
     assert info.value.code not in (0, None) and len(err.splitlines()) == 1
     assert "--unlabelled" in err and not (tree / "out.tsv").exists()
+
+
+@pytest.mark.slow
+def test_embedded_dataset_train_and_eval_with_refinement(tmp_path: Path, capsys):
+    """The embedded dataset end to end (generating it takes about 20 s on a CPU)."""
+    d = ["--dataset", "embedded", "--device", "cpu", "--way", "5", "--shot", "1", "--query", "5"]
+    main(["train", *d, "--steps", "2", "--val-episodes", "0", "--unlabelled-per-class", "3",
+          "--distractor-classes", "2", "--label-ratio", "0.4", "--option", "refine=distractor",
+          "--out", str(tmp_path / "run"), "--quiet"])
+    e = ["eval", *d, "--checkpoint", str(tmp_path / "run" / "last.pt"), "--episodes", "20",
+         "--unlabelled-per-class", "3", "--distractor-classes", "2", "--episodes-file",
+         str(tmp_path / "eps.pt")]
+    main([*e, "--json", str(tmp_path / "plain.json")])
+    main([*e, "--refine", "distractor", "--json", str(tmp_path / "refined.json")])
+    out = capsys.readouterr().out
+    assert "embedded test: 5-way 1-shot" in out and "refined by distractor" in out
+    plain, refined = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("plain", "refined"))
+    assert len(plain["accuracies"]) == len(refined["accuracies"]) == 20

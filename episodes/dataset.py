@@ -16,6 +16,25 @@ from torch import Tensor
 from .pipeline import ImagePipeline
 
 
+def index_table(targets: Tensor, num_classes: int, items: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+    """Padded table of the items of every class: ``targets`` long ``[M]`` (class of each item);
+    ``items``: only these item indices (long, increasing; None: all).
+
+    Returns: table long ``[C, max size]`` (class ``c``'s items in ``table[c, :sizes[c]]``,
+    increasing, padded with -1) and sizes long ``[C]``.
+    """
+    items = torch.arange(len(targets)) if items is None else items
+    cls = targets[items]
+    sizes = torch.bincount(cls, minlength=num_classes)
+    order = torch.argsort(cls, stable=True)
+    table = torch.full((num_classes, int(sizes.max()) if len(sizes) else 0), -1, dtype=torch.long)
+    starts = torch.cumsum(sizes, 0) - sizes
+    rank = torch.arange(len(order)) - starts[cls[order]]
+    table[cls[order], rank] = items[order]
+    return table, sizes
+
+
 class ClassDataset(ABC):
     """Items grouped into named classes, loadable by global item index.
 
@@ -61,14 +80,7 @@ class ClassDataset(ABC):
                 (in increasing order), padded with ``-1``.
             sizes: long ``[C]``.
         """
-        sizes = self.class_sizes()
-        order = torch.argsort(self.targets, stable=True)
-        table = torch.full((self.num_classes, int(sizes.max()) if len(sizes) else 0), -1,
-                           dtype=torch.long)
-        starts = torch.cumsum(sizes, 0) - sizes
-        rank = torch.arange(len(order)) - starts[self.targets[order]]
-        table[self.targets[order], rank] = order
-        return table, sizes
+        return index_table(self.targets, self.num_classes)
 
     def fingerprint(self) -> str:
         """A short hash of the class names and class sizes, to match saved episodes to a dataset."""

@@ -2,7 +2,8 @@
 
 An episode is an N-way K-shot task: N classes, K labelled *support* images per class and Q *query*
 images per class to classify. Episodes always travel in batches of T (T may be 1), so every tensor
-has a leading episode dimension.
+has a leading episode dimension. A semi-supervised episode also carries unlabelled images
+(:mod:`episodes.unlabelled`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class Episode:
         query_y: labels ``[T, N*Q]`` in ``0..N-1``.
         classes: dataset class indices ``[T, N]``: label ``j`` of episode ``t`` is class
             ``classes[t, j]`` of the dataset the episode came from.
+        unlabelled_x: float images ``[T, U, C, H, W]`` without labels, or None: M images of each
+            of the N classes and of D distractor classes (``U = (N + D) * M``), in a random order
+            within each episode; their classes are not part of the episode
+            (:mod:`episodes.unlabelled`).
     """
 
     support_x: Tensor
@@ -34,6 +39,7 @@ class Episode:
     query_x: Tensor
     query_y: Tensor
     classes: Tensor
+    unlabelled_x: Tensor | None = None
 
     @property
     def n_way(self) -> int:
@@ -54,12 +60,14 @@ class Episode:
     def slice(self, part: slice) -> Episode:
         """The episodes ``part`` of the batch (views, no copy)."""
         return Episode(self.support_x[part], self.support_y[part], self.query_x[part],
-                       self.query_y[part], self.classes[part])
+                       self.query_y[part], self.classes[part],
+                       None if self.unlabelled_x is None else self.unlabelled_x[part])
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Episode:
         """Return the episode batch moved to ``device``."""
-        return Episode(*(t.to(device, non_blocking=non_blocking) for t in
-                         (self.support_x, self.support_y, self.query_x, self.query_y, self.classes)))
+        return Episode(*(None if t is None else t.to(device, non_blocking=non_blocking) for t in
+                         (self.support_x, self.support_y, self.query_x, self.query_y, self.classes,
+                          self.unlabelled_x)))
 
 
 def class_major_labels(t: int, n_way: int, per_class: int, device: torch.device | str) -> Tensor:

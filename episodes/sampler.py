@@ -20,6 +20,7 @@ from .io import atomic_torch_save
 from .pipeline import to_unit_float
 from .seeded import SeededBatches
 from .shard import check_shardable, rank_seed, shard_range
+from .unlabelled import check_unlabelled_shape, sample_with_unlabelled, unlabelled_tables
 
 FLAGS = ("--way", "--shot", "--query")
 
@@ -70,12 +71,14 @@ def sample_indices(table: Tensor, sizes: Tensor, n_way: int, per_class: int, t: 
 
 
 def gather_episode(dataset: ClassDataset, classes: Tensor, items: Tensor, k_shot: int,
-                   device: torch.device | str | None = None) -> Episode:
+                   device: torch.device | str | None = None, unlabelled: Tensor | None = None
+                   ) -> Episode:
     """Build an :class:`Episode` batch from drawn indices.
 
     Args:
         classes: long ``[T, N]``; items: long ``[T, N, K+Q]`` (the first K of each class are support).
         device: where the episode goes; defaults to the dataset's device.
+        unlabelled: long ``[T, U]``, the items of ``unlabelled_x`` (None: none).
     Returns:
         An episode with float images in ``[0, 1]``.
     """
@@ -90,6 +93,8 @@ def gather_episode(dataset: ClassDataset, classes: Tensor, items: Tensor, k_shot
         query_x=x[:, :, k_shot:].reshape(t, n * q, *x.shape[3:]),
         query_y=class_major_labels(t, n, q, device),
         classes=classes.to(device),
+        unlabelled_x=None if unlabelled is None else to_unit_float(
+            dataset.load(unlabelled).to(device, non_blocking=True)),
     )
 
 
@@ -110,7 +115,12 @@ class EpisodeSampler(SeededBatches):
         device: where episodes go (default: the dataset's device).
         augment: applied to every drawn batch, on ``device`` (e.g. an
             :class:`~episodes.augment.EpisodeAugment`); its ``state_dict`` is saved with the
-            sampler's, so resumed runs augment identically.
+            sampler's, so resumed runs augment identically (unlabelled images are not augmented).
+        unlabelled_per_class: M unlabelled images of each class in ``Episode.unlabelled_x`` (0:
+            none); distractor_classes: D more classes giving M unlabelled images each
+            (:mod:`episodes.unlabelled`).
+        label_ratio: support and query from this share of each class's images, unlabelled images
+            from the rest (the split seeded by ``label_seed``); None: from the whole class.
 
     In a distributed run (:meth:`shard`) every process draws the indices of all T episodes from
     the same generator and loads only its part (:mod:`episodes.shard`).
@@ -119,8 +129,13 @@ class EpisodeSampler(SeededBatches):
     def __init__(self, dataset: ClassDataset, n_way: int, k_shot: int, q_query: int,
                  episodes_per_batch: int = 1, num_batches: int = 1000, seed: int = 0,
                  device: torch.device | str | None = None,
-                 augment: Callable[[Episode], Episode] | None = None) -> None:
+                 augment: Callable[[Episode], Episode] | None = None,
+                 unlabelled_per_class: int = 0, distractor_classes: int = 0,
+                 label_ratio: float | None = None, label_seed: int = 0) -> None:
         check_episode_shape(dataset, n_way, k_shot, q_query)
+        self.unlabelled, self.distractors = unlabelled_per_class, distractor_classes
+        self.tables = unlabelled_tables_for(dataset, n_way, k_shot + q_query, unlabelled_per_class,
+                                            distractor_classes, label_ratio, label_seed)
         if episodes_per_batch < 1 or num_batches < 0:
             raise ValueError("episodes_per_batch must be >= 1 and num_batches >= 0")
         super().__init__(num_batches, seed)
@@ -141,12 +156,32 @@ class EpisodeSampler(SeededBatches):
 
     def sample(self) -> Episode:
         """Draw one batch of T episodes (this process's part of them, after :meth:`shard`)."""
-        classes, items = sample_indices(self.table, self.sizes, self.n_way,
-                                        self.k_shot + self.q_query, self.episodes_per_batch,
-                                        self.generator, self.part)
+        unlabelled = None
+        if self.tables is None:
+            classes, items = sample_indices(self.table, self.sizes, self.n_way,
+                                            self.k_shot + self.q_query, self.episodes_per_batch,
+                                            self.generator, self.part)
+        else:
+            classes, items, unlabelled = sample_with_unlabelled(
+                self.tables, self.n_way, self.k_shot + self.q_query, self.unlabelled,
+                self.distractors, self.episodes_per_batch, self.generator, self.part)
         self.batches_drawn += 1
-        episode = gather_episode(self.dataset, classes, items, self.k_shot, self.device)
+        episode = gather_episode(self.dataset, classes, items, self.k_shot, self.device, unlabelled)
         return self.augment(episode) if self.augment is not None else episode
+
+
+def unlabelled_tables_for(dataset: ClassDataset, n_way: int, per_class: int, unlabelled: int,
+                          distractors: int, label_ratio: float | None, label_seed: int,
+                          flags: tuple[str, str] = ("unlabelled_per_class", "distractor_classes")
+                          ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+    """The checked tables of :func:`~episodes.unlabelled.sample_with_unlabelled` for such
+    episodes of ``dataset``, or None when they have no unlabelled images."""
+    if unlabelled == 0 and distractors == 0 and label_ratio is None:
+        return None
+    tables = unlabelled_tables(dataset.targets, dataset.num_classes, label_ratio, label_seed)
+    check_unlabelled_shape(tables, dataset.class_names, n_way, per_class, unlabelled, distractors,
+                           flags)
+    return tables
 
 
 @dataclass
@@ -158,12 +193,19 @@ class FixedEpisodes:
     Attributes:
         classes: long ``[E, N]``; items: long ``[E, N, K+Q]``; k_shot: K;
         fingerprint: :meth:`ClassDataset.fingerprint` of the dataset they were drawn from.
+        unlabelled: long ``[E, U]``, the items of each episode's unlabelled images, or None
+            (:mod:`episodes.unlabelled`).
+        unlabelled_drawn: how they were drawn (the keyword arguments ``unlabelled_per_class``,
+            ``distractor_classes``, ``label_ratio``, ``label_seed`` of :meth:`generate`),
+            recorded in the file.
     """
 
     classes: Tensor
     items: Tensor
     k_shot: int
     fingerprint: str
+    unlabelled: Tensor | None = None
+    unlabelled_drawn: dict | None = None
 
     @property
     def n_way(self) -> int:
@@ -178,15 +220,27 @@ class FixedEpisodes:
 
     @classmethod
     def generate(cls, dataset: ClassDataset, n_way: int, k_shot: int, q_query: int,
-                 num_episodes: int = 600, seed: int = 0, flags: tuple[str, str, str] = FLAGS
-                 ) -> FixedEpisodes:
+                 num_episodes: int = 600, seed: int = 0, flags: tuple[str, str, str] = FLAGS,
+                 unlabelled_per_class: int = 0, distractor_classes: int = 0,
+                 label_ratio: float | None = None, label_seed: int = 0) -> FixedEpisodes:
         """Draw ``num_episodes`` episodes from ``dataset`` with ``seed`` (``flags``: see
-        :func:`check_episode_shape`)."""
+        :func:`check_episode_shape`; the unlabelled images: see :class:`EpisodeSampler`)."""
         check_episode_shape(dataset, n_way, k_shot, q_query, flags)
-        table, sizes = dataset.index_table()
         g = torch.Generator().manual_seed(seed)
-        classes, items = sample_indices(table, sizes, n_way, k_shot + q_query, num_episodes, g)
-        return cls(classes, items, k_shot, dataset.fingerprint())
+        tables = unlabelled_tables_for(dataset, n_way, k_shot + q_query, unlabelled_per_class,
+                                       distractor_classes, label_ratio, label_seed,
+                                       ("--unlabelled-per-class", "--distractor-classes"))
+        if tables is None:
+            table, sizes = dataset.index_table()
+            classes, items = sample_indices(table, sizes, n_way, k_shot + q_query, num_episodes, g)
+            return cls(classes, items, k_shot, dataset.fingerprint())
+        classes, items, unlabelled = sample_with_unlabelled(
+            tables, n_way, k_shot + q_query, unlabelled_per_class, distractor_classes,
+            num_episodes, g)
+        drawn = {"unlabelled_per_class": unlabelled_per_class,
+                 "distractor_classes": distractor_classes, "label_ratio": label_ratio,
+                 "label_seed": label_seed}
+        return cls(classes, items, k_shot, dataset.fingerprint(), unlabelled, drawn)
 
     def check(self, dataset: ClassDataset) -> None:
         """Raise ``ValueError`` if these episodes were drawn from another dataset."""
@@ -200,15 +254,21 @@ class FixedEpisodes:
         """Yield the episodes in order, ``batch_size`` at a time."""
         self.check(dataset)
         for s in range(0, len(self), batch_size):
-            yield gather_episode(dataset, self.classes[s:s + batch_size],
-                                 self.items[s:s + batch_size], self.k_shot, device)
+            part = slice(s, s + batch_size)
+            yield gather_episode(dataset, self.classes[part], self.items[part], self.k_shot,
+                                 device, None if self.unlabelled is None else self.unlabelled[part])
 
     def save(self, path: str | os.PathLike) -> None:
         # clone(): ``classes`` is a view of a larger tensor, whose whole storage torch.save writes
-        atomic_torch_save({"classes": self.classes.clone(), "items": self.items.clone(),
-                           "k_shot": self.k_shot, "fingerprint": self.fingerprint}, path)
+        state = {"classes": self.classes.clone(), "items": self.items.clone(),
+                 "k_shot": self.k_shot, "fingerprint": self.fingerprint}
+        if self.unlabelled is not None:
+            state.update(unlabelled=self.unlabelled.clone(), unlabelled_drawn=self.unlabelled_drawn)
+        atomic_torch_save(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FixedEpisodes:
+        """Episodes saved by :meth:`save` (files without unlabelled images load with none)."""
         d = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(d["classes"], d["items"], int(d["k_shot"]), str(d["fingerprint"]))
+        return cls(d["classes"], d["items"], int(d["k_shot"]), str(d["fingerprint"]),
+                   d.get("unlabelled"), d.get("unlabelled_drawn"))

@@ -239,7 +239,8 @@ def test_run_json_replay_and_resume(tree: Path, capsys):
     record = json.loads((run / "run.json").read_text())
     assert record["args"]["way"] == 2 and record["spec"]["options"] == {
         "distance": "euclidean", "hidden": None, "scale": None, "learn_scale": False,
-        "rotation_weight": 0.0, "step_norm": False}
+        "rotation_weight": 0.0, "step_norm": False, "refine": "none", "refine_steps": 1,
+        "distractor_radius": 100.0, "learn_radius": True}
     assert record["fewshot_version"] and record["torch_version"] == torch.__version__
     metrics = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert all("step" in m for m in metrics)

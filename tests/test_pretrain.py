@@ -104,7 +104,8 @@ def test_pretrain_resume_heads_and_meta_baseline(tree: Path, capsys):
           "--out", str(tree / "mb")])
     mb, spec, _ = load_learner(tree / "mb" / "last.pt")
     assert spec.options == {"distance": "cosine", "hidden": None, "scale": None, "learn_scale": True,
-                            "rotation_weight": 0.0, "step_norm": False}
+                            "rotation_weight": 0.0, "step_norm": False, "refine": "none",
+                            "refine_steps": 1, "distractor_radius": 100.0, "learn_radius": True}
     trained, pretrained = mb.backbone.state_dict(), learner.backbone.state_dict()
     assert trained.keys() == pretrained.keys()
     assert all(torch.equal(trained[k], pretrained[k]) for k in trained

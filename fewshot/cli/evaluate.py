@@ -41,6 +41,7 @@ from .args import (
     say_data_note,
 )
 from .groups import add_normalize_arg, fixed_episodes, load_episodes
+from .unlabelled import add_unlabelled_args, refined_scorer, unlabelled_options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_output_arg(p, "write the per-episode accuracies, mean, interval and provenance here (JSON)")
     add_quiet_arg(p)
     p.add_argument("--json", dest="output", help=argparse.SUPPRESS)  # the old name of --output
+    add_unlabelled_args(p, refine=True)
 
 
 # the episodes scored when neither the flags nor an existing --episodes-file say
@@ -121,6 +123,7 @@ def eval_model(args: argparse.Namespace, device: torch.device
         raise ValueError("--backbone/--weights/--normalize are for scoring a weights file "
                          "without --checkpoint (a checkpoint records its own normalisation): "
                          "give one or the other")
+    learner = None
     if args.checkpoint is not None:
         learner, spec, ckpt = load_learner(args.checkpoint, device, "--checkpoint")
         ds = dataset_from_args(args, args.split)
@@ -132,6 +135,8 @@ def eval_model(args: argparse.Namespace, device: torch.device
         meta = load_backbone_weights(backbone, args.weights, args.backbone, "--weights")
         add_input_norm(backbone, weights_normalize(args, meta, ds.image_shape[0]))
         backbone.to(device)
+    if args.refine:
+        return refined_scorer(args, learner, backbone, config, ds, device), ds
     if not args.head:
         return (lambda episodes: evaluate(learner, episodes, ds, batch_size=args.episodes_per_pass,
                                           device=device, max_memory=args.max_memory)), ds
@@ -166,14 +171,16 @@ def run(args: argparse.Namespace) -> None:
     not_an_input("--episodes-file", args.episodes_file, inputs)
     not_an_input("--output", args.output, {**inputs, "--episodes-file": args.episodes_file})
     way, shot, query, count = episode_shape(args)
+    unlabelled = unlabelled_options(args)
     score, ds = eval_model(args, device)
     say_data_note(args, distributed.current().main)
-    episodes = fixed_episodes(ds, way, shot, query, count, args.seed, args.episodes_file)
+    episodes = fixed_episodes(ds, way, shot, query, count, args.seed, args.episodes_file,
+                              unlabelled=unlabelled)
     result = score(episodes)
     if not distributed.current().main:
         return
     print(f"{args.dataset} {args.split}" + (f", head {args.head}" if args.head else "")
-          + f": {result}")
+          + (f", refined by {args.refine}" if args.refine else "") + f": {result}")
     if args.output:
         files = {"checkpoint": args.checkpoint, "weights": args.weights,
                  "episodes_file": args.episodes_file}

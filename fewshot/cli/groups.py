@@ -204,10 +204,11 @@ def is_checkpoint(path: str | Path) -> bool:
 
 
 def fixed_episodes(dataset, way: int, shot: int, query: int, count: int, seed: int,
-                   path: str | None = None, flags: tuple[str, str, str] = FLAGS
-                   ) -> FixedEpisodes:
+                   path: str | None = None, flags: tuple[str, str, str] = FLAGS,
+                   unlabelled: dict | None = None) -> FixedEpisodes:
     """Load fixed episodes from ``path`` when it exists (they must be the ``way``-way ``shot``-shot
-    ``query``-query ``count`` episodes asked for), else draw them (and save them there)."""
+    ``query``-query ``count`` episodes asked for, with the unlabelled images ``unlabelled`` asks
+    for: :attr:`FixedEpisodes.unlabelled_drawn`), else draw them (and save them there)."""
     if path and Path(path).exists():
         episodes = load_episodes(path)
         have = (episodes.n_way, episodes.k_shot, episodes.q_query, len(episodes))
@@ -217,9 +218,15 @@ def fixed_episodes(dataset, way: int, shot: int, query: int, count: int, seed: i
                              f"{shot}-shot {query}-query asked for: give matching "
                              f"{'/'.join(flags)}/--episodes, or "
                              f"another file")
+        if episodes.unlabelled_drawn != unlabelled:
+            raise ValueError(f"--episodes-file {path} holds episodes with unlabelled images "
+                             f"{episodes.unlabelled_drawn or 'none'}, not {unlabelled or 'none'} "
+                             f"as asked: give matching --unlabelled-per-class/--distractor-classes/"
+                             f"--label-ratio, or another file")
         episodes.check(dataset)
         return episodes
-    episodes = FixedEpisodes.generate(dataset, way, shot, query, count, seed, flags)
+    episodes = FixedEpisodes.generate(dataset, way, shot, query, count, seed, flags,
+                                      **(unlabelled or {}))
     if path:
         episodes.save(path)
     return episodes

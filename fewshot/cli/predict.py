@@ -25,6 +25,7 @@ from .args import (
     positive_int,
     say_data_note,
 )
+from .unlabelled import add_predict_unlabelled_args, predict_refiner
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,22 +48,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip unreadable or non-image files (with a warning) instead of failing")
     add_quiet_arg(p)
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
+    add_predict_unlabelled_args(p)
 
 
 def run(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     output_file("--output", args.output)
-    for flag, folder in (("--support", args.support), ("--query", args.query)):
-        if not Path(folder).is_dir():
+    folders = (("--support", args.support), ("--query", args.query), ("--unlabelled", args.unlabelled))
+    for flag, folder in folders:
+        if folder is not None and not Path(folder).is_dir():
             raise FileNotFoundError(f"{flag} folder {folder} does not exist: check the path")
     not_an_input("--output", args.output, {"--checkpoint": args.checkpoint},
-                 {"--support": args.support, "--query": args.query})
+                 {"--support": args.support, "--query": args.query,
+                  "--unlabelled": args.unlabelled})
     learner, spec, ckpt = load_learner(args.checkpoint, device, "--checkpoint")
     pipeline = recorded_pipeline(ckpt, args.checkpoint, args.pipeline)
     say_data_note(args)
+    refiner = predict_refiner(args, learner)
     preds = predict(learner, spec, args.support, args.query, device, convert=not args.no_convert,
                     batch_size=args.queries_per_pass, pipeline=pipeline,
-                    skip_bad=args.skip_bad_images, max_memory=args.max_memory)
+                    skip_bad=args.skip_bad_images, max_memory=args.max_memory,
+                    unlabelled_dir=args.unlabelled, refiner=refiner)
     text = format_predictions(preds, args.format)
     if args.output:
         atomic_write_text(text, args.output)

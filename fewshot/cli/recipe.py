@@ -57,6 +57,7 @@ from .args import (
 )
 from .groups import prepare_backbone, train_config, validation
 from .labels import check_label_args, split_labels
+from .unlabelled import check_refined_training, unlabelled_options
 
 SUPERVISED = "supervised"  # pretrain --method supervised: the registry's supervised method
 
@@ -186,8 +187,11 @@ def make_sampler(args: argparse.Namespace, kind: str, learner: EpisodicLearner,
         per_step = resolve_episodes_per_step(args, learner, train_ds.image_shape, device)
         check_shardable(per_step, distributed.current().world_size, "episodes",
                         "--episodes-per-step")
+        unlabelled = unlabelled_options(args) if hasattr(args, "unlabelled_per_class") else None
+        check_refined_training(unlabelled, learner)
         return EpisodeSampler(train_ds, args.way, args.shot, args.query, per_step,
-                              num_batches=args.steps, seed=args.seed, augment=episodes), {
+                              num_batches=args.steps, seed=args.seed, augment=episodes,
+                              **(unlabelled or {})), {
             "episodes_per_step": per_step}
     if hasattr(learner, "check_batch_size"):  # e.g. MoCo's queue and split BatchNorm
         learner.check_batch_size(args.batch_size)

@@ -10,6 +10,7 @@ from . import recipe
 from .args import add_data_args, episodes_per_step, option, positive_int, way
 from .groups import add_augment_args, add_backbone_args, add_optimization_args, add_run_args, add_val_args
 from .labels import add_label_args
+from .unlabelled import add_unlabelled_args
 
 
 def method_help(kinds: tuple[str, ...]) -> str:
@@ -53,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "split into chunks with the same result)")
     add_augment_args(g, sets=True)
     add_label_args(p, semi=False)
+    add_unlabelled_args(p, refine=False)
     add_val_args(p, "--way", "--shot")
     add_optimization_args(p, steps=2000, lr=1e-3, optimizer="adam")
     add_run_args(p, "runs/train")

@@ -105,7 +105,8 @@ def score_shards(episodes: FixedEpisodes, score: Callable[[FixedEpisodes], Tenso
     if not ctx.active:
         return score(episodes)
     part = ctx.part(len(episodes))
-    mine = replace(episodes, classes=episodes.classes[part], items=episodes.items[part])
+    mine = replace(episodes, classes=episodes.classes[part], items=episodes.items[part],
+                   unlabelled=None if episodes.unlabelled is None else episodes.unlabelled[part])
     accs = score(mine) if len(mine) else torch.zeros(0)
     return distributed.gather_shards(accs, len(episodes))
 
@@ -148,13 +149,13 @@ def _from_episodes(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: C
     return torch.cat(accs)
 
 
-def embed_items(learner: EpisodicLearner, dataset: ClassDataset, index: Tensor,
+def embed_items(embed: Callable[[Tensor], Tensor], dataset: ClassDataset, index: Tensor,
                 device: torch.device, budget: int) -> Tensor:
-    """``learner.embed`` of the dataset's images ``index`` (long ``[U]``) -> ``[U, *F]``,
-    as many images per forward as fit ``budget``, without autograd."""
-    chunk = image_chunk(learner.embed, dataset.image_shape, device, budget, total=len(index))
+    """``embed`` (e.g. ``learner.embed``) of the dataset's images ``index`` (long ``[U]``) ->
+    ``[U, *F]``, as many images per forward as fit ``budget``, without autograd."""
+    chunk = image_chunk(embed, dataset.image_shape, device, budget, total=len(index))
     with torch.no_grad():
-        return torch.cat([learner.embed(to_unit_float(dataset.load(index[s]).to(device)))
+        return torch.cat([embed(to_unit_float(dataset.load(index[s]).to(device)))
                           for s in chunks(len(index), chunk)])
 
 
@@ -181,7 +182,7 @@ def _from_features(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: C
     accs = []
     for group in chunks(len(episodes), per_group):
         unique, inverse = episodes.items[group].unique(return_inverse=True)
-        feats = embed_items(learner, dataset, unique, device, budget)
+        feats = embed_items(learner.embed, dataset, unique, device, budget)
         inverse = inverse.to(device)
         for s in chunks(inverse.shape[0], batch_size):
             f = feats[inverse[s]]  # [G, N, K+Q, *F]

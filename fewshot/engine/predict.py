@@ -17,6 +17,7 @@ from episodes import ImagePipeline, read_images, scan_class_folders, to_unit_flo
 from episodes.images import is_image_file
 
 from ..models.learner import EpisodicLearner, ModelSpec
+from ..refine import PrototypeRefiner
 from .memory import bytes_per_item, chunks, image_chunk, items_per_chunk, memory_budget
 
 
@@ -29,14 +30,16 @@ class Prediction:
     probability: float
 
 
-def list_query_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted; a clear error if there are none."""
+def list_query_images(folder: str | os.PathLike, flag: str = "--query") -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted; a clear error naming ``flag`` if there
+    are none."""
     folder = Path(folder)
+    what = flag.lstrip("-")
     if not folder.is_dir():
-        raise FileNotFoundError(f"query folder {folder} does not exist: check the path (--query)")
+        raise FileNotFoundError(f"{what} folder {folder} does not exist: check the path ({flag})")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
     if not files:
-        raise FileNotFoundError(f"no image files in query folder {folder}")
+        raise FileNotFoundError(f"no image files in {what} folder {folder}")
     return files
 
 
@@ -61,7 +64,8 @@ def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.Pat
             query_dir: str | os.PathLike, device: torch.device | str = "cpu",
             convert: bool = True, batch_size: int | None = None, *,
             pipeline: ImagePipeline | None = None, skip_bad: bool = False,
-            max_memory: int | None = None) -> list[Prediction]:
+            max_memory: int | None = None, unlabelled_dir: str | os.PathLike | None = None,
+            refiner: PrototypeRefiner | None = None) -> list[Prediction]:
     """Classify every image of ``query_dir`` among the classes of ``support_dir``.
 
     Args:
@@ -80,6 +84,10 @@ def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.Pat
         max_memory: bytes one forward may take (None: a share of the device's free memory).
             Learners with per-image features embed the support set once, in chunks, and each
             query once; the predictions do not depend on the chunking.
+        unlabelled_dir: images of the support classes without labels (searched recursively),
+            read through the same pipeline; ``refiner`` refines the learner's prototypes with
+            their features before the queries are scored (Ren et al. 2018,
+            :mod:`fewshot.refine`; a learner with per-image features, such as ProtoNet).
     """
     pipeline = check_predict_pipeline(spec, pipeline)
     classes = scan_class_folders(support_dir, skip_bad=skip_bad)
@@ -105,15 +113,34 @@ def predict(learner: EpisodicLearner, spec: ModelSpec, support_dir: str | os.Pat
     device = torch.device(device)
     budget = memory_budget(device, max_memory)
     sy = sy.to(device).unsqueeze(0)
+    if (unlabelled_dir is None) != (refiner is None):
+        raise ValueError("predict refines prototypes with unlabelled images: give both "
+                         "unlabelled_dir and refiner, or neither")
+    if refiner is not None and not learner.features_per_image():
+        raise ValueError(f"{spec.method} has no per-image features to refine prototypes with")
     if learner.features_per_image():
         chunk = image_chunk(learner.embed, tuple(sx.shape[1:]), device, budget)
-        with torch.no_grad():
-            support = torch.cat([learner.embed(to_unit_float(sx[s].to(device)))
-                                 for s in chunks(len(sx), chunk)]).unsqueeze(0)
+
+        def embed_all(x: Tensor) -> Tensor:
+            with torch.no_grad():
+                return torch.cat([learner.embed(to_unit_float(x[s].to(device)))
+                                  for s in chunks(len(x), chunk)]).unsqueeze(0)
+        support = embed_all(sx)
+        if refiner is not None:
+            ux, _ = read_images(list_query_images(unlabelled_dir, "--unlabelled"), pipeline,
+                                convert=convert, skip_bad=skip_bad)
+            if not len(ux):
+                raise ValueError(f"no readable image in unlabelled folder {unlabelled_dir}")
+            unlabelled = embed_all(ux).flatten(2)
+            refiner.eval().to(device)
 
         def score(qx: Tensor) -> Tensor:
             with torch.no_grad():
-                return learner.head(support, sy, learner.embed(qx[0]).unsqueeze(0), len(names))
+                query = learner.embed(qx[0]).unsqueeze(0)
+                if refiner is not None:
+                    return refiner(support.flatten(2), sy, query.flatten(2), unlabelled,
+                                   len(names))
+                return learner.head(support, sy, query, len(names))
     else:
         sx = to_unit_float(sx.to(device)).unsqueeze(0)
         one, two = (bytes_per_item(lambda q=q: learner.infer(sx, sy, sx[:, :q], len(names)))

@@ -10,12 +10,18 @@ batch, so its statistics are those of the whole step; here each episode is norma
 own by default (:mod:`fewshot.models.episode_norm`: the papers' one-episode steps, and a step of T
 episodes trains as T single ones). Option ``step_norm=true`` normalises as they do (the step's
 T episodes then cannot be split into forwards of fewer).
+
+Option ``refine`` (Ren et al. 2018, :mod:`fewshot.refine`): episodes that carry unlabelled images
+(``fewshot train --unlabelled M``) refine the class means with them before the queries are
+scored, by soft k-means (``soft-kmeans``), with a distractor cluster (``distractor``) or with
+learned masks (``masked``), ``refine_steps`` times; meta-training learns through the refinement.
+Episodes without unlabelled images are scored from the class means.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -24,8 +30,9 @@ from episodes.options import check
 
 from ..functional import cosine_logits, euclidean_logits, protonet_logits, prototypes
 from ..models.backbones import spec_backbone
-from ..models.learner import BackboneLearner, ModelSpec
+from ..models.learner import BackboneLearner, ModelSpec, embed_episode
 from ..modules import add_rotation
+from ..refine import REFINES, PrototypeRefiner, Refine
 from ..registry import register
 
 # the pure functions live in fewshot.functional; named here too, where ProtoNet's readers look
@@ -38,8 +45,12 @@ class ProtoNet(BackboneLearner):
 
     def __init__(self, backbone: nn.Module, distance: str = "euclidean",
                  scale: float | None = None, learn_scale: bool = False,
-                 step_norm: bool = False) -> None:
+                 step_norm: bool = False, refiner: PrototypeRefiner | None = None) -> None:
         super().__init__()
+        self.refiner = refiner
+        if refiner is not None and (distance != "euclidean" or scale is not None or learn_scale):
+            raise ValueError("prototype refinement uses Euclidean distances without a scale: "
+                             "give distance=euclidean and no scale")
         self.per_episode_norm, self.step_statistics = not step_norm, step_norm
         if distance not in ("euclidean", "cosine"):
             raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
@@ -54,6 +65,20 @@ class ProtoNet(BackboneLearner):
         return protonet_logits(support.flatten(2), support_y, query.flatten(2), n_way,
                                self.distance, self.scale)
 
+    def batch_logits(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """Training logits; with a refiner and unlabelled images in the episodes, from the
+        prototypes refined with them (one backbone pass over support, query and unlabelled
+        images, per-episode BatchNorm over all three)."""
+        if self.refiner is None or getattr(batch, "unlabelled_x", None) is None:
+            return super().batch_logits(batch)
+        m = batch.query_x.shape[1]
+        with self.episode_norm(len(batch)):
+            s, qu = embed_episode(self.backbone, batch.support_x,
+                                  torch.cat([batch.query_x, batch.unlabelled_x], 1))
+        logits = self.refiner(s.flatten(2), batch.support_y, qu[:, :m].flatten(2),
+                              qu[:, m:].flatten(2), batch.n_way)
+        return logits, batch.query_y
+
 
 @dataclass
 class ProtoNetConfig:
@@ -63,7 +88,10 @@ class ProtoNetConfig:
     None: 64); ``rotation_weight``: rotation prediction as an auxiliary loss of this weight
     (Gidaris et al. 2019 use 1; 0: off; :meth:`BackboneLearner.add_rotation_loss`);
     ``step_norm``: BatchNorm statistics over all the step's episodes together, as the authors'
-    Meta-Baseline code (default: per episode, see the module text)."""
+    Meta-Baseline code (default: per episode, see the module text); ``refine``: refine the
+    prototypes with the episodes' unlabelled images (Ren et al. 2018, :mod:`fewshot.refine`),
+    ``refine_steps`` times, the distractor cluster's radius starting at ``distractor_radius``
+    and learned when ``learn_radius``."""
 
     distance: Literal["euclidean", "cosine"] = "euclidean"
     hidden: int | None = None
@@ -71,8 +99,19 @@ class ProtoNetConfig:
     learn_scale: bool = False
     rotation_weight: float = 0.0
     step_norm: bool = False
+    refine: Refine = "none"
+    refine_steps: int = 1
+    distractor_radius: float = 100.0
+    learn_radius: bool = True
 
     def __post_init__(self) -> None:
+        check(self.refine in REFINES, "refine", " or ".join(REFINES), self.refine)
+        check(self.refine_steps >= 1, "refine_steps", ">= 1", self.refine_steps)
+        check(self.distractor_radius > 0, "distractor_radius", "> 0", self.distractor_radius)
+        check(self.refine == "none" or (self.distance == "euclidean" and self.scale is None
+                                        and not self.learn_scale),
+              "refine", "none with distance=cosine or a scale (refinement uses plain Euclidean "
+              "distances)", self.refine)
         check(self.hidden is None or self.hidden >= 1, "hidden", ">= 1 (conv4 width)", self.hidden)
         check(self.rotation_weight >= 0, "rotation_weight", ">= 0", self.rotation_weight)
         check(self.scale is None or self.scale > 0, "scale", "> 0 (logits times 0 are all 0)",
@@ -86,6 +125,9 @@ def build_protonet(spec: ModelSpec, config: ProtoNetConfig) -> ProtoNet:
 
     learner = ProtoNet(spec_backbone(spec, config.hidden),
                        distance=config.distance, scale=config.scale,
-                       learn_scale=config.learn_scale, step_norm=config.step_norm)
+                       learn_scale=config.learn_scale, step_norm=config.step_norm,
+                       refiner=None if config.refine == "none" else PrototypeRefiner(
+                           config.refine, config.refine_steps, config.distractor_radius,
+                           config.learn_radius))
     return add_rotation(learner, spec, config.rotation_weight)
 

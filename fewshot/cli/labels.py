@@ -35,7 +35,8 @@ def add_label_args(p: argparse.ArgumentParser, semi: bool) -> None:
                                      "; the other images are left out"))
     g.add_argument("--label-fraction", type=label_fraction, metavar="F",
                    help="keep the labels of this fraction of each train class instead")
-    g.add_argument("--label-seed", type=int, default=0, help="seed of the labelled images' choice")
+    g.add_argument("--label-seed", type=int, default=0, help="seed of the labelled images' choice "
+                   "(--labels-per-class, --label-fraction, and train's --label-ratio split)")
     if semi:
         g.add_argument("--extra-unlabelled", metavar="FOLDER",
                        help="semi-supervised methods: also learn from every image under this "

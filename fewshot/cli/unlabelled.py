@@ -32,8 +32,8 @@ def add_unlabelled_args(p: argparse.ArgumentParser, refine: bool) -> None:
     g.add_argument("--label-ratio", type=label_ratio, metavar="R", help="support and query "
                    "images from this share of each class's images, unlabelled ones from the "
                    "rest (Ren et al.: 0.4; default: distinct images of the whole class)")
-    g.add_argument("--label-seed", type=int, default=0, help="seed of the --label-ratio split")
-    if refine:
+    if refine:  # train has --label-seed already (the labelled-subset flags), with this meaning too
+        g.add_argument("--label-seed", type=int, default=0, help="seed of the --label-ratio split")
         g.add_argument("--refine", choices=REFINES[1:], help="refine the prototypes with the "
                        "unlabelled images (a ProtoNet checkpoint or --head prototype; masked: a "
                        "checkpoint meta-trained with it)")

@@ -1,4 +1,4 @@
-"""The ``fewshot`` command: demo, train, pretrain, eval, predict.
+"""The ``fewshot`` command: demo, train, pretrain, eval, plot-embeddings, plot, predict.
 
 Every command calls the library; there is one training loop and one evaluation. Every user error
 ends the command with one line on stderr naming the input and the fix, and a non-zero exit status.
@@ -15,10 +15,10 @@ from episodes.progress import set_progress
 
 from ..engine import distributed
 from ..engine.runs import RunError, legacy_args, read_run
-from . import demo, evaluate, plot, predict, pretrain, train
+from . import curves, demo, evaluate, plot, predict, pretrain, train
 from .args import Parser, fail, os_error_text, pick_device
 
-COMMANDS = (demo, train, pretrain, evaluate, plot, predict)  # one module per command
+COMMANDS = (demo, train, pretrain, evaluate, plot, curves, predict)  # one module per command
 DISTRIBUTED = ("train", "pretrain", "eval")  # commands that run under torchrun
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, KeyError,
                ImageFileError, RunError)

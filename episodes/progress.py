@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm  # bars only ever go to a terminal: never tqdm.auto's notebook widget
 
 HEARTBEAT = 10.0  # seconds: the longest a command stays silent off a terminal
+clock = time.monotonic  # the heartbeat's clock (a test may replace it)
 _enabled = True
 _print_lock = threading.Lock()  # a heartbeat thread and the main thread never mix their lines
 
@@ -54,9 +55,10 @@ def duration(seconds: float) -> str:
 class Heartbeat:
     """The plain-line stand-in for a tqdm bar off a terminal: the same calls (iteration,
     ``update``, ``set_postfix``, ``set_description``, ``close``, ``with``), and a line such as
-    ``training: 40/300 (13%), 1.9 it/s, 2.3 min left, loss 1.2310`` whenever ``every`` seconds
-    passed since the last one: at an update, and from a background thread while a single item
-    takes longer (then the line says how long the current one has been running)."""
+    ``training: 40/300 (13%), 1.9 step/s, 2.3 min left, 21 s in, loss 1.2310`` whenever
+    ``every`` seconds passed since the last one: at an update, and from a background thread
+    when no update came in time (then the line says how long the current item has been
+    running), so lines are never more than ``every`` seconds apart."""
 
     def __init__(self, iterable: Iterable | None = None, total: int | None = None,
                  desc: str = "working", initial: int = 0, unit: str = "it",
@@ -64,7 +66,7 @@ class Heartbeat:
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.n = self.start = initial
         self.every, self.postfix = every, ""
-        self.began = self.last_line = self.last_update = time.monotonic()
+        self.began = self.last_line = self.last_update = clock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
         self._thread.start()
@@ -85,9 +87,8 @@ class Heartbeat:
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        self.last_update = time.monotonic()
-        if self.last_update - self.last_line >= self.every:
-            self.line(self.last_update)
+        self.last_update = clock()
+        self.tick(self.last_update)
 
     def set_postfix(self, values: dict[str, Any] | None = None, refresh: bool = False,
                     **kwargs: Any) -> None:
@@ -103,7 +104,7 @@ class Heartbeat:
         say(text)
 
     def text(self, now: float) -> str:
-        """The heartbeat line at time ``now`` (``time.monotonic()``)."""
+        """The heartbeat line at time ``now`` (``clock()``)."""
         done, elapsed = self.n - self.start, now - self.began
         parts = [f"{self.n}/{self.total} ({100 * self.n / self.total:.0f}%)" if self.total
                  else f"{self.n} {self.unit}"]
@@ -122,11 +123,15 @@ class Heartbeat:
         self.last_line = now
         say(self.text(now))
 
+    def tick(self, now: float) -> None:
+        """A line if ``every`` seconds passed since the last one."""
+        if now - self.last_line >= self.every:
+            self.line(now)
+
     def _beat(self) -> None:
-        while not self._stop.wait(self.every / 4):
-            now = time.monotonic()
-            if now - self.last_line >= self.every:
-                self.line(now)
+        """The background thread: wakes when the next line is due."""
+        while not self._stop.wait(max(self.last_line + self.every - clock(), 0.01)):
+            self.tick(clock())
 
     def close(self) -> None:
         self._stop.set()
@@ -134,8 +139,11 @@ class Heartbeat:
             self._thread.join()
 
 
+Meter = tqdm | Heartbeat  # what :func:`bar` returns: update(n), set_description(...), close()
+
+
 def bar(iterable: Iterable | None = None, *, total: int | None = None, min_total: int = 0,
-        enabled: bool = True, **kwargs: Any) -> tqdm | Heartbeat:
+        enabled: bool = True, **kwargs: Any) -> Meter:
     """A tqdm bar on a terminal (for at least ``min_total`` items: small jobs get none), a
     :class:`Heartbeat` off a terminal, or a silent tqdm when not ``enabled`` or progress is off.
 

@@ -44,5 +44,6 @@ def run(args: argparse.Namespace) -> None:
     if not any(records.values()):
         raise ValueError(f"{', '.join(args.runs)}: no records yet (a run records its loss every "
                          f"--log-every steps): plot it later")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     plot_curves(records, args.out)
     print(f"wrote {args.out}: the curves of {len(records)} run(s)")

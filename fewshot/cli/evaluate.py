@@ -55,6 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "as fit --max-memory)")
     p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     p.add_argument("--json", help="write per-episode accuracies, mean and interval here")
+    p.add_argument("--quiet", action="store_true", help="no progress output (off a terminal: no "
+                   "heartbeat lines)")
 
 
 def add_head_args(p: argparse.ArgumentParser) -> None:
@@ -116,9 +118,11 @@ def eval_model(args: argparse.Namespace, device: torch.device
         backbone.to(device)
     if not args.head:
         return (lambda episodes: evaluate(learner, episodes, ds, batch_size=args.batch_size,
-                                          device=device, max_memory=args.max_memory)), ds
+                                          device=device, max_memory=args.max_memory,
+                                          progress=True)), ds
     return (lambda episodes: evaluate_head(backbone, args.head, config, episodes, ds,
-                                           args.batch_size, args.chunk_size, device)), ds
+                                           args.batch_size, args.chunk_size, device,
+                                           progress=True)), ds
 
 
 def run(args: argparse.Namespace) -> None:

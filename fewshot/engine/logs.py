@@ -96,7 +96,7 @@ class TrainLog:
     def __init__(self, total: int | None, initial: int, history: list[dict],
                  folder: str | Path | None = None, enabled: bool = True,
                  tensorboard: bool = False, every_seconds: float = 10.0) -> None:
-        self.history, self.enabled = history, enabled
+        self.history, self.enabled, self.latest = history, enabled, {}
         self.bar = bar(total=total, initial=initial, desc="training", unit="step",
                        enabled=enabled, every=every_seconds)
         self.folder = Path(folder) if folder is not None else None
@@ -136,7 +136,8 @@ class TrainLog:
                 self._board(entry)
                 self.board.flush()
         values = {k: v for k, v in entry.items() if k not in ("step", "seconds")}
-        self.bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()}, refresh=False)
+        self.latest.update(values)  # the bar shows the latest value of each
+        self.bar.set_postfix({k: f"{v:.4f}" for k, v in self.latest.items()}, refresh=False)
         if self.enabled and any(k.startswith("val_") for k in entry):
             of = f"/{self.bar.total}" if self.bar.total else ""
             text = "  ".join(f"{k} {v:.4f}" for k, v in values.items())

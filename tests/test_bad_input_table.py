@@ -106,6 +106,7 @@ PATHS: list[tuple[str, Callable[[Path, str], list[str]], str]] = [
                                p], "file"),
     ("--support", lambda t, p: ["predict", "--checkpoint", trained(t), "--support", p,
                                 "--query", str(t / "data")], "folder"),
+    ("--out", lambda t, p: ["plot", str(Path(trained(t)).parent), "--out", p], "file"),
 ]
 WRONG_KIND = {"folder": a_file, "file": a_folder, "": a_folder}
 CASES = [(flag, argv, make, kind) for flag, argv, kind in PATHS

@@ -26,10 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def check_out(out: str, runs: list[str]) -> None:
     """Refuse an ``--out`` that is not an image name, cannot be written, or is a file of one of
     the runs."""
+    output_file("--out", out)
     if Path(out).suffix.lower() not in FORMATS:
         raise ValueError(f"--out {out}: give an image file name ending in "
                          f"{', '.join(FORMATS)}")
-    output_file("--out", out)
     for run in runs:
         folder = metrics_path(run).parent
         not_an_input("--out", out, {str(folder / name): folder / name

@@ -67,14 +67,14 @@ def same_rows(records: list[dict], rows: list[dict]) -> bool:
 
 
 def learn(ds, steps, folder=None, resume=False, val=None, log_every=3, progress_on=False,
-          tensorboard=False):
+          tensorboard=False, checkpoint_every=4):
     torch.manual_seed(0)
     spec = ModelSpec("protonet", "conv4", 1, 16)
     learner = build_learner(spec)
     sampler = EpisodeSampler(ds, 4, 1, 2, episodes_per_batch=2, seed=0)
-    cfg = TrainConfig(steps=steps, lr=1e-3, checkpoint_dir=folder, checkpoint_every=4,
+    cfg = TrainConfig(steps=steps, lr=1e-3, checkpoint_dir=folder, checkpoint_every=checkpoint_every,
                       resume=resume, progress=progress_on, val_every=5, log_every=log_every,
-                      tensorboard=tensorboard)
+                      tensorboard=tensorboard, precision="fp32")
     return train(learner, spec, sampler, cfg, val=val)
 
 
@@ -91,16 +91,16 @@ def test_a_slow_training_off_a_terminal_says_something_at_least_every_10_s(
     monkeypatch.setattr(train_module, "accumulate", slow)
     ds = tiny_dataset(size=16)
     start = clock.now
-    result = learn(ds, 12, log_every=1000, progress_on=True,
+    result = learn(ds, 10, log_every=1000, progress_on=True,
           val=(ds, FixedEpisodes.generate(ds, 4, 1, 2, 2, seed=5)))
     beats = [(t, text) for t, text in said if text.startswith("training:")]
     times = [start] + [t for t, _ in beats]
     assert len(beats) >= 2 and max(b - a for a, b in zip(times, times[1:], strict=False)) <= 10.0
-    assert "/12 (" in beats[-1][1] and "s/step" in beats[-1][1] and "left" in beats[0][1]
+    assert "/10 (" in beats[-1][1] and "s/step" in beats[-1][1] and "left" in beats[0][1]
     vals = [text for _, text in said if text.startswith("step ")]  # validation results as lines
-    assert [v.split()[1] for v in vals] == ["5/12", "10/12", "12/12"]
+    assert [v.split()[1] for v in vals] == ["5/10", "10/10"]
     assert "val_acc" in beats[-1][1]  # the latest values
-    assert [r["step"] for r in result.history if "loss" in r] == [12]  # the last step, always
+    assert [r["step"] for r in result.history if "loss" in r] == [10]  # the last step, always
 
 
 def test_the_heartbeat_thread_speaks_while_one_item_takes_long(monkeypatch):
@@ -172,28 +172,28 @@ def test_a_resumed_run_records_each_step_once_as_an_uninterrupted_one(tiny_datas
                                                                       monkeypatch):
     ds = tiny_dataset(size=16)
     val = (ds, FixedEpisodes.generate(ds, 4, 1, 2, 2, seed=5))
-    full = learn(ds, 12, tmp_path / "full", val=val)
+    full = learn(ds, 7, tmp_path / "full", val=val, log_every=2, checkpoint_every=3)
     real, calls = train_module.accumulate, []
 
-    def killed_at_step_10(*args, **kwargs):
+    def killed_at_step_5(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 10:
+        if len(calls) == 5:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "accumulate", killed_at_step_10)
+    monkeypatch.setattr(train_module, "accumulate", killed_at_step_5)
     part = tmp_path / "part"
-    with pytest.raises(KeyboardInterrupt):  # last.pt at step 8 (steps 7-8 not yet recorded),
-        learn(ds, 12, part, val=val)        # the records of step 9 after it
-    assert [r["step"] for r in jsonl(part)][-1] == 9 and csv_rows(part)[1][-1]["step"] == "9"
+    with pytest.raises(KeyboardInterrupt):  # last.pt at step 3 (step 3 not yet recorded), the
+        learn(ds, 7, part, val=val, log_every=2, checkpoint_every=3)  # record of step 4 after it
+    assert [r["step"] for r in jsonl(part)][-1] == 4 and csv_rows(part)[1][-1]["step"] == "4"
     monkeypatch.setattr(train_module, "accumulate", real)
-    resumed = learn(ds, 12, part, resume=True, val=val)
+    resumed = learn(ds, 7, part, resume=True, val=val, log_every=2, checkpoint_every=3)
 
     def values(history):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
 
     assert values(resumed.history) == values(full.history)
-    assert [r["step"] for r in full.history if "loss" in r] == [3, 6, 9, 12]
+    assert [r["step"] for r in full.history if "loss" in r] == [2, 4, 6, 7]
     assert jsonl(part) == resumed.history
     assert same_rows(resumed.history, csv_rows(part)[1])
 
@@ -204,8 +204,8 @@ def test_tensorboard_files_hold_each_record_once(tiny_dataset, tmp_path):
 
     ds = tiny_dataset(size=16)
     val = (ds, FixedEpisodes.generate(ds, 4, 1, 2, 2, seed=5))
-    learn(ds, 8, tmp_path / "run", val=val, tensorboard=True)
-    result = learn(ds, 12, tmp_path / "run", val=val, tensorboard=True, resume=True)
+    learn(ds, 5, tmp_path / "run", val=val, tensorboard=True)
+    result = learn(ds, 7, tmp_path / "run", val=val, tensorboard=True, resume=True)
     board = tmp_path / "run" / TENSORBOARD_DIR
     assert list(board.glob("events.out.tfevents.*"))
     events = EventAccumulator(str(board))

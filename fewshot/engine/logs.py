@@ -146,6 +146,10 @@ class TrainLog:
     def update(self) -> None:
         self.bar.update(1)
 
+    def doing(self, what: str) -> None:
+        """Name what the run is doing now on the bar or heartbeat (``training``, ``validating``)."""
+        self.bar.set_description(what, refresh=False)
+
     def close(self) -> None:
         self.bar.close()
         if self.board is not None:

@@ -234,8 +234,10 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         nonlocal best
         if not all_finite(learner):
             raise diverged("the weights are not finite")
+        log.doing("validating")
         acc = evaluate(learner, val[1], val[0], device=device, precision=precision,
                        max_memory=config.max_memory).mean
+        log.doing("training")
         extra = {k: v for m in monitors for k, v in m(learner).items()}
         learner.train()
         log.record({"step": step, "val_acc": acc, **extra, "seconds": seconds})

@@ -16,6 +16,7 @@ from tqdm import tqdm  # bars only ever go to a terminal: never tqdm.auto's note
 HEARTBEAT = 10.0  # seconds: the longest a command stays silent off a terminal
 clock = time.monotonic  # the heartbeat's clock (a test may replace it)
 _enabled = True
+_last_said = clock()  # when the last progress line was printed (or the program started)
 _print_lock = threading.Lock()  # a heartbeat thread and the main thread never mix their lines
 
 
@@ -36,8 +37,10 @@ def interactive() -> bool:
 
 def say(text: str) -> None:
     """Print one progress line on stderr (unless progress is off), above a terminal's bars."""
+    global _last_said
     if not _enabled:
         return
+    _last_said = clock()
     if interactive():
         tqdm.write(text, file=sys.stderr)
     else:
@@ -56,9 +59,11 @@ class Heartbeat:
     """The plain-line stand-in for a tqdm bar off a terminal: the same calls (iteration,
     ``update``, ``set_postfix``, ``set_description``, ``close``, ``with``), and a line such as
     ``training: 40/300 (13%), 1.9 step/s, 2.3 min left, 21 s in, loss 1.2310`` whenever
-    ``every`` seconds passed since the last one: at an update, and from a background thread
-    when no update came in time (then the line says how long the current item has been
-    running), so lines are never more than ``every`` seconds apart."""
+    ``every`` seconds passed since the last progress line of the program (this heartbeat's, an
+    earlier one's, or another line): at an update, and from a background thread when no update
+    came in time (then the line says how long the current item has been running), so while a
+    heartbeat runs, lines are never more than ``every`` seconds apart, even across several jobs
+    in a row (the splits of a dataset being decoded)."""
 
     def __init__(self, iterable: Iterable | None = None, total: int | None = None,
                  desc: str = "working", initial: int = 0, unit: str = "it",
@@ -66,7 +71,7 @@ class Heartbeat:
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.n = self.start = initial
         self.every, self.postfix = every, ""
-        self.began = self.last_line = self.last_update = clock()
+        self.began = self.last_update = clock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
         self._thread.start()
@@ -120,17 +125,18 @@ class Heartbeat:
         return f"{self.desc}: {', '.join(parts)}" + (f", {self.postfix}" if self.postfix else "")
 
     def line(self, now: float) -> None:
-        self.last_line = now
+        global _last_said
+        _last_said = now
         say(self.text(now))
 
     def tick(self, now: float) -> None:
         """A line if ``every`` seconds passed since the last one."""
-        if now - self.last_line >= self.every:
+        if now - _last_said >= self.every:
             self.line(now)
 
     def _beat(self) -> None:
         """The background thread: wakes when the next line is due."""
-        while not self._stop.wait(max(self.last_line + self.every - clock(), 0.01)):
+        while not self._stop.wait(max(_last_said + self.every - clock(), 0.01)):
             self.tick(clock())
 
     def close(self) -> None:

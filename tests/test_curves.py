@@ -39,10 +39,13 @@ class FakeClock:
 
 @pytest.fixture
 def lines(monkeypatch):
-    """Progress on, off a terminal, on a fake clock; collects ``(time, line)`` of every line."""
+    """Progress on, off a terminal, on a fake clock, without the heartbeat thread (tested on the
+    real clock alone); collects ``(time, line)`` of every line."""
     clock, said = FakeClock(), []
     monkeypatch.setattr(progress, "_enabled", True)
     monkeypatch.setattr(progress, "clock", clock)
+    monkeypatch.setattr(progress, "_last_said", clock.now)  # nothing said yet
+    monkeypatch.setattr(progress.Heartbeat, "_beat", lambda self: None)  # lines at updates only
     monkeypatch.setattr(progress, "interactive", lambda: False)
     for module in (progress, importlib.import_module("fewshot.engine.logs")):
         monkeypatch.setattr(module, "say", lambda text: said.append((clock.now, text)))
@@ -106,6 +109,7 @@ def test_a_slow_training_off_a_terminal_says_something_at_least_every_10_s(
 def test_the_heartbeat_thread_speaks_while_one_item_takes_long(monkeypatch):
     said = []
     monkeypatch.setattr(progress, "say", said.append)
+    monkeypatch.setattr(progress, "_last_said", progress.clock())
     beat = progress.Heartbeat(total=3, desc="decoding images", unit="image", every=0.05)
     time.sleep(0.5)  # no update at all: the thread says it is still running
     beat.close()
@@ -125,6 +129,14 @@ def test_off_a_terminal_bar_is_a_heartbeat_and_quiet_silences_it(lines, monkeypa
     assert not isinstance(progress.bar(range(3)), progress.Heartbeat)
 
 
+def test_jobs_in_a_row_are_never_silent_for_more_than_10_s_together(lines):
+    clock, said = lines
+    for split in ("train", "val"):  # two splits decoded one after the other, 7.5 s each
+        for _ in progress.bar(range(3), desc=f"decoding {split} images", unit="image"):
+            clock.now += 2.5
+    assert [(t - 1000, text.split(":")[0]) for t, text in said] == [(10, "decoding val images")]
+
+
 def test_eval_off_a_terminal_says_how_far_it_is(tiny_dataset, lines, monkeypatch):
     clock, said = lines
     ds = tiny_dataset(size=16)
@@ -139,6 +151,7 @@ def test_eval_off_a_terminal_says_how_far_it_is(tiny_dataset, lines, monkeypatch
     episodes = FixedEpisodes.generate(ds, 4, 1, 2, 6, seed=1)
     quiet = evaluate(learner, episodes, ds, batch_size=2).accuracies
     assert not said
+    monkeypatch.setattr(progress, "_last_said", clock.now)  # as if a line was just printed
     loud = evaluate(learner, episodes, ds, batch_size=2, progress=True).accuracies
     assert torch.equal(quiet, loud)
     assert [text.split(", ")[0].split(": ")[-1] for _, text in said] == ["2/6 (33%)", "4/6 (67%)",

@@ -115,8 +115,8 @@ class Heartbeat:
                  else f"{self.n} {self.unit}"]
         if done > 0 and elapsed > 0:
             rate = done / elapsed
-            parts.append(f"{rate:.3g} {self.unit}/s" if rate >= 1 else
-                         f"{1 / rate:.3g} s/{self.unit}")
+            parts.append(f"{rate:.0f} {self.unit}/s" if rate >= 100 else f"{rate:.3g} {self.unit}/s"
+                         if rate >= 1 else f"{1 / rate:.3g} s/{self.unit}")
             if self.total:
                 parts.append(f"{duration(max(self.total - self.n, 0) / rate)} left")
         parts.append(f"{duration(elapsed)} in")

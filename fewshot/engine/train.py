@@ -77,8 +77,9 @@ class TrainConfig:
             is None, no clipping, for most learners).
         progress: report running loss and accuracy (a bar on a terminal, plain lines
             otherwise; :class:`fewshot.engine.logs.TrainLog`); the run files are written regardless.
-        log_every: record the mean loss and accuracy of the last that many steps (and of the
-            steps before the last one); tensorboard: also write TensorBoard event files.
+        log_every: every that many steps, record the mean loss and accuracy of the steps since
+            the last record (the last step is always recorded; :mod:`fewshot.engine.logs`).
+        tensorboard: also write TensorBoard event files (needs the ``tensorboard`` package).
         max_memory: bytes a training forward and backward may take (None: a share of the
             device's free memory, :func:`fewshot.engine.memory.memory_budget`); validation too.
         episodes_per_forward: split each step's T episodes into forwards of this many and

@@ -61,9 +61,10 @@ class Heartbeat:
     ``training: 40/300 (13%), 1.9 step/s, 2.3 min left, 21 s in, loss 1.2310`` whenever
     ``every`` seconds passed since the last progress line of the program (this heartbeat's, an
     earlier one's, or another line): at an update, and from a background thread when no update
-    came in time (then the line says how long the current item has been running), so while a
-    heartbeat runs, lines are never more than ``every`` seconds apart, even across several jobs
-    in a row (the splits of a dataset being decoded)."""
+    came in time (then the line says how long the current item has been running), so while
+    heartbeats run, lines are never more than ``every`` seconds apart, even across several jobs
+    in a row (the splits of a dataset being decoded). A job that starts after a longer silence
+    speaks ``every / 2`` seconds after it began at the earliest: a short one says nothing."""
 
     def __init__(self, iterable: Iterable | None = None, total: int | None = None,
                  desc: str = "working", initial: int = 0, unit: str = "it",
@@ -72,6 +73,10 @@ class Heartbeat:
         self.n = self.start = initial
         self.every, self.postfix = every, ""
         self.began = self.last_update = clock()
+        # silent since: the program's last line if it was recent (jobs in a row keep one
+        # cadence), else half a period before this job began (a short job says nothing)
+        fresh = self.began - _last_said < every
+        self.quiet_since = _last_said if fresh else self.began - every / 2
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
         self._thread.start()
@@ -129,14 +134,18 @@ class Heartbeat:
         _last_said = now
         say(self.text(now))
 
+    def due(self) -> float:
+        """When the next line is due: ``every`` seconds after the last one."""
+        return max(self.quiet_since, _last_said) + self.every
+
     def tick(self, now: float) -> None:
-        """A line if ``every`` seconds passed since the last one."""
-        if now - _last_said >= self.every:
+        """A line if it is due."""
+        if now >= self.due():
             self.line(now)
 
     def _beat(self) -> None:
         """The background thread: wakes when the next line is due."""
-        while not self._stop.wait(max(_last_said + self.every - clock(), 0.01)):
+        while not self._stop.wait(max(self.due() - clock(), 0.01)):
             self.tick(clock())
 
     def close(self) -> None:

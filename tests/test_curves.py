@@ -135,6 +135,11 @@ def test_jobs_in_a_row_are_never_silent_for_more_than_10_s_together(lines):
         for _ in progress.bar(range(3), desc=f"decoding {split} images", unit="image"):
             clock.now += 2.5
     assert [(t - 1000, text.split(":")[0]) for t, text in said] == [(10, "decoding val images")]
+    clock.now += 60  # after a minute of silence, a job of 4.5 s says nothing, one of 6 s once
+    for seconds in (1.5, 2.0):
+        for _ in progress.bar(range(3), desc="decoding images", unit="image"):
+            clock.now += seconds
+    assert [round(t - clock.now, 1) for t, _ in said[1:]] == [-0.0]
 
 
 def test_eval_off_a_terminal_says_how_far_it_is(tiny_dataset, lines, monkeypatch):

@@ -88,7 +88,8 @@ def decode_images_cuda(paths: Sequence[Path], channels: int, size: int | tuple[i
         decodable, modes[i] = gpu_decodable(p)
         if decodable and (convert or modes[i] == ("RGB" if channels == 3 else "L")):
             gpu.append(i)
-    with progress_bar(total=len(paths), desc=desc, leave=False, min_total=500) as bar, \
+    with progress_bar(total=len(paths), desc=desc, leave=False, min_total=500,
+                      unit="image") as bar, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29's image io
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused on the CPU

@@ -229,7 +229,7 @@ def decode_images(paths: Sequence[Path], channels: int, size: int | tuple[int, i
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # warning is noise
         stream = pool.map(work, paths, boxes, chunksize=32 if processes else 1)
         for i, (img, mode, err) in enumerate(bar(stream, total=len(paths), desc=desc,
-                                                 leave=False, min_total=500)):
+                                                 leave=False, min_total=500, unit="image")):
             if results.add(i, mode, err):
                 out[len(results.kept) - 1] = img
     results.warn()

@@ -112,6 +112,7 @@ PATHS: list[tuple[str, Callable[[Path, str], list[str]], str]] = [
                                          "--labels-per-class", "2", "--steps", "1",
                                          "--val-episodes", "0", "--extra-unlabelled", p,
                                          "--out", str(t / "u")], "folder"),
+    ("--output", lambda t, p: ["plot", str(Path(trained(t)).parent), "--output", p], "file"),
 ]
 WRONG_KIND = {"folder": a_file, "file": a_folder, "": a_folder}
 CASES = [(flag, argv, make, kind) for flag, argv, kind in PATHS

@@ -210,7 +210,6 @@ def test_non_finite_weights_are_refused_by_eval_and_predict(run: Path, capsys):
 
 def test_an_exploding_loss_is_warned_about(tmp_path: Path, capsys, monkeypatch):
     train_module = importlib.import_module("fewshot.engine.train")  # the package exports train()
-    monkeypatch.setattr(train_module, "LOG_EVERY", 1)
     tree = make_tree(tmp_path)
     losses = iter([1.0, 2.0, 500.0, 3.0])
     real = train_module.accumulate
@@ -222,7 +221,8 @@ def test_an_exploding_loss_is_warned_about(tmp_path: Path, capsys, monkeypatch):
     monkeypatch.setattr(train_module, "accumulate", scaled)
     with pytest.warns(UserWarning, match=r"the loss reached 500 at step 3, from 1: the learning "
                                          r"rate \(--lr 0.001\) may be too high"):
-        main(["train", *data_args(tree), *TRAIN, "--steps", "4", "--out", str(tree / "w")])
+        main(["train", *data_args(tree), *TRAIN, "--steps", "4", "--log-every", "1",
+              "--out", str(tree / "w")])
 
 
 # 6. the run lock

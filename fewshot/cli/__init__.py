@@ -1,4 +1,4 @@
-"""The ``fewshot`` command: demo, train, pretrain, eval, predict, plot-embeddings.
+"""The ``fewshot`` command: demo, train, pretrain, eval, plot-embeddings, plot, predict, options.
 
 Every command calls the library; there is one training loop and one evaluation. Every user error
 ends the command with one line on stderr naming the input and the fix, and a non-zero exit status.
@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("fewshot.cli.evaluate", "score a checkpoint on fixed episodes (mean, 95%% interval)"),
     "plot-embeddings": ("fewshot.cli.plot", "a 2-D projection (PCA or t-SNE) of a checkpoint's "
                         "backbone features of a split's images, coloured by class"),
+    "plot": ("fewshot.cli.curves", "draw the training curves of runs (loss, training and "
+             "validation accuracy against steps and minutes) into one figure"),
     "predict": ("fewshot.cli.predict", "label query images from a few labelled support images"),
     "options": ("fewshot.cli.options", "list the typed options of a method (or of a head or a "
                 "dataset): name, type, default, bounds, meaning"),

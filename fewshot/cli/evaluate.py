@@ -139,9 +139,11 @@ def eval_model(args: argparse.Namespace, device: torch.device
         return refined_scorer(args, learner, backbone, config, ds, device), ds
     if not args.head:
         return (lambda episodes: evaluate(learner, episodes, ds, batch_size=args.episodes_per_pass,
-                                          device=device, max_memory=args.max_memory)), ds
+                                          device=device, max_memory=args.max_memory,
+                                          progress=True)), ds
     return (lambda episodes: evaluate_head(backbone, args.head, config, episodes, ds,
-                                           args.episodes_per_pass, args.chunk_size, device)), ds
+                                           args.episodes_per_pass, args.chunk_size, device,
+                                           progress=True)), ds
 
 
 def episode_shape(args: argparse.Namespace) -> tuple[int, int, int, int]:

@@ -12,6 +12,7 @@ from episodes.sampler import FLAGS
 
 from ..engine.checkpoint import check_pipeline, load_backbone_weights, load_checkpoint
 from ..engine.distributed import DEFAULT_TIMEOUT
+from ..engine.logs import INSTALL_TENSORBOARD, LOG_EVERY, require_tensorboard
 from ..engine.precision import CHOICES
 from ..engine.train import TrainConfig, make_optimizer
 from ..models.input_norm import check_normalize_text, describe_normalize, require_same_normalize
@@ -109,13 +110,19 @@ def add_optimization_args(p: argparse.ArgumentParser, steps: int, lr: float,
 def add_run_args(p: argparse.ArgumentParser, out: str) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", default=out, help="run folder for run.json, metrics.jsonl, "
-                   "last.pt and best.pt")
+                   "metrics.csv, last.pt and best.pt")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt "
                    "(refused if the configuration changed)")
     g.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     g.add_argument("--config", metavar="RUN_JSON", help="replay the run.json of an earlier run "
                    "(other arguments given override it)")
-    g.add_argument("--quiet", action="store_true", help="no progress output")
+    g.add_argument("--log-every", type=positive_int, default=LOG_EVERY, metavar="N",
+                   help="record the mean training loss and accuracy every N steps (and at the "
+                   "last step) in metrics.jsonl and metrics.csv")
+    g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event "
+                   f"files into OUT/tensorboard (needs {INSTALL_TENSORBOARD})")
+    g.add_argument("--quiet", action="store_true", help="no progress output (off a terminal: no "
+                   "heartbeat lines)")
     g.add_argument("--dist-timeout", type=positive_float, default=DEFAULT_TIMEOUT,
                    metavar="SECONDS", help="under torchrun: how long a process waits for the "
                    "others before the run stops with an error")
@@ -136,7 +143,10 @@ def train_config(args: argparse.Namespace, learner: EpisodicLearner | None = Non
                          lr_decay_every=args.lr_decay_every, val_every=args.val_every,
                          checkpoint_dir=args.out, checkpoint_every=args.checkpoint_every,
                          resume=args.resume, precision=args.precision, time_limit=args.time_limit,
-                         progress=not args.quiet, max_memory=args.max_memory, run=record)
+                         progress=not args.quiet, max_memory=args.max_memory, run=record,
+                         log_every=args.log_every, tensorboard=args.tensorboard)
+    if args.tensorboard:
+        require_tensorboard()
     if learner is not None:
         params = [p for p in learner.parameters() if p.requires_grad]
         if not params:

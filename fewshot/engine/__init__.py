@@ -11,6 +11,7 @@ from .checkpoint import (
     restore_model,
     save_checkpoint,
 )
+from .curves import plot_curves, read_metrics
 from .distributed import GradientSync, local_device
 from .evaluate import EvalResult, confidence_interval, evaluate, paired_test
 from .features import extract_features
@@ -28,6 +29,7 @@ __all__ = [
     "TrainLog", "TrainResult", "auto_episodes", "autocast", "check_pipeline", "chunks",
     "confidence_interval", "evaluate", "extract_features", "load_backbone_weights",
     "load_checkpoint", "load_learner", "local_device", "make_optimizer", "memory_budget",
-    "open_run", "paired_test", "parse_bytes", "predict", "read_run", "recorded_pipeline",
+    "open_run", "paired_test", "parse_bytes", "plot_curves", "predict", "read_metrics", "read_run",
+    "recorded_pipeline",
     "resolve_precision", "restore_model", "save_checkpoint", "shard_sampler", "train",
 ]

@@ -16,6 +16,7 @@ from torch import Tensor
 from episodes import ClassDataset, FixedEpisodes, to_unit_float
 from episodes.episode import class_major_labels
 from episodes.io import atomic_write_text
+from episodes.progress import Meter, bar
 from episodes.sampler import gather_episode
 
 from ..models.learner import EpisodicLearner
@@ -65,7 +66,8 @@ class EvalResult:
 
 def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
              batch_size: int | None = None, device: torch.device | str | None = None,
-             precision: str = "fp32", max_memory: int | None = None) -> EvalResult:
+             precision: str = "fp32", max_memory: int | None = None, progress: bool = False
+             ) -> EvalResult:
     """Accuracy of ``learner`` (in eval mode) on each of ``episodes`` drawn from ``dataset``.
 
     Memory stays within a budget (:func:`fewshot.engine.memory.memory_budget`: ``max_memory`` bytes, or
@@ -85,6 +87,8 @@ def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDa
         precision: "fp32", or "bf16" (bfloat16 autocast); "auto" as in training
             (:func:`fewshot.engine.precision.resolve_precision`, for any method).
         max_memory: bytes one forward may take (None: from the device's free memory).
+        progress: show how far it is (:func:`episodes.progress.bar`: a bar on a terminal, a
+            heartbeat line at least every 10 s otherwise).
     """
     if device is None:
         device = next(learner.parameters()).device
@@ -92,7 +96,7 @@ def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDa
     episodes.check(dataset)
     precision = resolve_precision(precision, device)
     accs = score_shards(episodes, lambda part: _score(learner, part, dataset, batch_size, device,
-                                                      precision, max_memory))
+                                                      precision, max_memory, progress))
     return EvalResult(accs, episodes.n_way, episodes.k_shot, episodes.q_query)
 
 
@@ -112,18 +116,21 @@ def score_shards(episodes: FixedEpisodes, score: Callable[[FixedEpisodes], Tenso
 
 
 def _score(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
-           batch_size: int | None, device: torch.device, precision: str, max_memory: int | None
-           ) -> Tensor:
+           batch_size: int | None, device: torch.device, precision: str, max_memory: int | None,
+           progress: bool = False) -> Tensor:
     """Per-episode accuracies ``[E]`` of ``episodes`` in this process (see :func:`evaluate`)."""
     budget = memory_budget(device, max_memory)
     was_training = learner.training
     learner.eval()
     try:
-        with autocast(device, precision):
+        with autocast(device, precision), bar(total=len(episodes), desc="eval", unit="episode",
+                                              enabled=progress) as meter:
             if learner.features_per_image():
-                accs = _from_features(learner, episodes, dataset, batch_size, device, budget)
+                accs = _from_features(learner, episodes, dataset, batch_size, device, budget,
+                                      meter)
             else:
-                accs = _from_episodes(learner, episodes, dataset, batch_size, device, budget)
+                accs = _from_episodes(learner, episodes, dataset, batch_size, device, budget,
+                                      meter)
     finally:
         learner.train(was_training)
     return accs
@@ -134,8 +141,10 @@ def _accuracy(logits: Tensor, query_y: Tensor) -> Tensor:
 
 
 def _from_episodes(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
-                   batch_size: int | None, device: torch.device, budget: int) -> Tensor:
-    """Whole episodes through ``learner.infer``, ``batch_size`` (or as many as fit) at a time."""
+                   batch_size: int | None, device: torch.device, budget: int, meter: Meter
+                   ) -> Tensor:
+    """Whole episodes through ``learner.infer``, ``batch_size`` (or as many as fit) at a time;
+    ``meter`` counts them."""
     if batch_size is None:
         probe = gather_episode(dataset, episodes.classes[:1], episodes.items[:1],
                                episodes.k_shot, device)
@@ -146,6 +155,7 @@ def _from_episodes(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: C
     for ep in episodes.batches(dataset, batch_size, device):
         accs.append(_accuracy(learner.infer(ep.support_x, ep.support_y, ep.query_x, ep.n_way),
                               ep.query_y))
+        meter.update(len(ep))
     return torch.cat(accs)
 
 
@@ -160,10 +170,12 @@ def embed_items(embed: Callable[[Tensor], Tensor], dataset: ClassDataset, index:
 
 
 def _from_features(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
-                   batch_size: int | None, device: torch.device, budget: int) -> Tensor:
+                   batch_size: int | None, device: torch.device, budget: int, meter: Meter
+                   ) -> Tensor:
     """Embed the distinct images of a group of episodes once, then score the group's episodes
     from their features with ``learner.head``, ``batch_size`` (or as many as fit) at a time.
-    A group is every episode when all their features fit half the budget."""
+    A group is every episode when all their features fit half the budget. ``meter`` counts the
+    episodes scored and says which of the two it is doing."""
     n, k, kq = episodes.items.shape[1], episodes.k_shot, episodes.items.shape[2]
     feat_shape = _feature_shape(learner, dataset, device)
     feat_bytes = 4 * math.prod(feat_shape)
@@ -182,7 +194,9 @@ def _from_features(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: C
     accs = []
     for group in chunks(len(episodes), per_group):
         unique, inverse = episodes.items[group].unique(return_inverse=True)
+        meter.set_description(f"eval: embedding {len(unique)} images")
         feats = embed_items(learner.embed, dataset, unique, device, budget)
+        meter.set_description("eval: scoring episodes")
         inverse = inverse.to(device)
         for s in chunks(inverse.shape[0], batch_size):
             f = feats[inverse[s]]  # [G, N, K+Q, *F]
@@ -191,6 +205,7 @@ def _from_features(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: C
                 logits = learner.head(f[:, :, :k].flatten(1, 2), support_y.expand(g, -1),
                                       f[:, :, k:].flatten(1, 2), n)
             accs.append(_accuracy(logits, query_y.expand(g, -1)))
+            meter.update(g)
     return torch.cat(accs)
 
 

@@ -96,3 +96,14 @@ def to_channels_last(module: nn.Module) -> nn.Module:
     ``Parameter`` objects stay the same, so an optimizer built on them keeps working). Inputs
     need no conversion: oneDNN follows the weights' layout."""
     return module.to(memory_format=torch.channels_last)
+
+
+def check_resumed_precision(ckpt: dict, precision: str, source: Path) -> None:
+    """Refuse to resume a run in another precision than its checkpoint's (one line, with the
+    fix); a checkpoint from before precisions were recorded has its ``amp`` flag."""
+    saved = ckpt.get("config") or {}
+    before = saved.get("resolved_precision", "bf16" if saved.get("amp") else "fp32")
+    if before != precision:
+        raise ValueError(f"cannot resume {source}: it was trained in {before}, this run is in "
+                         f"{precision}: resume with --precision {before}, or train into a new "
+                         f"--out")

@@ -25,6 +25,7 @@ from episodes.io import atomic_write_text, finite_json
 from ..registry import stored_spec
 from ..version import library_version
 from .checkpoint import load_checkpoint
+from .logs import CSV_FILE, METRICS_FILE, TENSORBOARD_DIR
 
 try:
     import fcntl
@@ -34,10 +35,10 @@ except ImportError:  # Windows
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
-RUN_FILES = (RUN_FILE, "last.pt", "best.pt", "metrics.jsonl")
+RUN_FILES = (RUN_FILE, "last.pt", "best.pt", METRICS_FILE, CSV_FILE, TENSORBOARD_DIR)
 # settings that may change when a run is resumed: they do not change what the run computes
 RESUMABLE = frozenset({"steps", "time_limit", "checkpoint_every", "val_every", "quiet", "device",
-                       "decoder", "max_memory", "dist_timeout",
+                       "decoder", "max_memory", "dist_timeout", "log_every", "tensorboard",
                        "cache_dir", "resume", "overwrite", "config", "out"})
 # settings added after runs were first recorded, with the value every run before them had: a
 # run.json without them still resumes
@@ -219,6 +220,8 @@ def open_run(out: str | os.PathLike, record: dict[str, Any], resume: bool, overw
             except BaseException:
                 if not resume and not (out / "last.pt").is_file():
                     for name in RUN_FILES:
+                        if (out / name).is_dir():  # tensorboard/
+                            shutil.rmtree(out / name)
                         with contextlib.suppress(FileNotFoundError):
                             (out / name).unlink()
                     if backup.is_dir():

@@ -11,9 +11,11 @@ the result is the unsplit step's.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from episodes import Episode
+from episodes import Episode, EpisodeSampler, SineTasks
 
 from ..models.learner import EpisodicLearner
 from .memory import bytes_per_item, items_per_chunk, memory_budget
@@ -74,3 +76,19 @@ def auto_episodes(learner: EpisodicLearner, n_way: int, k_shot: int, q_query: in
     per_episode = training_bytes_per_episode(learner, n_way, k_shot, q_query, image_shape, device)
     return auto_episodes_per_step(per_episode, n_way * (k_shot + q_query),
                                   memory_budget(device, max_memory), device)
+
+
+def step_chunk(learner: EpisodicLearner, sampler: EpisodeSampler | SineTasks | Any,
+               chunk: int | None, max_memory: int | None, device: torch.device,
+               t: int | None = None) -> int:
+    """Episodes per forward: ``chunk`` (``TrainConfig.episodes_per_forward``), else all ``t``
+    (default: the T of a step) if their training forward and backward fit ``max_memory``
+    (:func:`~fewshot.engine.memory.memory_budget`), else the most that fit."""
+    t = sampler.episodes_per_batch if t is None else t
+    if not isinstance(sampler, EpisodeSampler):  # SineTasks: small vectors, one forward
+        return min(chunk or t, t)
+    if chunk is not None or t == 1:
+        return min(chunk or 1, t)
+    per_episode = training_bytes_per_episode(learner, sampler.n_way, sampler.k_shot,
+                                             sampler.q_query, sampler.dataset.image_shape, device)
+    return episodes_per_forward(per_episode, memory_budget(device, max_memory), t)

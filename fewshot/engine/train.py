@@ -40,13 +40,17 @@ from ..models.learner import EpisodicLearner, ModelSpec
 from . import distributed
 from .checkpoint import all_finite, load_checkpoint, restore_model, save_checkpoint
 from .evaluate import evaluate
-from .logs import TrainLog
-from .memory import chunks, memory_budget
-from .precision import autocast, resolve_precision, to_channels_last, use_channels_last
-from .step_size import episodes_per_forward, training_bytes_per_episode
+from .logs import LOG_EVERY, RunningMeans, TrainLog
+from .memory import chunks
+from .precision import (
+    autocast,
+    check_resumed_precision,
+    resolve_precision,
+    to_channels_last,
+    use_channels_last,
+)
+from .step_size import step_chunk
 from .streams import restore_streams, rng_state, shard_sampler
-
-LOG_EVERY = 20
 
 
 @dataclass
@@ -72,7 +76,10 @@ class TrainConfig:
         grad_clip: clip the gradient norm to this (None: the learner's own ``grad_clip``, which
             is None, no clipping, for most learners).
         progress: report running loss and accuracy (a bar on a terminal, plain lines
-            otherwise; :class:`fewshot.engine.logs.TrainLog`); ``metrics.jsonl`` is written regardless.
+            otherwise; :class:`fewshot.engine.logs.TrainLog`); the run files are written regardless.
+        log_every: every that many steps, record the mean loss and accuracy of the steps since
+            the last record (the last step is always recorded; :mod:`fewshot.engine.logs`).
+        tensorboard: also write TensorBoard event files (needs the ``tensorboard`` package).
         max_memory: bytes a training forward and backward may take (None: a share of the
             device's free memory, :func:`fewshot.engine.memory.memory_budget`); validation too.
         episodes_per_forward: split each step's T episodes into forwards of this many and
@@ -99,6 +106,8 @@ class TrainConfig:
     time_limit: float | None = None
     grad_clip: float | None = None
     progress: bool = True
+    log_every: int = LOG_EVERY
+    tensorboard: bool = False
     max_memory: int | None = None
     episodes_per_forward: int | None = None
     run: dict | None = None
@@ -180,7 +189,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
     if ckdir is not None and spec is None:
         raise ValueError("checkpoints need the learner's ModelSpec: build the learner with "
                          "build_learner(spec) and pass spec, or set checkpoint_dir=None")
-    step, seconds, best, history = 0, 0.0, None, []
+    step, seconds, best, history, pending = 0, 0.0, None, [], None
     if config.resume and ckdir is not None and (ckdir / "last.pt").is_file():
         ckpt = load_checkpoint(ckdir / "last.pt", map_location=device)
         check_resumed_precision(ckpt, precision, ckdir / "last.pt")
@@ -190,6 +199,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
             scheduler.load_state_dict(ckpt["scheduler"])
         restore_streams(sampler, ckpt, ctx)
         step, seconds, best, history = ckpt["step"], ckpt["seconds"], ckpt["best"], ckpt["history"]
+        pending = ckpt.get("log")  # the sums of steps not yet recorded
 
     saved_step = step if config.resume and ckdir is not None and (ckdir / "last.pt").is_file() \
         else None
@@ -208,6 +218,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
             raise diverged("the weights are not finite")
         if name == "last.pt":
             saved_step = step
+        unrecorded = means.state(ctx)
         ranks = (distributed.gather_objects({"sampler": sampler.state_dict(), "rng": rng_state()})
                  if ctx.active else None)
         if ctx.main:
@@ -215,7 +226,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
                             pipeline=dataset.pipeline if dataset is not None else None,
                             scheduler=scheduler.state_dict() if scheduler else None,
                             sampler=sampler.state_dict(), rng=rng_state(), step=step,
-                            seconds=seconds, best=best, history=history,
+                            seconds=seconds, best=best, history=history, log=unrecorded,
                             config={**asdict(config), "resolved_precision": precision},
                             **({"ranks": ranks} if ranks else {}))
 
@@ -223,8 +234,10 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         nonlocal best
         if not all_finite(learner):
             raise diverged("the weights are not finite")
+        log.doing("validating")
         acc = evaluate(learner, val[1], val[0], device=device, precision=precision,
                        max_memory=config.max_memory).mean
+        log.doing("training")
         extra = {k: v for m in monitors for k, v in m(learner).items()}
         learner.train()
         log.record({"step": step, "val_acc": acc, **extra, "seconds": seconds})
@@ -237,16 +250,33 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
     part = getattr(sampler, "part", slice(0, sampler.episodes_per_batch))
     local = part.stop - part.start  # this rank's episodes (images) of each step
     sync = distributed.GradientSync(learner, ctx, local / sampler.episodes_per_batch, device)
-    parts = chunks(local, step_chunk(learner, sampler, config, device, local))
+    parts = chunks(local, step_chunk(learner, sampler, config.episodes_per_forward,
+                                     config.max_memory, device, local))
     if len(parts) > 1 and learner.step_statistics:
         raise ValueError(f"this learner normalises a step's {local} episodes together (option "
                          f"step_norm), so they cannot be split into forwards of "
                          f"{parts[0].stop} episodes: set --episodes-per-forward {local} and a "
                          f"larger --max-memory, or fewer --episodes-per-step")
     log = TrainLog(None if config.time_limit else config.steps, step, history,
-                   ckdir if ctx.main else None, enabled=config.progress and ctx.main)
-    sums = torch.zeros(2, device=device)
+                   ckdir if ctx.main else None, enabled=config.progress and ctx.main,
+                   tensorboard=config.tensorboard and ctx.main)
+    means = RunningMeans(device, config.log_every, pending, ctx.main)
     first_loss, warned = None, False
+
+    def report(batch: Any) -> None:
+        nonlocal first_loss, warned
+        run_loss, run_acc, n = means.take(ctx)
+        if not math.isfinite(run_loss):
+            raise diverged(f"the loss is {run_loss} (over steps {step - n + 1}-{step})")
+        first_loss = run_loss if first_loss is None else first_loss
+        if not warned and run_loss > EXPLODED * max(first_loss, 1.0):
+            warned = True
+            warnings.warn(f"the loss reached {run_loss:.3g} at step {step}, from {first_loss:.3g}"
+                          f": the learning rate (--lr {config.lr:g}) may be too high", stacklevel=3)
+        classify = not getattr(batch, "query_y", means.sums).is_floating_point()
+        log.record({"step": step, "loss": run_loss, **({"acc": run_acc} if classify else {}),
+                    **learner.train_metrics(), "seconds": seconds})
+
     start_step, tick = step, time.perf_counter()
     while step < config.steps:
         if config.time_limit is not None and (distributed.any_rank(seconds >= config.time_limit)
@@ -254,7 +284,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
             break
         batch = sampler.sample().to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        sums += accumulate(learner, batch, parts, precision, sync)
+        means.add(accumulate(learner, batch, parts, precision, sync))
         sync.finish()
         clip = config.grad_clip if config.grad_clip is not None else learner.grad_clip
         if clip is not None:
@@ -266,22 +296,8 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         step += 1
         now = time.perf_counter()
         seconds, tick = seconds + now - tick, now
-        if step % LOG_EVERY == 0:  # .tolist() waits for the device: only every LOG_EVERY steps
-            if ctx.active:
-                distributed.all_reduce_([sums])
-            run_loss, run_acc = (sums / LOG_EVERY).tolist()
-            sums.zero_()
-            if not math.isfinite(run_loss):
-                raise diverged(f"the loss is {run_loss} (over steps {step - LOG_EVERY + 1}-{step})")
-            first_loss = run_loss if first_loss is None else first_loss
-            if not warned and run_loss > EXPLODED * max(first_loss, 1.0):
-                warned = True
-                warnings.warn(f"the loss reached {run_loss:.3g} at step {step}, from {first_loss:.3g}"
-                              f": the learning rate (--lr {config.lr:g}) may be too high",
-                              stacklevel=2)
-            classify = not getattr(batch, "query_y", sums).is_floating_point()
-            log.record({"step": step, "loss": run_loss, **({"acc": run_acc} if classify else {}),
-                        **learner.train_metrics(), "seconds": seconds})
+        if means.due(step, step == config.steps):
+            report(batch)
         log.update()
         if val is not None and config.val_every and step % config.val_every == 0:
             validate()
@@ -289,9 +305,9 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         if step % config.checkpoint_every == 0:
             checkpoint("last.pt")
             tick = time.perf_counter()
+    if means.count:  # stopped by the time limit between two records
+        report(batch)
     log.close()
-    if not bool(torch.isfinite(sums).all()):  # steps since the last logged ones
-        raise diverged("the loss is not finite")
     if device.type == "cuda":  # count the work still queued on the device
         torch.cuda.synchronize(device)
         seconds += time.perf_counter() - tick
@@ -299,32 +315,6 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         validate()
     checkpoint("last.pt")
     return TrainResult(step, seconds, step * sampler.episodes_per_batch, best, history)
-
-
-def check_resumed_precision(ckpt: dict, precision: str, source: Path) -> None:
-    """Refuse to resume a run in another precision than its checkpoint's (one line, with the
-    fix); a checkpoint from before precisions were recorded has its ``amp`` flag."""
-    saved = ckpt.get("config") or {}
-    before = saved.get("resolved_precision", "bf16" if saved.get("amp") else "fp32")
-    if before != precision:
-        raise ValueError(f"cannot resume {source}: it was trained in {before}, this run is in "
-                         f"{precision}: resume with --precision {before}, or train into a new "
-                         f"--out")
-
-
-def step_chunk(learner: EpisodicLearner, sampler: EpisodeSampler | SineTasks, config: TrainConfig,
-               device: torch.device, t: int | None = None) -> int:
-    """Episodes per forward: ``config.episodes_per_forward``, else all ``t`` (default: the T of
-    a step) if their training forward and backward fit the memory budget, else the most that
-    fit."""
-    t = sampler.episodes_per_batch if t is None else t
-    if not isinstance(sampler, EpisodeSampler):  # SineTasks: small vectors, one forward
-        return min(config.episodes_per_forward or t, t)
-    if config.episodes_per_forward is not None or t == 1:
-        return min(config.episodes_per_forward or 1, t)
-    per_episode = training_bytes_per_episode(learner, sampler.n_way, sampler.k_shot,
-                                             sampler.q_query, sampler.dataset.image_shape, device)
-    return episodes_per_forward(per_episode, memory_budget(device, config.max_memory), t)
 
 
 def accumulate(learner: EpisodicLearner, batch: Episode | Any, parts: list[slice],

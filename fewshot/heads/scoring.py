@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from episodes import ClassDataset, FixedEpisodes
 from episodes.episode import class_major_labels
+from episodes.progress import Meter, bar
 
 from ..engine.evaluate import EvalResult, evaluate, score_shards
 from ..engine.features import extract_features
@@ -34,10 +35,11 @@ def episode_features(backbone: nn.Module, episodes: FixedEpisodes, dataset: Clas
 
 
 def evaluate_features(head: str, config: Any, features: Tensor, where: Tensor,
-                      episodes: FixedEpisodes, batch_size: int | None = 50) -> EvalResult:
+                      episodes: FixedEpisodes, batch_size: int | None = 50,
+                      meter: Meter | None = None) -> EvalResult:
     """Accuracy of ``head`` (a feature head of :data:`fewshot.heads.HEADS`) on each episode, from
     :func:`episode_features`'s ``features`` and ``where`` (``batch_size`` episodes per fit;
-    None: 50)."""
+    None: 50); ``meter`` (:func:`episodes.progress.bar`) counts the episodes scored."""
     batch_size = batch_size or 50
     fit = registered(head).logits
     if fit is None:
@@ -55,24 +57,31 @@ def evaluate_features(head: str, config: Any, features: Tensor, where: Tensor,
         with torch.set_grad_enabled(registered(head).needs_grad):
             logits = fit(support, class_major_labels(t, n, k, device), query, n, config)
         accs.append((logits.argmax(-1) == query_y).float().mean(1).cpu())
+        if meter is not None:
+            meter.update(t)
     return EvalResult(torch.cat(accs), episodes.n_way, episodes.k_shot, episodes.q_query)
 
 
 def evaluate_head(backbone: nn.Module, head: str, config: Any, episodes: FixedEpisodes,
                   dataset: ClassDataset, batch_size: int | None = 50, chunk_size: int | None = None,
-                  device: torch.device | str | None = None) -> EvalResult:
+                  device: torch.device | str | None = None, progress: bool = False) -> EvalResult:
     """Accuracy of ``backbone`` with ``head`` fitted on each of ``episodes`` (the backbone is
     moved to ``device``, default: where it is; it is never changed). In a distributed run each
-    rank scores its part of the episodes (:func:`fewshot.engine.evaluate.score_shards`)."""
+    rank scores its part of the episodes (:func:`fewshot.engine.evaluate.score_shards`).
+    ``progress``: show how far it is (:func:`episodes.progress.bar`)."""
     if device is not None:
         backbone.to(device)
     if registered(head).logits is None:
         return evaluate(HeadLearner(backbone, head, config, chunk_size), episodes, dataset,
-                        batch_size, device)
+                        batch_size, device, progress=progress)
 
     def score(part: FixedEpisodes) -> Tensor:
-        features, where = episode_features(backbone, part, dataset, chunk_size)
-        return evaluate_features(head, config, features, where, part, batch_size).accuracies
+        with bar(total=len(part), desc="eval: embedding images", unit="episode",
+                 enabled=progress) as meter:
+            features, where = episode_features(backbone, part, dataset, chunk_size)
+            meter.set_description(f"eval: fitting {head} heads")
+            return evaluate_features(head, config, features, where, part, batch_size,
+                                     meter).accuracies
 
     episodes.check(dataset)
     return EvalResult(score_shards(episodes, score), episodes.n_way, episodes.k_shot,

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from episodes import ClassDataset
 
+from ..engine.curves import pyplot
 from ..engine.features import extract_features
 from ..heads.logistic import logistic_logits
 from ..models.weights import backbone_of
@@ -102,13 +103,8 @@ def project_2d(features: Tensor, method: str = "pca", seed: int = 0) -> Tensor:
 def plot_embeddings(points: Tensor, labels: Tensor, class_names: list[str],
                     path: str | os.PathLike, title: str = "") -> None:
     """Scatter ``[N, 2]`` points coloured by class (labels ``[N]`` index ``class_names``) into
-    an image file (matplotlib, an optional dependency: the ``notebooks`` extra)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ValueError("plotting needs matplotlib (pip install 'fewshot[notebooks]')") from None
+    an image file (matplotlib, an optional dependency: the ``plot`` extra)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 6))
     cmap = plt.get_cmap("tab20" if len(class_names) > 10 else "tab10")
     for c, name in enumerate(class_names):

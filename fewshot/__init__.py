@@ -3,6 +3,8 @@ and the command line. Data comes from the ``episodes`` package."""
 
 # the built-in methods register themselves (fewshot.registry) when their packages are imported
 from . import methods, ssl  # noqa: F401
+from .api import FewShotClassifier
+from .calibration import expected_calibration_error, fit_temperature
 from .engine import (
     EvalResult,
     Prediction,
@@ -25,9 +27,11 @@ from .models import Conv4, EpisodicLearner, ModelSpec, ResNet12, backbone_of, ma
 from .registry import build_learner, make_spec, method_config, register
 
 __all__ = [
-    "Conv4", "EpisodicLearner", "EvalResult", "HeadLearner", "ModelSpec", "Prediction", "ProtoNet",
+    "Conv4", "EpisodicLearner", "EvalResult", "FewShotClassifier", "HeadLearner", "ModelSpec",
+    "Prediction", "ProtoNet",
     "ResNet12", "TrainConfig", "TrainResult", "backbone_of", "build_learner",
-    "confidence_interval", "evaluate", "evaluate_head", "head_config", "load_learner",
+    "confidence_interval", "evaluate", "evaluate_head", "expected_calibration_error",
+    "fit_temperature", "head_config", "load_learner",
     "make_backbone", "make_spec", "method_config", "paired_test", "predict", "protonet_logits",
     "prototypes", "recorded_pipeline", "register", "save_checkpoint", "train",
 ]

@@ -13,7 +13,7 @@ from episodes import ClassDataset, FixedEpisodes
 
 from ..engine import distributed
 from ..engine.checkpoint import check_pipeline, load_backbone_weights, load_learner
-from ..engine.evaluate import EvalResult, evaluate
+from ..engine.evaluate import EvalResult, calibrated_result, evaluate, query_logits
 from ..heads import HEADS, head_config
 from ..heads.scoring import evaluate_head
 from ..models.backbones import make_backbone
@@ -55,6 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "as fit --max-memory)")
     p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     p.add_argument("--json", help="write per-episode accuracies, mean and interval here")
+    g = p.add_argument_group("calibration (expected calibration error, temperature scaling)")
+    g.add_argument("--no-temperature", action="store_true", help="the calibration error of the "
+                   "learner's own probabilities, not at the temperature the checkpoint records")
+    g.add_argument("--fit-temperature", action="store_true", help="fit the temperature on these "
+                   "episodes and report the calibration error before and after (use validation "
+                   "episodes: --split val)")
 
 
 def add_head_args(p: argparse.ArgumentParser) -> None:
@@ -114,9 +120,20 @@ def eval_model(args: argparse.Namespace, device: torch.device
         meta = load_backbone_weights(backbone, args.weights, args.backbone, "--weights")
         add_input_norm(backbone, weights_normalize(args, meta, ds.image_shape[0]))
         backbone.to(device)
+    if args.head and args.fit_temperature:
+        raise ValueError("--fit-temperature fits the temperature of a checkpoint's own learner: "
+                         "leave out --head")
     if not args.head:
-        return (lambda episodes: evaluate(learner, episodes, ds, batch_size=args.batch_size,
-                                          device=device, max_memory=args.max_memory)), ds
+        temperature = 1.0 if args.no_temperature else ckpt["temperature"]
+
+        def score(episodes: FixedEpisodes) -> EvalResult:
+            if not args.fit_temperature:
+                return evaluate(learner, episodes, ds, batch_size=args.batch_size, device=device,
+                                max_memory=args.max_memory, temperature=temperature)
+            logits, labels = query_logits(learner, episodes, ds, args.batch_size, device,
+                                          max_memory=args.max_memory)
+            return calibrated_result(logits, labels, episodes, temperature)
+        return score, ds
     return (lambda episodes: evaluate_head(backbone, args.head, config, episodes, ds,
                                            args.batch_size, args.chunk_size, device)), ds
 

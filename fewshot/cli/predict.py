@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="refuse images whose channels differ from the model's")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip unreadable or non-image files (with a warning) instead of failing")
+    p.add_argument("--no-temperature", action="store_true", help="the learner's own "
+                   "probabilities, not those calibrated by the temperature the checkpoint records")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
 
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> None:
     pipeline = recorded_pipeline(ckpt, args.checkpoint, args.pipeline)
     preds = predict(learner, spec, args.support, args.query, device, convert=not args.no_convert,
                     batch_size=args.batch_size, pipeline=pipeline,
-                    skip_bad=args.skip_bad_images, max_memory=args.max_memory)
+                    skip_bad=args.skip_bad_images, max_memory=args.max_memory,
+                    temperature=1.0 if args.no_temperature else ckpt["temperature"])
     text = format_predictions(preds, args.format)
     if args.output:
         atomic_write_text(text, args.output)

@@ -21,12 +21,20 @@ from typing import Any
 
 import torch
 
-from episodes import AugmentConfig, ClassDataset, EpisodeAugment, EpisodeSampler, ImageBatchSampler
+from episodes import (
+    AugmentConfig,
+    ClassDataset,
+    EpisodeAugment,
+    EpisodeSampler,
+    FixedEpisodes,
+    ImageBatchSampler,
+)
 from episodes.options import parse_values
 from episodes.sampler import check_episode_shape
 from episodes.shard import check_shardable
 
 from ..engine import distributed
+from ..engine.calibrate import Calibration, calibrate_checkpoint
 from ..engine.checkpoint import load_checkpoint
 from ..engine.precision import resolve_precision
 from ..engine.runs import RUN_FILE, RUN_FILES, check_run_folder, open_run, read_run, run_record
@@ -218,10 +226,25 @@ def run(args: argparse.Namespace) -> None:
     record = run_record(recorded_args(args, augment), spec.to_dict(), command=args.command)
     record["resolved"] = resolved
     config = train_config(args, learner, record)
+    calibration = None
     with run_folder(args, record, device):
         result = train(learner, spec, sampler, config, val=val, device=device, monitors=monitors)
+        if kind == "episodic" and val is not None:
+            calibration = calibrate_run(args.out, val, device, args.max_memory)
     if distributed.current().main:
-        print(report(args, kind, name, result, len(train_ds)))
+        print(report(args, kind, name, result, len(train_ds))
+              + (f"; {calibration} on the val episodes, recorded in the checkpoints"
+                 if calibration else ""))
+
+
+def calibrate_run(out: str, val: tuple[ClassDataset, FixedEpisodes], device: torch.device,
+                  max_memory: int | None) -> Calibration | None:
+    """Fit the temperature of ``best.pt`` and ``last.pt`` in ``out`` on the validation episodes
+    and record it in each (:func:`fewshot.engine.calibrate.calibrate_checkpoint`); returns
+    ``best.pt``'s (``last.pt``'s when there is no ``best.pt``)."""
+    fitted = [calibrate_checkpoint(path, val[0], val[1], device, max_memory)
+              for path in (Path(out) / "best.pt", Path(out) / "last.pt") if path.is_file()]
+    return fitted[0] if fitted else None
 
 
 def report(args: argparse.Namespace, kind: str, name: str, result: TrainResult,

@@ -1,6 +1,7 @@
 """The engine: the one training loop, evaluation and prediction, checkpoints and run folders, and
 what they run on (memory budgets, episodes per step, precision, several processes)."""
 
+from .calibrate import Calibration, calibrate_checkpoint
 from .checkpoint import (
     CheckpointFile,
     check_pipeline,
@@ -10,9 +11,10 @@ from .checkpoint import (
     recorded_pipeline,
     restore_model,
     save_checkpoint,
+    set_temperature,
 )
 from .distributed import GradientSync, local_device
-from .evaluate import EvalResult, confidence_interval, evaluate, paired_test
+from .evaluate import EvalResult, confidence_interval, evaluate, paired_test, query_logits
 from .features import extract_features
 from .logs import TrainLog
 from .memory import chunks, memory_budget, parse_bytes
@@ -24,10 +26,11 @@ from .streams import shard_sampler
 from .train import TrainConfig, TrainResult, make_optimizer, train
 
 __all__ = [
-    "CheckpointFile", "EvalResult", "GradientSync", "Prediction", "RunError", "TrainConfig",
-    "TrainLog", "TrainResult", "auto_episodes", "autocast", "check_pipeline", "chunks",
+    "Calibration", "CheckpointFile", "EvalResult", "GradientSync", "Prediction", "RunError", "TrainConfig",
+    "TrainLog", "TrainResult", "auto_episodes", "autocast", "calibrate_checkpoint", "check_pipeline",
+    "chunks",
     "confidence_interval", "evaluate", "extract_features", "load_backbone_weights",
     "load_checkpoint", "load_learner", "local_device", "make_optimizer", "memory_budget",
-    "open_run", "paired_test", "parse_bytes", "predict", "read_run", "recorded_pipeline",
-    "resolve_precision", "restore_model", "save_checkpoint", "shard_sampler", "train",
+    "open_run", "paired_test", "parse_bytes", "predict", "query_logits", "read_run", "recorded_pipeline",
+    "resolve_precision", "restore_model", "save_checkpoint", "set_temperature", "shard_sampler", "train",
 ]

@@ -1,10 +1,15 @@
 """Checkpoints: written atomically, carrying the model spec so any command can rebuild the model,
 and the image pipeline (:class:`episodes.ImagePipeline`) its training data was read with, so every
 command reads files the same way. Every command reads them, and weights files (``--init``,
-``--weights``), through one reader, :class:`CheckpointFile`."""
+``--weights``), through one reader, :class:`CheckpointFile`.
+
+A checkpoint may also hold ``temperature``: the scalar the learner's logits are divided by before
+the softmax for calibrated probabilities (:mod:`fewshot.calibration`), fitted by ``fewshot train``
+on its validation episodes (:func:`set_temperature`); a checkpoint without it reads as 1."""
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from collections.abc import Mapping
@@ -162,7 +167,8 @@ class CheckpointFile:
         Returns:
             ``(learner, spec, checkpoint)``; ``checkpoint["pipeline"]`` is the recorded
             :class:`ImagePipeline`, or None for a checkpoint written before pipelines were
-            recorded (:func:`recorded_pipeline` turns that into a clear error).
+            recorded (:func:`recorded_pipeline` turns that into a clear error);
+            ``checkpoint["temperature"]`` a positive float (1.0 when none was fitted).
         """
         ckpt = dict(self.checkpoint())
         spec = stored_spec(ckpt["spec"])
@@ -174,6 +180,7 @@ class CheckpointFile:
                              f"checkpoint of a run that trained well")
         saved = ckpt.get("pipeline")
         ckpt["pipeline"] = None if saved is None else ImagePipeline.from_dict(saved, str(self.path))
+        ckpt["temperature"] = stored_temperature(ckpt.get("temperature"), str(self.path))
         return learner.to(device), spec, ckpt
 
     def backbone_state(self) -> tuple[dict[str, Tensor], dict | None]:
@@ -200,6 +207,28 @@ class CheckpointFile:
         state, meta = self.backbone_state()
         fit_backbone(backbone, state, self.source, name)
         return meta
+
+
+def stored_temperature(value: Any, source: str = "checkpoint") -> float:
+    """A checkpoint's ``temperature`` as a float (None: 1.0); ``ValueError`` naming ``source``
+    unless it is a positive finite number."""
+    if value is None:
+        return 1.0
+    if torch.is_tensor(value) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{source} holds temperature {value!r}, not a positive finite number: "
+                         f"{_TRAINED}")
+    return float(value)
+
+
+def set_temperature(path: str | os.PathLike, temperature: float) -> None:
+    """Record ``temperature`` (:func:`fewshot.calibration.fit_temperature`) in the fewshot
+    checkpoint ``path``, atomically; everything else in it is kept as it is."""
+    ckpt = dict(CheckpointFile(path).checkpoint())
+    ckpt["temperature"] = stored_temperature(temperature, "the temperature")
+    atomic_torch_save(ckpt, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",

@@ -1,0 +1,47 @@
+"""Temperature scaling of a trained checkpoint: fit the temperature on fixed episodes
+(:func:`fewshot.calibration.fit_temperature` on :func:`fewshot.engine.evaluate.query_logits`) and
+record it in the checkpoint (:func:`fewshot.engine.checkpoint.set_temperature`), where ``predict``,
+:class:`fewshot.FewShotClassifier` and ``eval`` read it. ``fewshot train`` calls it on its
+validation episodes at the end of a run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from episodes import ClassDataset, FixedEpisodes
+
+from ..calibration import expected_calibration_error, fit_temperature
+from . import distributed
+from .checkpoint import load_learner, set_temperature
+from .evaluate import query_logits
+
+
+@dataclass
+class Calibration:
+    """A fitted temperature and the calibration error of the episodes it was fitted on, before
+    (at temperature 1) and after."""
+
+    temperature: float
+    ece_before: float
+    ece_after: float
+
+    def __str__(self) -> str:
+        return (f"temperature T={self.temperature:.3g} (ECE {100 * self.ece_before:.2f} % -> "
+                f"{100 * self.ece_after:.2f} %)")
+
+
+def calibrate_checkpoint(path: str | os.PathLike, dataset: ClassDataset, episodes: FixedEpisodes,
+                         device: torch.device | str = "cpu", max_memory: int | None = None
+                         ) -> Calibration:
+    """Fit the temperature of the learner of checkpoint ``path`` on ``episodes`` of ``dataset``
+    and write it into the checkpoint (in a distributed run every rank scores its part of the
+    episodes and rank 0 writes)."""
+    learner, _, _ = load_learner(path, device)
+    logits, labels = query_logits(learner, episodes, dataset, device=device, max_memory=max_memory)
+    t = fit_temperature(logits, labels)
+    distributed.on_main(set_temperature, path, t)
+    return Calibration(t, expected_calibration_error(logits, labels),
+                       expected_calibration_error(logits, labels, temperature=t))

@@ -152,3 +152,30 @@ def test_learners_and_evaluate_take_one_episode_without_the_episode_dimension(tm
     assert len(result.accuracies) == 1
     assert float(result.accuracies[0]) == float((single.argmax(-1) == qy).float().mean())
     assert 0 <= result.ece <= 1
+
+
+def python_block(doc: str, heading: str) -> str:
+    """The first ```python block after ``heading`` in ``docs/<doc>``."""
+    text = (Path(__file__).parents[1] / "docs" / doc).read_text()
+    after = text[text.index(heading):]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_snippets_run(tmp_path: Path, monkeypatch, tiny_dataset):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    checkpoint(tmp_path).rename(tmp_path / "runs" / "x" / "best.pt")
+    support_images, query_images = images(4), images(3, seed=1)
+    write(tmp_path / "my_support" / "cat", support_images[::2])
+    write(tmp_path / "my_support" / "dog", support_images[1::2])
+    write(tmp_path / "my_queries", query_images)
+    scope = {"support_images": support_images, "query_images": query_images}
+    exec(python_block("getting-started.md", "### Classify your own images"), scope)  # noqa: S102
+    assert scope["clf"].classes_ == ["cat", "dog"]
+
+    from episodes import FixedEpisodes
+    val_ds = tiny_dataset(num_classes=6, per_class=8, size=16)
+    scope = {"val_ds": val_ds, "val_episodes": FixedEpisodes.generate(val_ds, 3, 1, 2, 4, seed=1)}
+    exec(python_block("guide/calibration.md", "## Temperature scaling"), scope)  # noqa: S102
+    assert scope["logits"].shape == (4, 6, 3) and scope["t"] > 0
+    assert 0 <= scope["after"] <= 1 and 0 <= scope["before"] <= 1

@@ -13,7 +13,8 @@ from episodes import ClassDataset, FixedEpisodes
 
 from ..engine import distributed
 from ..engine.checkpoint import check_pipeline, load_backbone_weights, load_learner
-from ..engine.evaluate import EvalResult, calibrated_result, evaluate, query_logits
+from ..engine.evaluate import evaluate, query_logits
+from ..engine.results import EvalResult, calibrated_result
 from ..heads import HEADS, head_config
 from ..heads.scoring import evaluate_head
 from ..models.backbones import make_backbone

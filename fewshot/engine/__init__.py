@@ -14,12 +14,13 @@ from .checkpoint import (
     set_temperature,
 )
 from .distributed import GradientSync, local_device
-from .evaluate import EvalResult, confidence_interval, evaluate, paired_test, query_logits
+from .evaluate import evaluate, paired_test, query_logits
 from .features import extract_features
 from .logs import TrainLog
 from .memory import chunks, memory_budget, parse_bytes
 from .precision import autocast, resolve_precision
 from .predict import Prediction, predict
+from .results import EvalResult, confidence_interval
 from .runs import RunError, open_run, read_run
 from .step_size import auto_episodes
 from .streams import shard_sampler

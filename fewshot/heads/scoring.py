@@ -19,15 +19,9 @@ from torch import Tensor, nn
 from episodes import ClassDataset, FixedEpisodes
 from episodes.episode import class_major_labels
 
-from ..engine.evaluate import (
-    SCORES,
-    EvalResult,
-    episode_scores,
-    evaluate,
-    result_from_scores,
-    score_shards,
-)
+from ..engine.evaluate import evaluate, score_shards
 from ..engine.features import extract_features
+from ..engine.results import SCORES, EvalResult, episode_scores, result_from_scores
 from . import HeadLearner, registered
 
 

@@ -7,26 +7,43 @@ import json
 from contextlib import redirect_stdout
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
+from PIL import Image
 
 from fewshot.cli import main
 from fewshot.engine.checkpoint import load_learner
+from fewshot.engine.predict import predict
 
-from .conftest import data_args, make_tree, support_query
+from .conftest import data_args, support_query
 
-TRAIN = ["--way", "2", "--shot", "1", "--query", "2", "--steps", "2", "--val-episodes", "4",
-         "--val-query", "2", "--quiet"]
+TRAIN = ["--way", "2", "--shot", "1", "--query", "2", "--steps", "2", "--val-episodes", "10",
+         "--val-way", "4", "--val-query", "4", "--quiet"]
 EVAL = ["--way", "2", "--shot", "1", "--query", "2", "--episodes", "6"]
+
+
+def make_paired_tree(root: Path) -> Path:
+    """As :func:`tests.conftest.make_tree` (8 classes x 6 grayscale 20x20 images with a bright
+    bar), but classes 2j and 2j+1 share their bar's rows, so a model confuses them: some
+    predictions are right, some wrong, and the temperature has a minimum to find."""
+    rng = np.random.default_rng(0)
+    for c in range(8):
+        (root / "data" / f"class{c}").mkdir(parents=True)
+        for i in range(6):
+            img = rng.integers(0, 60, (20, 20), dtype=np.uint8)
+            img[4 * (c // 2):4 * (c // 2) + 2] = 255
+            Image.fromarray(img, "L").save(root / "data" / f"class{c}" / f"{i}.png")
+    return root
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A tiny ProtoNet run with validation, trained once for the module, and its last line."""
-    tree = make_tree(tmp_path_factory.mktemp("calibration"))
+    tree = make_paired_tree(tmp_path_factory.mktemp("calibration"))
     printed = io.StringIO()
     with redirect_stdout(printed):
-        main(["train", *data_args(tree), *TRAIN, "--out", str(tree / "run")])
+        main(["train", *data_args(tree), "--split-ratios", "0.25", "0.5", "0.25", *TRAIN,
+              "--out", str(tree / "run")])
     return tree, printed.getvalue().strip().splitlines()[-1]
 
 
@@ -72,9 +89,12 @@ def test_predict_uses_the_temperature_unless_told_not_to(trained, capsys):
         main(["predict", "--checkpoint", str(out / "best.pt"), "--support", str(support),
               "--query", str(query), "--format", "json", "--device", "cpu", *flags])
         probability[bool(flags)] = json.loads(capsys.readouterr().out)[0]["probability"]
-    # two classes: p = sigmoid(d / T) for the logit difference d of the prediction
-    d = torch.logit(torch.tensor(probability[True], dtype=torch.float64))
-    assert probability[False] == pytest.approx(float(torch.sigmoid(d / t)), abs=1e-5)
+    learner, spec, ckpt = load_learner(out / "best.pt")
+    for off, temperature in ((False, t), (True, 1.0)):
+        expected = predict(learner, spec, support, query, pipeline=ckpt["pipeline"],
+                           temperature=temperature)[0].probability
+        assert probability[off] == pytest.approx(expected, abs=1e-6)
+    assert probability[False] != pytest.approx(probability[True], abs=1e-4)
 
 
 def test_fit_temperature_is_for_the_checkpoints_learner(trained, capsys):
@@ -84,3 +104,19 @@ def test_fit_temperature_is_for_the_checkpoints_learner(trained, capsys):
               "--head", "prototype", "--fit-temperature"])
     assert "--fit-temperature fits the temperature of a checkpoint's own learner: leave out " \
            "--head" in capsys.readouterr().err
+
+
+def test_a_fit_at_an_end_of_the_range_is_not_recorded(tmp_path: Path, tiny_dataset):
+    from episodes import FixedEpisodes
+    from fewshot.calibration import T_RANGE
+    from fewshot.engine.calibrate import calibrate_checkpoint
+
+    from .test_api import checkpoint
+    data = tiny_dataset(num_classes=4, per_class=6, size=16)
+    path = checkpoint(tmp_path)
+    # support and query are the same image: an untrained ProtoNet gets every query right
+    episodes = FixedEpisodes.generate(data, 2, 1, 1, 3, seed=0)
+    episodes.items[:, :, 1] = episodes.items[:, :, 0]
+    fit = calibrate_checkpoint(path, data, episodes)
+    assert not fit.recorded and fit.temperature == pytest.approx(T_RANGE[0], rel=1e-3)
+    assert load_learner(path)[2]["temperature"] == 1.0 and "no temperature recorded" in str(fit)

@@ -233,7 +233,8 @@ def run(args: argparse.Namespace) -> None:
             calibration = calibrate_run(args.out, val, device, args.max_memory)
     if distributed.current().main:
         print(report(args, kind, name, result, len(train_ds))
-              + (f"; {calibration} on the val episodes, recorded in the checkpoints"
+              + (f"; {calibration} on the val episodes"
+                 + (", recorded in the checkpoints" if calibration.recorded else "")
                  if calibration else ""))
 
 

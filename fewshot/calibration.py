@@ -25,6 +25,7 @@ Pure functions on logits; no model, no data.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -115,3 +116,17 @@ def fit_temperature(logits: Tensor, labels: Tensor, low: float = T_RANGE[0],
             d = a + ratio * (b - a)
             fd = temperature_nll(logits, labels, math.exp(d))
     return math.exp((a + b) / 2)
+
+
+def stored_temperature(value: Any, source: str = "checkpoint") -> float:
+    """A checkpoint's ``temperature`` as a float (None: 1.0); ``ValueError`` naming ``source``
+    unless it is a positive finite number."""
+    if value is None:
+        return 1.0
+    if torch.is_tensor(value) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{source} holds temperature {value!r}, not a positive finite number: "
+                         f"use a checkpoint written by fewshot train")
+    return float(value)

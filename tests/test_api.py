@@ -10,7 +10,8 @@ from PIL import Image
 
 from episodes import Episode, ImagePipeline
 from fewshot import FewShotClassifier, build_learner, evaluate, make_spec, predict
-from fewshot.engine.checkpoint import load_learner, save_checkpoint, set_temperature
+from fewshot.engine.calibrate import set_temperature
+from fewshot.engine.checkpoint import load_learner, save_checkpoint
 from fewshot.registry import fill_from_data, method_names
 
 

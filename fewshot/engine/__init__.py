@@ -1,7 +1,7 @@
 """The engine: the one training loop, evaluation and prediction, checkpoints and run folders, and
 what they run on (memory budgets, episodes per step, precision, several processes)."""
 
-from .calibrate import Calibration, calibrate_checkpoint
+from .calibrate import Calibration, calibrate_checkpoint, set_temperature
 from .checkpoint import (
     CheckpointFile,
     check_pipeline,
@@ -11,7 +11,6 @@ from .checkpoint import (
     recorded_pipeline,
     restore_model,
     save_checkpoint,
-    set_temperature,
 )
 from .distributed import GradientSync, local_device
 from .evaluate import evaluate, paired_test, query_logits

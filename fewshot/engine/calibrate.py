@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import torch
 
 from episodes import ClassDataset, FixedEpisodes
+from episodes.io import atomic_torch_save
 
-from ..calibration import T_RANGE, expected_calibration_error, fit_temperature
+from ..calibration import T_RANGE, expected_calibration_error, fit_temperature, stored_temperature
 from . import distributed
-from .checkpoint import load_learner, set_temperature
+from .checkpoint import CheckpointFile, load_learner
 from .evaluate import query_logits
 
 
@@ -38,6 +39,14 @@ class Calibration:
                     f"the logits carry no information; ECE {100 * self.ece_before:.2f} % at T=1)")
         return (f"temperature T={self.temperature:.3g} (ECE {100 * self.ece_before:.2f} % -> "
                 f"{100 * self.ece_after:.2f} %)")
+
+
+def set_temperature(path: str | os.PathLike, temperature: float) -> None:
+    """Record ``temperature`` (:func:`fewshot.calibration.fit_temperature`) in the fewshot
+    checkpoint ``path``, atomically; everything else in it is kept as it is."""
+    ckpt = dict(CheckpointFile(path).checkpoint())
+    ckpt["temperature"] = stored_temperature(temperature, "the temperature")
+    atomic_torch_save(ckpt, path)
 
 
 def calibrate_checkpoint(path: str | os.PathLike, dataset: ClassDataset, episodes: FixedEpisodes,

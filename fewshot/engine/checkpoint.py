@@ -5,11 +5,11 @@ command reads files the same way. Every command reads them, and weights files (`
 
 A checkpoint may also hold ``temperature``: the scalar the learner's logits are divided by before
 the softmax for calibrated probabilities (:mod:`fewshot.calibration`), fitted by ``fewshot train``
-on its validation episodes (:func:`set_temperature`); a checkpoint without it reads as 1."""
+on its validation episodes (:func:`fewshot.engine.calibrate.set_temperature`); a checkpoint
+without it reads as 1."""
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 from collections.abc import Mapping
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from episodes import ClassDataset, ImagePipeline
 from episodes.io import atomic_torch_save
 
+from ..calibration import stored_temperature
 from ..models.learner import EpisodicLearner, ModelSpec
 from ..models.weights import SAVE_WEIGHTS, backbone_state, fit_backbone, plain_state_dict
 from ..registry import build_learner, canonical, stored_spec
@@ -207,28 +208,6 @@ class CheckpointFile:
         state, meta = self.backbone_state()
         fit_backbone(backbone, state, self.source, name)
         return meta
-
-
-def stored_temperature(value: Any, source: str = "checkpoint") -> float:
-    """A checkpoint's ``temperature`` as a float (None: 1.0); ``ValueError`` naming ``source``
-    unless it is a positive finite number."""
-    if value is None:
-        return 1.0
-    if torch.is_tensor(value) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, int | float) \
-            or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{source} holds temperature {value!r}, not a positive finite number: "
-                         f"{_TRAINED}")
-    return float(value)
-
-
-def set_temperature(path: str | os.PathLike, temperature: float) -> None:
-    """Record ``temperature`` (:func:`fewshot.calibration.fit_temperature`) in the fewshot
-    checkpoint ``path``, atomically; everything else in it is kept as it is."""
-    ckpt = dict(CheckpointFile(path).checkpoint())
-    ckpt["temperature"] = stored_temperature(temperature, "the temperature")
-    atomic_torch_save(ckpt, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",

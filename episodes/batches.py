@@ -82,6 +82,11 @@ class ImageBatchSampler:
         self.batches_drawn = 0
         self.part = slice(0, batch_size)  # the images of each batch this process takes
 
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(batch size {self.batch_size}, seed {self.seed}"
+                + (f", {len(self.views)} views" if self.views else "")
+                + (", augmented" if self.augment is not None else "") + f", {self.dataset!r})")
     def shard(self, rank: int, world_size: int, salt: int = 0) -> None:
         """Take only part ``rank`` of ``world_size`` of every batch (:func:`shard_range`); the
         augmentation of ranks > 0 is re-seeded with :func:`rank_seed` of (seed + 1, rank, salt)."""

@@ -40,12 +40,22 @@ class ClassDataset(ABC):
 
     Subclasses set ``class_names`` (list of C names) and ``targets`` (long ``[M]``, the class index of
     each of the M items, on the CPU) and implement :meth:`load`. ``pipeline`` records how image
-    files become its images (None: not made from files by a known pipeline).
+    files become its images (None: not made from files by a known pipeline); ``name`` and
+    ``split`` name the dataset and its class split where they are known (shown by ``repr``).
     """
 
     class_names: list[str]
     targets: Tensor
     pipeline: ImagePipeline | None = None
+    name: str | None = None
+    split: str | None = None
+
+    def __repr__(self) -> str:
+        what = " ".join(x for x in (self.name and repr(self.name), self.split) if x)
+        c, h, w = self.image_shape
+        return (f"{type(self).__name__}({what + ': ' if what else ''}{self.num_classes} classes, "
+                f"{len(self)} images of {c}x{h}x{w}, on {self.device}"
+                + (f", pipeline {self.pipeline.describe()}" if self.pipeline else "") + ")")
 
     @abstractmethod
     def load(self, index: Tensor) -> Tensor:
@@ -99,10 +109,13 @@ class TensorClassDataset(ClassDataset):
         class_names: the C class names.
         pipeline: how image files become these images (kept by :meth:`to` and
             :meth:`subset_classes`); its channels and size must match the images.
+        name, split: what the dataset and its class split are called (kept by :meth:`to` and
+            :meth:`subset_classes`).
     """
 
     def __init__(self, images: Tensor, targets: Tensor, class_names: list[str],
-                 pipeline: ImagePipeline | None = None) -> None:
+                 pipeline: ImagePipeline | None = None, *, name: str | None = None,
+                 split: str | None = None) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 [M, C, H, W], got {images.dtype} "
                              f"{tuple(images.shape)}")
@@ -118,6 +131,7 @@ class TensorClassDataset(ClassDataset):
             raise ValueError(f"image pipeline ({pipeline.describe()}) does not match images of "
                              f"shape {tuple(images.shape[1:])}")
         self.pipeline = pipeline
+        self.name, self.split = name, split
 
     def load(self, index: Tensor) -> Tensor:
         return self.images[index.to(self.images.device)]
@@ -133,7 +147,7 @@ class TensorClassDataset(ClassDataset):
     def to(self, device: torch.device | str) -> TensorClassDataset:
         """The same dataset with its images on ``device``."""
         return TensorClassDataset(self.images.to(device), self.targets, self.class_names,
-                                  self.pipeline)
+                                  self.pipeline, name=self.name, split=self.split)
 
     def subset_classes(self, names: list[str]) -> TensorClassDataset:
         """A dataset of only the classes ``names`` (in that order)."""
@@ -147,4 +161,4 @@ class TensorClassDataset(ClassDataset):
         new_targets = remap[self.targets]
         keep = torch.nonzero(new_targets >= 0).squeeze(1)
         return TensorClassDataset(self.images[keep.to(self.images.device)], new_targets[keep], names,
-                                  self.pipeline)
+                                  self.pipeline, name=self.name, split=self.split)

@@ -108,6 +108,7 @@ def omniglot(root: str | os.PathLike, split: str = "train", download: bool = Fal
     pipeline = ImagePipeline(1, image_size, "area", invert=True)
     chars = cached_class_dataset(files, base, pipeline, name=f"omniglot-{split}",
                                  cache_dir=cache_dir)
+    chars.name, chars.split = "omniglot", split
     return with_rotations(chars)
 
 
@@ -120,4 +121,4 @@ def with_rotations(chars: TensorClassDataset) -> TensorClassDataset:
     targets = (chars.targets.unsqueeze(1) * 4 + torch.arange(4)).reshape(-1)
     names = [f"{n}/rot{r:03d}" for n in chars.class_names for r in ROTATIONS]
     return TensorClassDataset(rotated.reshape(-1, *images.shape[1:]), targets, names,
-                              chars.pipeline)
+                              chars.pipeline, name=chars.name, split=chars.split)

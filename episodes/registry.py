@@ -262,4 +262,6 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None,
     natural images). ``options``: the dataset's typed options (its entry's dataclass, e.g.
     :class:`FolderOptions`); an option it does not take is refused, naming the ones it does.
     """
-    return DATASETS.get(name).build(root, split, image_size, DATASETS.config(name, options))
+    dataset = DATASETS.get(name).build(root, split, image_size, DATASETS.config(name, options))
+    dataset.name, dataset.split = name, split
+    return dataset

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -145,6 +146,12 @@ class EpisodeSampler(SeededBatches):
         self.augment = augment
         self.part = slice(0, episodes_per_batch)  # the episodes of each batch this process takes
 
+    def __repr__(self) -> str:
+        return (f"EpisodeSampler({self.n_way}-way {self.k_shot}-shot {self.q_query}-query, "
+                f"{self.episodes_per_batch} episodes per batch, {self.num_batches} batches, "
+                f"seed {self.seed}, {self.batches_drawn} drawn"
+                + (", augmented" if self.augment is not None else "") + f", {self.dataset!r})")
+
     def shard(self, rank: int, world_size: int, salt: int = 0) -> None:
         """Take only part ``rank`` of ``world_size`` of every batch (:func:`shard_range` of T);
         the indices of all T are still drawn, so the generator advances as in one process. The
@@ -189,15 +196,21 @@ class FixedEpisodes:
     """A fixed, seeded set of E evaluation episodes, stored as indices (a small file).
 
     Every method scored on the same ``FixedEpisodes`` (and the same dataset) sees identical episodes.
+    ``len()`` is E; ``episodes[a:b]`` is a ``FixedEpisodes`` of those episodes and
+    ``episodes[i]`` episode ``i`` as an :class:`Episode` without the episode dimension (images
+    gathered from ``dataset``).
 
     Attributes:
         classes: long ``[E, N]``; items: long ``[E, N, K+Q]``; k_shot: K;
-        fingerprint: :meth:`ClassDataset.fingerprint` of the dataset they were drawn from.
+        fingerprint: :meth:`ClassDataset.fingerprint` of the dataset they were drawn from;
         unlabelled: long ``[E, U]``, the items of each episode's unlabelled images, or None
-            (:mod:`episodes.unlabelled`).
+            (:mod:`episodes.unlabelled`);
         unlabelled_drawn: how they were drawn (the keyword arguments ``unlabelled_per_class``,
             ``distractor_classes``, ``label_ratio``, ``label_seed`` of :meth:`generate`),
-            recorded in the file.
+            recorded in the file;
+        seed: the seed they were drawn with (None: not known);
+        dataset: the dataset they were drawn from, when known (:meth:`generate`, or
+            :meth:`load` given it); not saved.
     """
 
     classes: Tensor
@@ -206,6 +219,8 @@ class FixedEpisodes:
     fingerprint: str
     unlabelled: Tensor | None = None
     unlabelled_drawn: dict | None = None
+    seed: int | None = None
+    dataset: ClassDataset | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_way(self) -> int:
@@ -217,6 +232,31 @@ class FixedEpisodes:
 
     def __len__(self) -> int:
         return self.classes.shape[0]
+
+    @overload
+    def __getitem__(self, index: int) -> Episode: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> FixedEpisodes: ...
+
+    def __getitem__(self, index: int | slice) -> Episode | FixedEpisodes:
+        if isinstance(index, slice):
+            return replace(self, classes=self.classes[index], items=self.items[index],
+                           unlabelled=None if self.unlabelled is None else self.unlabelled[index])
+        i = range(len(self))[index]  # IndexError for an episode that is not there
+        if self.dataset is None:
+            raise ValueError("these fixed episodes do not know their dataset, so episode "
+                             f"{index} cannot be gathered: FixedEpisodes.load(path, dataset), "
+                             "or next(episodes.batches(dataset, 1)) for a batch of one")
+        ep = gather_episode(self.dataset, self.classes[i:i + 1], self.items[i:i + 1], self.k_shot)
+        return Episode(ep.support_x[0], ep.support_y[0], ep.query_x[0], ep.query_y[0],
+                       ep.classes[0])
+
+    def __repr__(self) -> str:
+        seed = "" if self.seed is None else f", seed {self.seed}"
+        data = "" if self.dataset is None else f", {self.dataset!r}"
+        return (f"FixedEpisodes({len(self)} episodes, {self.n_way}-way {self.k_shot}-shot "
+                f"{self.q_query}-query{seed}, fingerprint {self.fingerprint}{data})")
 
     @classmethod
     def generate(cls, dataset: ClassDataset, n_way: int, k_shot: int, q_query: int,
@@ -233,14 +273,14 @@ class FixedEpisodes:
         if tables is None:
             table, sizes = dataset.index_table()
             classes, items = sample_indices(table, sizes, n_way, k_shot + q_query, num_episodes, g)
-            return cls(classes, items, k_shot, dataset.fingerprint())
+            return cls(classes, items, k_shot, dataset.fingerprint(), seed=seed, dataset=dataset)
         classes, items, unlabelled = sample_with_unlabelled(
             tables, n_way, k_shot + q_query, unlabelled_per_class, distractor_classes,
             num_episodes, g)
         drawn = {"unlabelled_per_class": unlabelled_per_class,
                  "distractor_classes": distractor_classes, "label_ratio": label_ratio,
                  "label_seed": label_seed}
-        return cls(classes, items, k_shot, dataset.fingerprint(), unlabelled, drawn)
+        return cls(classes, items, k_shot, dataset.fingerprint(), unlabelled, drawn, seed, dataset)
 
     def check(self, dataset: ClassDataset) -> None:
         """Raise ``ValueError`` if these episodes were drawn from another dataset."""
@@ -261,14 +301,22 @@ class FixedEpisodes:
     def save(self, path: str | os.PathLike) -> None:
         # clone(): ``classes`` is a view of a larger tensor, whose whole storage torch.save writes
         state = {"classes": self.classes.clone(), "items": self.items.clone(),
-                 "k_shot": self.k_shot, "fingerprint": self.fingerprint}
+                 "k_shot": self.k_shot, "fingerprint": self.fingerprint,
+                 **({} if self.seed is None else {"seed": self.seed})}
         if self.unlabelled is not None:
             state.update(unlabelled=self.unlabelled.clone(), unlabelled_drawn=self.unlabelled_drawn)
         atomic_torch_save(state, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> FixedEpisodes:
-        """Episodes saved by :meth:`save` (files without unlabelled images load with none)."""
+    def load(cls, path: str | os.PathLike, dataset: ClassDataset | None = None) -> FixedEpisodes:
+        """Episodes saved by :meth:`save` (files without unlabelled images load with none); with
+        ``dataset`` (checked against the fingerprint) they can be indexed into :class:`Episode` s."""
         d = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(d["classes"], d["items"], int(d["k_shot"]), str(d["fingerprint"]),
-                   d.get("unlabelled"), d.get("unlabelled_drawn"))
+        seed = d.get("seed")
+        episodes = cls(d["classes"], d["items"], int(d["k_shot"]), str(d["fingerprint"]),
+                       d.get("unlabelled"), d.get("unlabelled_drawn"),
+                       None if seed is None else int(seed))
+        if dataset is not None:
+            episodes.check(dataset)
+            episodes.dataset = dataset
+        return episodes

@@ -106,4 +106,5 @@ def stroke_characters(split: str = "train", cache_dir: str | os.PathLike | None 
     keep = (targets >= lo) & (targets < hi)
     names = [f"char{c:04d}" for c in range(lo, hi)]
     return TensorClassDataset(images[keep], targets[keep] - lo, names,
-                              ImagePipeline(1, image_size, "area", invert=False))
+                              ImagePipeline(1, image_size, "area", invert=False),
+                              name="embedded", split=split)

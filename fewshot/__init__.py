@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from .version import __version__
 
 if TYPE_CHECKING:  # for type checkers and the API docs; at run time each is imported on first use
+    from .api import FewShotClassifier
+    from .calibration import expected_calibration_error, fit_temperature
     from .engine import (
         EvalResult,
         Prediction,
@@ -37,6 +39,8 @@ if TYPE_CHECKING:  # for type checkers and the API docs; at run time each is imp
 
 # public name -> the module that defines it (the imports above)
 _EXPORTS = {
+    "FewShotClassifier": ".api",
+    "expected_calibration_error": ".calibration", "fit_temperature": ".calibration",
     "EvalResult": ".engine", "Prediction": ".engine", "TrainConfig": ".engine",
     "TrainResult": ".engine", "confidence_interval": ".engine", "evaluate": ".engine",
     "load_learner": ".engine", "paired_test": ".engine", "predict": ".engine",
@@ -52,9 +56,11 @@ _EXPORTS = {
 
 __all__ = [
     "__version__",
-    "Conv4", "EpisodicLearner", "EvalResult", "HeadLearner", "ModelSpec", "Prediction", "ProtoNet",
+    "Conv4", "EpisodicLearner", "EvalResult", "FewShotClassifier", "HeadLearner", "ModelSpec",
+    "Prediction", "ProtoNet",
     "ResNet12", "TrainConfig", "TrainResult", "backbone_of", "build_learner",
-    "confidence_interval", "evaluate", "evaluate_head", "head_config", "load_learner",
+    "confidence_interval", "evaluate", "evaluate_head", "expected_calibration_error",
+    "fit_temperature", "head_config", "load_learner",
     "make_backbone", "make_spec", "method_config", "paired_test", "predict", "protonet_logits",
     "prototypes", "recorded_pipeline", "register", "save_checkpoint", "train",
 ]

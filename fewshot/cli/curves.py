@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..engine.curves import DPI, FORMATS, metrics_path, plot_curves, pyplot, read_metrics, run_labels
 from ..engine.runs import RUN_FILES
-from .args import not_an_input, output_file
+from .args import add_quiet_arg, not_an_input, output_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,6 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "train or pretrain) or its metrics.jsonl; several are overlaid")
     p.add_argument("--output", "--out", required=True, metavar="FIGURE",
                    help=f"image file to write ({', '.join(FORMATS)}; {DPI} dpi)")
+    add_quiet_arg(p)
 
 
 def check_out(out: str, runs: list[str]) -> None:

@@ -14,8 +14,9 @@ from episodes import ClassDataset, FixedEpisodes
 
 from ..engine import distributed
 from ..engine.checkpoint import check_pipeline, load_backbone_weights, load_learner
-from ..engine.evaluate import EvalResult, evaluate
+from ..engine.evaluate import evaluate, query_logits
 from ..engine.provenance import provenance
+from ..engine.results import EvalResult, calibrated_result
 from ..engine.runs import write_json_atomic
 from ..heads import HEADS, head_config
 from ..heads.scoring import evaluate_head
@@ -71,6 +72,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_quiet_arg(p)
     p.add_argument("--json", dest="output", help=argparse.SUPPRESS)  # the old name of --output
     add_unlabelled_args(p, refine=True)
+    g = p.add_argument_group("calibration (expected calibration error, temperature scaling)")
+    g.add_argument("--no-temperature", action="store_true", help="the calibration error of the "
+                   "learner's own probabilities, not at the temperature the checkpoint records")
+    g.add_argument("--fit-temperature", action="store_true", help="fit the temperature on these "
+                   "episodes and report the calibration error before and after (use validation "
+                   "episodes: --split val)")
 
 
 # the episodes scored when neither the flags nor an existing --episodes-file say
@@ -135,12 +142,23 @@ def eval_model(args: argparse.Namespace, device: torch.device
         meta = load_backbone_weights(backbone, args.weights, args.backbone, "--weights")
         add_input_norm(backbone, weights_normalize(args, meta, ds.image_shape[0]))
         backbone.to(device)
+    if args.head and args.fit_temperature:
+        raise ValueError("--fit-temperature fits the temperature of a checkpoint's own learner: "
+                         "leave out --head")
     if args.refine:
         return refined_scorer(args, learner, backbone, config, ds, device), ds
     if not args.head:
-        return (lambda episodes: evaluate(learner, episodes, ds, batch_size=args.episodes_per_pass,
-                                          device=device, max_memory=args.max_memory,
-                                          progress=True)), ds
+        temperature = 1.0 if args.no_temperature else ckpt["temperature"]
+
+        def score(episodes: FixedEpisodes) -> EvalResult:
+            if not args.fit_temperature:
+                return evaluate(learner, episodes, ds, batch_size=args.episodes_per_pass,
+                                device=device, max_memory=args.max_memory,
+                                temperature=temperature, progress=True)
+            logits, labels = query_logits(learner, episodes, ds, args.episodes_per_pass, device,
+                                          max_memory=args.max_memory, progress=True)
+            return calibrated_result(logits, labels, episodes, temperature)
+        return score, ds
     return (lambda episodes: evaluate_head(backbone, args.head, config, episodes, ds,
                                            args.episodes_per_pass, args.chunk_size, device,
                                            progress=True)), ds

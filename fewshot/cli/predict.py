@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="refuse images whose channels differ from the model's")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip unreadable or non-image files (with a warning) instead of failing")
+    p.add_argument("--no-temperature", action="store_true", help="the learner's own "
+                   "probabilities, not those calibrated by the temperature the checkpoint records")
     add_quiet_arg(p)
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
     add_predict_unlabelled_args(p)
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> None:
     preds = predict(learner, spec, args.support, args.query, device, convert=not args.no_convert,
                     batch_size=args.queries_per_pass, pipeline=pipeline,
                     skip_bad=args.skip_bad_images, max_memory=args.max_memory,
-                    unlabelled_dir=args.unlabelled, refiner=refiner)
+                    unlabelled_dir=args.unlabelled, refiner=refiner,
+                    temperature=1.0 if args.no_temperature else ckpt["temperature"])
     text = format_predictions(preds, args.format)
     if args.output:
         atomic_write_text(text, args.output)

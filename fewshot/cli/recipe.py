@@ -28,6 +28,7 @@ from episodes import (
     ClassDataset,
     EpisodeAugment,
     EpisodeSampler,
+    FixedEpisodes,
     ImageBatchSampler,
     SemiSupervisedSampler,
 )
@@ -36,6 +37,7 @@ from episodes.sampler import check_episode_shape
 from episodes.shard import check_shardable
 
 from ..engine import distributed
+from ..engine.calibrate import Calibration, calibrate_checkpoint
 from ..engine.checkpoint import load_checkpoint
 from ..engine.precision import resolve_precision
 from ..engine.provenance import provenance
@@ -260,11 +262,27 @@ def run(args: argparse.Namespace) -> None:
     record["provenance"] = provenance(**data_provenance(args, train_ds), split="train",
                                       seed=args.seed, device=device, files={"init": args.init})
     config = train_config(args, learner, record)
+    calibration = None
     with run_folder(args, record, device):
         result = train(learner, spec, sampler, config, val=val, device=device, monitors=monitors)
+        if kind == "episodic" and val is not None:
+            calibration = calibrate_run(args.out, val, device, args.max_memory)
     if distributed.current().main:
         print(report(args, kind, name, result,
-                     len(train_ds) + (len(unlabelled) if unlabelled is not None else 0)))
+                     len(train_ds) + (len(unlabelled) if unlabelled is not None else 0))
+              + (f"; {calibration} on the val episodes"
+                 + (", recorded in the checkpoints" if calibration.recorded else "")
+                 if calibration else ""))
+
+
+def calibrate_run(out: str, val: tuple[ClassDataset, FixedEpisodes], device: torch.device,
+                  max_memory: int | None) -> Calibration | None:
+    """Fit the temperature of ``best.pt`` and ``last.pt`` in ``out`` on the validation episodes
+    and record it in each (:func:`fewshot.engine.calibrate.calibrate_checkpoint`); returns
+    ``best.pt``'s (``last.pt``'s when there is no ``best.pt``)."""
+    fitted = [calibrate_checkpoint(path, val[0], val[1], device, max_memory)
+              for path in (Path(out) / "best.pt", Path(out) / "last.pt") if path.is_file()]
+    return fitted[0] if fitted else None
 
 
 def report(args: argparse.Namespace, kind: str, name: str, result: TrainResult,

@@ -13,8 +13,8 @@ from torch import nn
 
 from episodes import ClassDataset, FixedEpisodes
 
-from ..engine.evaluate import EvalResult
 from ..engine.refined import check_refinable, evaluate_refined, refiner_for
+from ..engine.results import EvalResult
 from ..refine import REFINES, PrototypeRefiner
 from .args import bounded, count, positive_int
 

@@ -1,7 +1,12 @@
 """Checkpoints: written atomically, carrying the model spec so any command can rebuild the model,
 and the image pipeline (:class:`episodes.ImagePipeline`) its training data was read with, so every
 command reads files the same way. Every command reads them, and weights files (``--init``,
-``--weights``), through one reader, :class:`CheckpointFile`."""
+``--weights``), through one reader, :class:`CheckpointFile`.
+
+A checkpoint may also hold ``temperature``: the scalar the learner's logits are divided by before
+the softmax for calibrated probabilities (:mod:`fewshot.calibration`), fitted by ``fewshot train``
+on its validation episodes (:func:`fewshot.engine.calibrate.set_temperature`); a checkpoint
+without it reads as 1."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from torch import Tensor, nn
 from episodes import ClassDataset, ImagePipeline
 from episodes.io import atomic_torch_save
 
+from ..calibration import stored_temperature
 from ..models.learner import EpisodicLearner, ModelSpec
 from ..models.weights import SAVE_WEIGHTS, backbone_state, fit_backbone, plain_state_dict
 from ..registry import build_learner, canonical, stored_spec
@@ -162,7 +168,8 @@ class CheckpointFile:
         Returns:
             ``(learner, spec, checkpoint)``; ``checkpoint["pipeline"]`` is the recorded
             :class:`ImagePipeline`, or None for a checkpoint written before pipelines were
-            recorded (:func:`recorded_pipeline` turns that into a clear error).
+            recorded (:func:`recorded_pipeline` turns that into a clear error);
+            ``checkpoint["temperature"]`` a positive float (1.0 when none was fitted).
         """
         ckpt = dict(self.checkpoint())
         spec = stored_spec(ckpt["spec"])
@@ -174,6 +181,7 @@ class CheckpointFile:
                              f"checkpoint of a run that trained well")
         saved = ckpt.get("pipeline")
         ckpt["pipeline"] = None if saved is None else ImagePipeline.from_dict(saved, str(self.path))
+        ckpt["temperature"] = stored_temperature(ckpt.get("temperature"), str(self.path))
         return learner.to(device), spec, ckpt
 
     def backbone_state(self) -> tuple[dict[str, Tensor], dict | None]:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 from scipy import stats
 from torch import Tensor
 
-from episodes import ClassDataset, FixedEpisodes, to_unit_float
+from episodes import ClassDataset, Episode, FixedEpisodes, to_unit_float
 from episodes.episode import class_major_labels
-from episodes.io import atomic_write_text
 from episodes.progress import Meter, bar
 from episodes.sampler import gather_episode
 
@@ -23,52 +20,20 @@ from ..models.learner import EpisodicLearner
 from . import distributed
 from .memory import bytes_per_item, chunks, image_chunk, items_per_chunk, memory_budget
 from .precision import autocast, resolve_precision
+from .results import SCORES, EvalResult, confidence_interval, episode_scores, result_from_scores
 
 
-def confidence_interval(accuracies: Tensor) -> float:
-    """Half-width of the 95% interval of the mean: ``1.96 * std / sqrt(E)`` (sample std, ddof=1)."""
-    if accuracies.numel() < 2:
-        return float("nan")
-    return 1.96 * float(accuracies.double().std(unbiased=True)) / math.sqrt(accuracies.numel())
-
-
-@dataclass
-class EvalResult:
-    """Accuracies of E fixed episodes (fractions in [0, 1], ``[E]``) with their summary."""
-
-    accuracies: Tensor
-    n_way: int
-    k_shot: int
-    q_query: int
-
-    @property
-    def mean(self) -> float:
-        return float(self.accuracies.double().mean())
-
-    @property
-    def ci95(self) -> float:
-        return confidence_interval(self.accuracies)
-
-    def __str__(self) -> str:
-        return (f"{self.n_way}-way {self.k_shot}-shot: {100 * self.mean:.2f} +- "
-                f"{100 * self.ci95:.2f} % ({len(self.accuracies)} episodes)")
-
-    def to_dict(self) -> dict:
-        return {"n_way": self.n_way, "k_shot": self.k_shot, "q_query": self.q_query,
-                "episodes": len(self.accuracies), "mean": self.mean, "ci95": self.ci95,
-                "accuracies": self.accuracies.tolist()}
-
-    def save_json(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json.dumps(self.to_dict(), indent=1), path)
-
-
-def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
-             batch_size: int | None = None, device: torch.device | str | None = None,
-             precision: str = "fp32", max_memory: int | None = None, progress: bool = False
+def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes | Episode,
+             dataset: ClassDataset | None = None, batch_size: int | None = None,
+             device: torch.device | str | None = None, precision: str = "fp32",
+             max_memory: int | None = None, temperature: float = 1.0, progress: bool = False
              ) -> EvalResult:
-    """Accuracy of ``learner`` (in eval mode) on each of ``episodes`` drawn from ``dataset``.
+    """Accuracy of ``learner`` (in eval mode) on each of ``episodes`` drawn from ``dataset``, and
+    the expected calibration error of its query probabilities ``softmax(logits / temperature)``
+    (:mod:`fewshot.calibration`).
+
+    ``episodes`` may also be an :class:`~episodes.Episode` (a batch ``[T, N*K, C, H, W]``, or one
+    episode ``[N*K, C, H, W]``), scored as it is, without ``dataset``.
 
     Memory stays within a budget (:func:`fewshot.engine.memory.memory_budget`: ``max_memory`` bytes, or
     a share of the device's free memory). Learners with per-image features embed each distinct
@@ -87,21 +52,53 @@ def evaluate(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDa
         precision: "fp32", or "bf16" (bfloat16 autocast); "auto" as in training
             (:func:`fewshot.engine.precision.resolve_precision`, for any method).
         max_memory: bytes one forward may take (None: from the device's free memory).
+        temperature: the logits are divided by it for the calibration error (accuracy does not
+            depend on it).
         progress: show how far it is (:func:`episodes.progress.bar`: a bar on a terminal, a
             heartbeat line at least every 10 s otherwise).
     """
-    if device is None:
-        device = next(learner.parameters()).device
-    device = torch.device(device)
-    episodes.check(dataset)
-    precision = resolve_precision(precision, device)
-    accs = score_shards(episodes, lambda part: _score(learner, part, dataset, batch_size, device,
-                                                      precision, max_memory, progress))
-    return EvalResult(accs, episodes.n_way, episodes.k_shot, episodes.q_query)
+    if isinstance(episodes, Episode):
+        return _evaluate_episode(learner, episodes, device, precision, temperature)
+    if dataset is None:
+        raise ValueError("evaluate(learner, episodes, dataset): fixed episodes are indices into "
+                         "the dataset they were drawn from: pass it")
+    scores = score_shards(episodes, lambda part: torch.cat([
+        episode_scores(logits, y, temperature) for logits, y in
+        query_logit_batches(learner, part, dataset, batch_size, device, precision, max_memory,
+                            progress)]),
+        SCORES, torch.float64)
+    return result_from_scores(scores, episodes, temperature)
 
 
-def score_shards(episodes: FixedEpisodes, score: Callable[[FixedEpisodes], Tensor]) -> Tensor:
-    """``score(episodes)`` -> per-episode accuracies ``[E]``; in a distributed run
+def _evaluate_episode(learner: EpisodicLearner, episode: Episode,
+                      device: torch.device | str | None, precision: str, temperature: float
+                      ) -> EvalResult:
+    """:func:`evaluate` of an :class:`Episode` (a batch, or one episode), in one forward."""
+    device = torch.device(device) if device is not None else next(learner.parameters()).device
+    ep = episode.as_batch().to(device)
+    with _eval_mode(learner), autocast(device, resolve_precision(precision, device)):
+        logits = learner.infer(ep.support_x, ep.support_y, ep.query_x, ep.n_way)
+    return result_from_scores(episode_scores(logits, ep.query_y, temperature), ep, temperature)
+
+
+def query_logits(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
+                 batch_size: int | None = None, device: torch.device | str | None = None,
+                 precision: str = "fp32", max_memory: int | None = None, progress: bool = False
+                 ) -> tuple[Tensor, Tensor]:
+    """The query logits of every episode, float ``[E, N*Q, N]`` on the CPU, and their labels
+    ``[E, N*Q]``, computed as :func:`evaluate` computes them (to fit a temperature:
+    :func:`fewshot.calibration.fit_temperature`)."""
+    logits = score_shards(episodes, lambda part: torch.cat([
+        x.float().cpu() for x, _ in
+        query_logit_batches(learner, part, dataset, batch_size, device, precision, max_memory,
+                            progress)]),
+        (episodes.n_way * episodes.q_query, episodes.n_way))
+    return logits, class_major_labels(len(episodes), episodes.n_way, episodes.q_query, "cpu")
+
+
+def score_shards(episodes: FixedEpisodes, score: Callable[[FixedEpisodes], Tensor],
+                 tail: tuple[int, ...] = (), dtype: torch.dtype = torch.float32) -> Tensor:
+    """``score(episodes)`` -> per-episode results ``[E, *tail]`` of ``dtype``; in a distributed run
     (:mod:`fewshot.engine.distributed`; every rank must call this) each rank scores only its contiguous
     part of the episodes and the parts are gathered back in episode order, so every rank returns
     what a single process computes."""
@@ -111,38 +108,47 @@ def score_shards(episodes: FixedEpisodes, score: Callable[[FixedEpisodes], Tenso
     part = ctx.part(len(episodes))
     mine = replace(episodes, classes=episodes.classes[part], items=episodes.items[part],
                    unlabelled=None if episodes.unlabelled is None else episodes.unlabelled[part])
-    accs = score(mine) if len(mine) else torch.zeros(0)
-    return distributed.gather_shards(accs, len(episodes))
+    results = score(mine) if len(mine) else torch.zeros(0, *tail, dtype=dtype)
+    return distributed.gather_shards(results, len(episodes))
 
 
-def _score(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
-           batch_size: int | None, device: torch.device, precision: str, max_memory: int | None,
-           progress: bool = False) -> Tensor:
-    """Per-episode accuracies ``[E]`` of ``episodes`` in this process (see :func:`evaluate`)."""
-    budget = memory_budget(device, max_memory)
+@contextmanager
+def _eval_mode(learner: EpisodicLearner) -> Iterator[None]:
+    """``learner`` in eval mode for the body, put back in its mode after."""
     was_training = learner.training
     learner.eval()
     try:
-        with autocast(device, precision), bar(total=len(episodes), desc="eval", unit="episode",
-                                              enabled=progress) as meter:
-            if learner.features_per_image():
-                accs = _from_features(learner, episodes, dataset, batch_size, device, budget,
-                                      meter)
-            else:
-                accs = _from_episodes(learner, episodes, dataset, batch_size, device, budget,
-                                      meter)
+        yield
     finally:
         learner.train(was_training)
-    return accs
 
 
-def _accuracy(logits: Tensor, query_y: Tensor) -> Tensor:
-    return (logits.argmax(-1) == query_y).float().mean(1).cpu()
+def query_logit_batches(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
+                        batch_size: int | None = None, device: torch.device | str | None = None,
+                        precision: str = "fp32", max_memory: int | None = None,
+                        progress: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+    """Query logits ``[g, N*Q, N]`` and labels ``[g, N*Q]`` of the episodes, a batch of g at a
+    time, in episode order, with ``learner`` in eval mode (see :func:`evaluate`; ``progress``:
+    a bar, or heartbeat lines off a terminal)."""
+    if device is None:
+        device = next(learner.parameters()).device
+    device = torch.device(device)
+    episodes.check(dataset)
+    precision = resolve_precision(precision, device)
+    budget = memory_budget(device, max_memory)
+    with _eval_mode(learner), autocast(device, precision), bar(
+            total=len(episodes), desc="eval", unit="episode", enabled=progress) as meter:
+        if learner.features_per_image():
+            yield from _from_features(learner, episodes, dataset, batch_size, device, budget,
+                                      meter)
+        else:
+            yield from _from_episodes(learner, episodes, dataset, batch_size, device, budget,
+                                      meter)
 
 
 def _from_episodes(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
                    batch_size: int | None, device: torch.device, budget: int, meter: Meter
-                   ) -> Tensor:
+                   ) -> Iterator[tuple[Tensor, Tensor]]:
     """Whole episodes through ``learner.infer``, ``batch_size`` (or as many as fit) at a time;
     ``meter`` counts them."""
     if batch_size is None:
@@ -151,12 +157,9 @@ def _from_episodes(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: C
         per_episode = bytes_per_item(lambda: learner.infer(
             probe.support_x, probe.support_y, probe.query_x, probe.n_way))
         batch_size = items_per_chunk(per_episode, budget, len(episodes))
-    accs = []
     for ep in episodes.batches(dataset, batch_size, device):
-        accs.append(_accuracy(learner.infer(ep.support_x, ep.support_y, ep.query_x, ep.n_way),
-                              ep.query_y))
+        yield learner.infer(ep.support_x, ep.support_y, ep.query_x, ep.n_way), ep.query_y
         meter.update(len(ep))
-    return torch.cat(accs)
 
 
 def embed_items(embed: Callable[[Tensor], Tensor], dataset: ClassDataset, index: Tensor,
@@ -171,7 +174,7 @@ def embed_items(embed: Callable[[Tensor], Tensor], dataset: ClassDataset, index:
 
 def _from_features(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: ClassDataset,
                    batch_size: int | None, device: torch.device, budget: int, meter: Meter
-                   ) -> Tensor:
+                   ) -> Iterator[tuple[Tensor, Tensor]]:
     """Embed the distinct images of a group of episodes once, then score the group's episodes
     from their features with ``learner.head``, ``batch_size`` (or as many as fit) at a time.
     A group is every episode when all their features fit half the budget. ``meter`` counts the
@@ -191,7 +194,6 @@ def _from_features(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: C
         batch_size = items_per_chunk(per_episode + n * kq * feat_bytes, budget // 2)
     support_y = class_major_labels(1, n, k, device)
     query_y = class_major_labels(1, n, kq - k, device)
-    accs = []
     for group in chunks(len(episodes), per_group):
         unique, inverse = episodes.items[group].unique(return_inverse=True)
         meter.set_description(f"eval: embedding {len(unique)} images")
@@ -204,9 +206,8 @@ def _from_features(learner: EpisodicLearner, episodes: FixedEpisodes, dataset: C
             with torch.no_grad():
                 logits = learner.head(f[:, :, :k].flatten(1, 2), support_y.expand(g, -1),
                                       f[:, :, k:].flatten(1, 2), n)
-            accs.append(_accuracy(logits, query_y.expand(g, -1)))
+            yield logits, query_y.expand(g, -1)
             meter.update(g)
-    return torch.cat(accs)
 
 
 def _feature_shape(learner: EpisodicLearner, dataset: ClassDataset, device: torch.device

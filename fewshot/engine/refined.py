@@ -14,8 +14,9 @@ from episodes import ClassDataset, FixedEpisodes
 from episodes.episode import class_major_labels
 
 from ..refine import PrototypeRefiner
-from .evaluate import EvalResult, embed_items, score_shards
+from .evaluate import embed_items, score_shards
 from .memory import chunks, memory_budget
+from .results import EvalResult
 
 
 def refiner_for(learner: nn.Module | None, mode: str, steps: int | None) -> PrototypeRefiner:

@@ -20,8 +20,9 @@ from episodes import ClassDataset, FixedEpisodes
 from episodes.episode import class_major_labels
 from episodes.progress import Meter, bar
 
-from ..engine.evaluate import EvalResult, evaluate, score_shards
+from ..engine.evaluate import evaluate, score_shards
 from ..engine.features import extract_features
+from ..engine.results import SCORES, EvalResult, episode_scores, result_from_scores
 from . import HeadLearner, registered
 
 
@@ -37,16 +38,26 @@ def episode_features(backbone: nn.Module, episodes: FixedEpisodes, dataset: Clas
 def evaluate_features(head: str, config: Any, features: Tensor, where: Tensor,
                       episodes: FixedEpisodes, batch_size: int | None = 50,
                       meter: Meter | None = None) -> EvalResult:
-    """Accuracy of ``head`` (a feature head of :data:`fewshot.heads.HEADS`) on each episode, from
-    :func:`episode_features`'s ``features`` and ``where`` (``batch_size`` episodes per fit;
-    None: 50); ``meter`` (:func:`episodes.progress.bar`) counts the episodes scored."""
+    """:func:`feature_scores` summed: the :class:`EvalResult` of the episodes."""
+    return result_from_scores(feature_scores(head, config, features, where, episodes, batch_size,
+                                             meter), episodes)
+
+
+def feature_scores(head: str, config: Any, features: Tensor, where: Tensor,
+                   episodes: FixedEpisodes, batch_size: int | None = 50,
+                   meter: Meter | None = None) -> Tensor:
+    """Accuracy of ``head`` (a feature head of :data:`fewshot.heads.HEADS`) on each episode, and
+    the calibration of its query probabilities, from :func:`episode_features`'s ``features`` and
+    ``where`` (``batch_size`` episodes per fit; None: 50), as rows ``[E, 1 + 3 * BINS]``
+    (:func:`fewshot.engine.evaluate.episode_scores`); ``meter`` (:func:`episodes.progress.bar`)
+    counts the episodes scored."""
     batch_size = batch_size or 50
     fit = registered(head).logits
     if fit is None:
         raise ValueError(f"head {head} fine-tunes the backbone: score it on the images "
                          f"(evaluate_head)")
     k, device = episodes.k_shot, features.device
-    accs = []
+    scores = []
     for s in range(0, len(episodes), batch_size):
         rows = where[s:s + batch_size].to(device)
         t, n, kq = rows.shape
@@ -56,10 +67,10 @@ def evaluate_features(head: str, config: Any, features: Tensor, where: Tensor,
         query_y = class_major_labels(t, n, kq - k, device)
         with torch.set_grad_enabled(registered(head).needs_grad):
             logits = fit(support, class_major_labels(t, n, k, device), query, n, config)
-        accs.append((logits.argmax(-1) == query_y).float().mean(1).cpu())
+        scores.append(episode_scores(logits.detach(), query_y))
         if meter is not None:
             meter.update(t)
-    return EvalResult(torch.cat(accs), episodes.n_way, episodes.k_shot, episodes.q_query)
+    return torch.cat(scores)
 
 
 def evaluate_head(backbone: nn.Module, head: str, config: Any, episodes: FixedEpisodes,
@@ -80,9 +91,7 @@ def evaluate_head(backbone: nn.Module, head: str, config: Any, episodes: FixedEp
                  enabled=progress) as meter:
             features, where = episode_features(backbone, part, dataset, chunk_size)
             meter.set_description(f"eval: fitting {head} heads")
-            return evaluate_features(head, config, features, where, part, batch_size,
-                                     meter).accuracies
+            return feature_scores(head, config, features, where, part, batch_size, meter)
 
     episodes.check(dataset)
-    return EvalResult(score_shards(episodes, score), episodes.n_way, episodes.k_shot,
-                      episodes.q_query)
+    return result_from_scores(score_shards(episodes, score, SCORES, torch.float64), episodes)

@@ -45,6 +45,25 @@ class ModelSpec:
         return asdict(self)
 
 
+EXPECTED = ("support_x [T, N*K, C, H, W], support_y [T, N*K] and query_x [T, M, C, H, W] (a batch "
+            "of T episodes), or [N*K, C, H, W], [N*K] and [M, C, H, W] (one episode)")
+
+
+def check_episode_inputs(support_x: Tensor, support_y: Tensor, query_x: Tensor) -> bool:
+    """Whether the inputs are one episode without the leading episode dimension (labels
+    ``[N*K]``) rather than a batch (labels ``[T, N*K]``); ``ValueError`` naming the expected
+    shapes when they fit neither (inputs ``[*, 1]`` of regression tasks are checked the same
+    way: support_x has the labels' shape and then the input's)."""
+    single = support_y.dim() == 1
+    if support_y.dim() not in (1, 2) or support_x.shape[:support_y.dim()] != support_y.shape \
+            or query_x.dim() != support_x.dim() or support_x.dim() <= support_y.dim() \
+            or (not single and query_x.shape[0] != support_x.shape[0]) \
+            or query_x.shape[support_y.dim() + 1:] != support_x.shape[support_y.dim() + 1:]:
+        raise ValueError(f"a learner takes {EXPECTED}; got support_x {list(support_x.shape)}, "
+                         f"support_y {list(support_y.shape)}, query_x {list(query_x.shape)}")
+    return single
+
+
 class EpisodicLearner(nn.Module, ABC):
     """Base of all learners: ``forward(support_x, support_y, query_x, n_way) -> logits``.
 
@@ -93,8 +112,16 @@ class EpisodicLearner(nn.Module, ABC):
 
     def __call__(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int
                  ) -> Tensor:
+        """Logits of a batch of T episodes (``[T, N*K, C, H, W]``, ``[T, N*K]``,
+        ``[T, M, C, H, W]`` -> ``[T, M, N]``) or of one episode without the leading dimension
+        (``[N*K, C, H, W]``, ``[N*K]``, ``[M, C, H, W]`` -> ``[M, N]``); shapes that fit neither
+        raise ``ValueError`` saying what is expected."""
+        single = check_episode_inputs(support_x, support_y, query_x)
+        if single:
+            support_x, support_y, query_x = (t.unsqueeze(0) for t in (support_x, support_y, query_x))
         with self.episode_norm(support_x.shape[0]):
-            return super().__call__(support_x, support_y, query_x, n_way)
+            logits = super().__call__(support_x, support_y, query_x, n_way)
+        return logits.squeeze(0) if single else logits
 
     def episode_norm(self, episodes: int, name: str = "") -> AbstractContextManager:
         """The BatchNorm mode of a forward pass over ``episodes`` episodes laid out

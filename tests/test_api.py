@@ -173,6 +173,12 @@ def test_the_documented_snippets_run(tmp_path: Path, monkeypatch, tiny_dataset):
     scope = {"support_images": support_images, "query_images": query_images}
     exec(python_block("getting-started.md", "### Classify your own images"), scope)  # noqa: S102
     assert scope["clf"].classes_ == ["cat", "dog"]
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = "from fewshot import FewShotClassifier" + readme.split(
+        "```python\nfrom fewshot import FewShotClassifier", 1)[1].split("```", 1)[0]
+    scope = {}
+    exec(block, scope)  # noqa: S102 - the README's own inference snippet
+    assert scope["clf"].classes_ == ["cat", "dog"]
 
     from episodes import FixedEpisodes
     val_ds = tiny_dataset(num_classes=6, per_class=8, size=16)

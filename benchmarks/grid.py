@@ -140,7 +140,8 @@ def train_or_resume(rec: dict, key: str, learner: Any, spec: Any, sampler: Any,
                     plan: Plan | None = None,
                     after_chunk: Callable[[TrainResult], None] | None = None,
                     save: Callable[[], None] = lambda: None,
-                    train_fn: Callable[..., TrainResult] = train) -> bool:
+                    train_fn: Callable[..., TrainResult] = train,
+                    chunk_seconds: float | None = None) -> bool:
     """Train (or continue, from ``config.checkpoint_dir``'s ``last.pt``) one model towards
     ``config.steps`` within ``budget``; True once it is finished.
 
@@ -148,7 +149,9 @@ def train_or_resume(rec: dict, key: str, learner: Any, spec: Any, sampler: Any,
     is done, stops progressing or the budget runs out. After each call ``rec`` (the model's
     record in ``results["models"]``) holds ``steps``, ``target_steps``, ``seconds`` (training
     seconds, train()'s clock, summed over calls) and ``status`` ("done" or "training"), then
-    ``after_chunk`` may add to it (or finish the model), and ``save`` writes it. Each call of this
+    ``after_chunk`` may add to it (or finish the model), and ``save`` writes it. With
+    ``chunk_seconds``, a call also stops after that many seconds of training (a time-to-accuracy
+    curve point is due then, whatever the validation interval). Each call of this
     function adds a session (date, device, steps from and to, seconds, train() calls) to
     ``rec["sessions"]``."""
     session = {"date": env["date"], "device": env["device"], "steps_from": rec.get("steps", 0)}
@@ -157,8 +160,8 @@ def train_or_resume(rec: dict, key: str, learner: Any, spec: Any, sampler: Any,
     while (left := budget.left()) > 0:
         tick = time.monotonic()
         target = plan(rec.get("steps", 0), left, per_step) if plan else config.steps
-        cfg = replace(config, steps=target, resume=True, progress=False,
-                      time_limit=rec.get("seconds", 0.0) + left)
+        limit = rec.get("seconds", 0.0) + min(left, chunk_seconds or left)
+        cfg = replace(config, steps=target, resume=True, progress=False, time_limit=limit)
         res = train_fn(learner, spec, sampler, cfg, val=val, device=device)
         progressed = res.steps > rec.get("steps", 0)
         per_step = (time.monotonic() - tick) / max(1, res.steps - rec.get("steps", 0))

@@ -145,7 +145,9 @@ def train_model(p: Protocol, data: dict, rec: dict, args: argparse.Namespace) ->
                       checkpoint_every=args.p["checkpoint_every"], precision=args.precision)
     return grid.train_or_resume(rec, p.model_key, learner, spec, sampler, cfg, args.budget,
                                 args.env, device=args.device, val=val, plan=plan,
-                                after_chunk=after_chunk, save=lambda: save(args), train_fn=train)
+                                after_chunk=after_chunk, save=lambda: save(args),
+                                chunk_seconds=60 * args.curve.every if args.curve.every else None,
+                                train_fn=train)
 
 
 def score(p: Protocol, data: dict, model: dict, args: argparse.Namespace,

@@ -18,7 +18,7 @@ IDS = [p.name for p in NOTEBOOKS]
 
 
 def test_the_notebooks_of_the_course_are_there():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)

@@ -19,239 +19,53 @@ Launch the usual command under ``torchrun`` (``torchrun --nproc-per-node 4 -m fe
   exactly the single-process update. Pre-training normalises each rank's B/W images with their
   own statistics, so it matches a single process with BatchNorm over B/W images, not B.
 - :func:`gather_shards` puts per-episode results of sharded evaluation back in episode order.
+
+The process group lives in :mod:`fewshot.engine.process_group`, the collectives in
+:mod:`fewshot.engine.collectives`; both are importable from here, with :class:`GradientSync`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import os
-import re
-import signal
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from episodes.shard import shard_range
+from .collectives import (
+    all_reduce_,
+    any_rank,
+    average_buffers,
+    barrier,
+    broadcast_module,
+    comm_device,
+    gather_objects,
+    gather_shards,
+    on_main,
+)
+from .process_group import (
+    COMMUNICATION_ERRORS,
+    DEFAULT_TIMEOUT,
+    Context,
+    Stopped,
+    current,
+    failure,
+    init,
+    launched,
+    local_device,
+    lost_peers,
+    refuse_several_processes,
+    shutdown,
+)
 
-DEFAULT_TIMEOUT = 600.0  # seconds a collective may wait for the other ranks
-
-
-@dataclass(frozen=True)
-class Context:
-    """This process's place in the run: ``rank`` of ``world_size``, ``local_rank`` on its node."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        """The rank that writes checkpoints, logs, ``run.json`` and prints."""
-        return self.rank == 0
-
-    def part(self, n: int) -> slice:
-        """This rank's contiguous part of ``n`` items (:func:`episodes.shard.shard_range`)."""
-        return shard_range(n, self.rank, self.world_size)
-
-
-class Stopped(RuntimeError):
-    """The launcher stopped this process (another rank failed)."""
-
-
-COMMUNICATION_ERRORS = ("gloo", "NCCL", "Connection closed", "Connection reset", "timed out",
-                        "Timed out", "ProcessGroup")
-
-
-def lost_peers(e: BaseException) -> bool:
-    """Whether ``e`` means that the other processes of a distributed run are gone or silent
-    (gloo raises a plain ``RuntimeError`` naming itself when a peer's connection closes)."""
-    if isinstance(e, Stopped | dist.DistError):
-        return True
-    return (isinstance(e, RuntimeError) and dist.is_available() and dist.is_initialized()
-            and any(k in str(e) for k in COMMUNICATION_ERRORS))
-
-
-def failure(e: BaseException, out: str | None) -> str:
-    """One line for a distributed run that stopped: what happened and how to continue."""
-    ctx = current() if dist.is_available() and dist.is_initialized() else launched()
-    what = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    what = re.sub(r"^\[[^\]]*\]\s*", "", what).split(". ")[0]  # gloo: no source path, no advice
-    if not isinstance(e, Stopped):
-        what = (f"rank {ctx.rank} of {ctx.world_size} lost the other processes (a process failed, "
-                f"was killed or did not answer within --dist-timeout): {type(e).__name__}: {what}")
-    resume = (f": the last checkpoint is {out}/last.pt; continue with --resume (any number of "
-              f"processes)" if out else "")
-    return f"distributed run stopped: {what}{resume}"
-
-
-def launched() -> Context:
-    """The context torchrun's environment describes (a single process without it)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Context()
-    return Context(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def current() -> Context:
-    """The context of the initialised process group (a single process when there is none)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return Context()
-    return Context(dist.get_rank(), dist.get_world_size(), launched().local_rank)
-
-
-def refuse_several_processes(learner: nn.Module | type) -> None:
-    """Raise ValueError in a run on several processes when ``learner`` (or its class) trains in
-    one only (its ``one_process`` reason, :class:`fewshot.models.learner.EpisodicLearner`)."""
-    reason = getattr(learner, "one_process", None)
-    if reason and current().active:
-        raise ValueError(f"{reason}: run it without torchrun")
-
-
-def local_device(device: torch.device) -> torch.device:
-    """``device`` for this process: a CUDA device without an index becomes ``cuda:LOCAL_RANK``
-    when launched by torchrun. Raises ``ValueError`` for ``cuda:N`` with several processes per
-    node (they would share one GPU)."""
-    ctx = launched()
-    if device.type != "cuda" or not ctx.active:
-        return device
-    if device.index is None:
-        return torch.device("cuda", ctx.local_rank)
-    if int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
-        raise ValueError(f"--device {device} would put every process of this node on one GPU: "
-                         f"use --device cuda (each process takes GPU LOCAL_RANK)")
-    return device
-
-
-def init(device: torch.device, timeout: float = DEFAULT_TIMEOUT) -> Context:
-    """Join the process group torchrun's environment describes (nothing for a single process).
-
-    Args:
-        device: this process's device (:func:`local_device`): NCCL for CUDA, gloo otherwise.
-        timeout: seconds any collective waits for the other ranks before failing.
-    """
-    ctx = launched()
-    if not ctx.active or dist.is_initialized():
-        return current()
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout),
-                            device_id=device if cuda else None)
-    # torchrun's agent stops the other workers with SIGTERM when one fails: end with one line
-    signal.signal(signal.SIGTERM, _terminated)
-    return current()
-
-
-def _terminated(signum: int, frame: Any) -> None:
-    raise Stopped(f"rank {current().rank} was stopped by the launcher (signal {signum}) because "
-                  f"another process of the run failed")
-
-
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _comm_device() -> torch.device:
-    return (torch.device("cuda", torch.cuda.current_device())
-            if dist.get_backend() == "nccl" else torch.device("cpu"))
-
-
-def all_reduce_(tensors: list[Tensor], scale: float = 1.0) -> None:
-    """Replace each tensor (all of one dtype) by ``scale`` times its sum over the ranks, with one
-    all-reduce of their concatenation."""
-    if not tensors:
-        return
-    flat = torch.cat([t.reshape(-1) for t in tensors]).to(_comm_device())
-    if scale != 1.0:
-        flat.mul_(scale)
-    dist.all_reduce(flat)
-    for t, piece in zip(tensors, flat.split([t.numel() for t in tensors]), strict=True):
-        t.copy_(piece.view_as(t))
-
-
-def average_buffers(module: nn.Module, share: float) -> None:
-    """Set every floating buffer of ``module`` to the ``share``-weighted sum over the ranks (the
-    shares sum to 1): the running statistics of the whole batch."""
-    by_dtype: dict[torch.dtype, list[Tensor]] = {}
-    for b in module.buffers():
-        if b.is_floating_point():
-            by_dtype.setdefault(b.dtype, []).append(b)
-    for group in by_dtype.values():
-        all_reduce_(group, share)
-
-
-def broadcast_module(module: nn.Module) -> None:
-    """Copy rank 0's parameters and buffers to every rank."""
-    with torch.no_grad():
-        for t in [*module.parameters(), *module.buffers()]:
-            buf = t.detach().to(_comm_device())
-            dist.broadcast(buf, 0)
-            t.copy_(buf)
-
-
-def gather_shards(local: Tensor, n: int) -> Tensor:
-    """Every rank's part (:meth:`Context.part`) of ``n`` results ``[n_r, ...]`` put back in order:
-    ``[n, ...]`` on every rank (on ``local``'s device)."""
-    ctx = current()
-    size = -(-n // ctx.world_size)
-    padded = torch.zeros(size, *local.shape[1:], dtype=local.dtype, device=_comm_device())
-    padded[:len(local)] = local
-    pieces = [torch.empty_like(padded) for _ in range(ctx.world_size)]
-    dist.all_gather(pieces, padded)
-    parts = [shard_range(n, r, ctx.world_size) for r in range(ctx.world_size)]
-    return torch.cat([p[:s.stop - s.start] for p, s in zip(pieces, parts, strict=True)]
-                     ).to(local.device)
-
-
-def gather_objects(obj: Any) -> list[Any]:
-    """Every rank's ``obj`` (picklable), in rank order, on every rank."""
-    out: list[Any] = [None] * current().world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def any_rank(flag: bool) -> bool:
-    """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
-    t = torch.tensor([float(flag)], device=_comm_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def on_main(fn: Any, *args: Any) -> Any:
-    """``fn(*args)`` run on rank 0 only, its result returned on every rank; an exception there
-    is raised on every rank (as ``type(e)(message)``), so no rank waits for one that failed."""
-    result, error = None, None
-    if current().main:
-        try:
-            result = fn(*args)
-        except Exception as e:  # noqa: BLE001 - passed to every rank, then raised
-            error = e
-    if current().active:
-        box = [(result, None if error is None else
-                (type(error), str(error.args[0]) if error.args else str(error)))]
-        dist.broadcast_object_list(box, 0)
-        result, failed = box[0]
-        if failed is not None and error is None:
-            raise failed[0](failed[1])
-    if error is not None:
-        raise error
-    return result
-
-
-def barrier() -> None:
-    """Wait for every rank (nothing for a single process)."""
-    if current().active:
-        dist.barrier()
+__all__ = [
+    "COMMUNICATION_ERRORS", "DEFAULT_TIMEOUT", "Context", "GradientSync", "Stopped",
+    "all_reduce_", "any_rank", "average_buffers", "barrier", "broadcast_module", "current",
+    "failure", "gather_objects", "gather_shards", "init", "launched", "local_device", "lost_peers",
+    "on_main", "refuse_several_processes", "shutdown",
+]
 
 
 class _BatchLoss(nn.Module):
@@ -331,7 +145,7 @@ class GradientSync:
         parameters: the all-reduce of differently sized lists would otherwise wait for the
         collective's timeout (one small all-reduce of a mask ``[P]``)."""
         named = list(self.learner.named_parameters())
-        has = torch.tensor([float(p.grad is not None) for _, p in named], device=_comm_device())
+        has = torch.tensor([float(p.grad is not None) for _, p in named], device=comm_device())
         dist.all_reduce(has)
         differ = [n for (n, _), c in zip(named, has.tolist(), strict=True)
                   if c not in (0, self.ctx.world_size)]

@@ -1,10 +1,7 @@
-"""Random N-way K-shot episodes, T at a time (:class:`EpisodeSampler`).
-
-Indices are drawn on the CPU from an explicit ``torch.Generator`` (so a seed gives the same episodes
-on every device); the images are then gathered by index where the dataset lives (the GPU, when the
-dataset was moved there), with no Python loop per image or per episode (:mod:`episodes.draw`).
-Fixed, seeded evaluation episodes are :class:`~episodes.fixed.FixedEpisodes`, also importable from
-here, as are the drawing helpers.
+"""Random N-way K-shot episodes, T at a time (:class:`EpisodeSampler`), drawn and gathered by
+:mod:`episodes.draw` (indices on the CPU from an explicit ``torch.Generator``, images gathered on
+the dataset's device, no Python loop per image or episode). Fixed, seeded evaluation episodes
+(:class:`~episodes.fixed.FixedEpisodes`) and the drawing helpers are also importable from here.
 """
 
 from __future__ import annotations

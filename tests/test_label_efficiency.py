@@ -19,7 +19,13 @@ sys.path.insert(0, str(BENCH))
 
 import label_efficiency as bench  # noqa: E402
 import label_efficiency_render as render  # noqa: E402
-from label_efficiency_protocols import PRESETS, line_kind, models  # noqa: E402
+from label_efficiency_protocols import (  # noqa: E402
+    PRESETS,
+    SEMI_LINES,
+    SMALL_HEADS,
+    line_kind,
+    models,
+)
 
 from episodes import FixedEpisodes, ImagePipeline, TensorClassDataset  # noqa: E402
 
@@ -101,3 +107,22 @@ def test_results_of_another_kind_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="another kind of run"):
         bench.main(["--quick", "--out-dir", str(tmp_path), "--render"])
     assert json.loads((tmp_path / "results.json").read_text())["mode"] == "ssl"
+
+
+@pytest.mark.parametrize("key", ["ssl-moco", *(f"{m}@3" for m in SEMI_LINES)])
+def test_every_line_of_the_gpu_preset_sets_up(key: str, tmp_path: Path) -> None:
+    """The models of the lines the CPU run leaves out: their learner, sampler and one loss (the
+    semi-supervised ones on 3 labels per class and the unlabelled rest)."""
+    args = argparse.Namespace(preset=replace(PRESETS["gpu"], image_size=16, batch=4, ssl_batch=8,
+                                             ssl_options=SMALL_HEADS),
+                              out_dir=tmp_path)
+    torch.manual_seed(0)
+    learner, spec, sampler, steps, cfg = bench.setup(key, tiny(4, 0), args)
+    assert steps == (args.preset.ssl_steps if key.startswith("ssl-") else args.preset.steps)
+    if key.startswith("ssl-"):
+        assert spec.method == "moco" and cfg["optimizer"] == "adam"
+    else:
+        assert spec.method == key.split("@")[0] and cfg["optimizer"] == "sgd"
+        assert len(sampler.dataset) == 12 and sampler.batch_size == 4
+    loss, _ = learner.batch_loss(sampler.sample())
+    assert torch.isfinite(loss)

@@ -76,6 +76,8 @@ def setup(key: str, train_ds: TensorClassDataset, args: argparse.Namespace) -> t
         method = key.removeprefix("ssl-")
         spec = make_spec(method, p.backbone, 3, size, dict(p.ssl_options.get(method, {})))
         learner = build_learner(spec)
+        if hasattr(learner, "check_batch_size"):  # e.g. MoCo's queue and split BatchNorm
+            learner.check_batch_size(p.ssl_batch)
         sampler = ImageBatchSampler(train_ds, p.ssl_batch, seed=0, views=learner.view_augments())
         return (learner, spec, sampler, p.ssl_steps,
                 dict(lr=1e-3, optimizer="adam", weight_decay=1e-6))

@@ -47,6 +47,7 @@ from label_efficiency_render import render_figure, render_table
 
 from episodes import (
     AugmentConfig,
+    FixedEpisodes,
     ImageBatchSampler,
     SemiSupervisedSampler,
     TensorClassDataset,
@@ -126,7 +127,8 @@ def train_one(key: str, args: argparse.Namespace) -> None:
     grid.save_results(rec, record_path)
 
 
-def val_episodes(test_ds: TensorClassDataset, shot: int, args: argparse.Namespace):
+def val_episodes(test_ds: TensorClassDataset, shot: int,
+                 args: argparse.Namespace) -> FixedEpisodes:
     return grid.fixed_episodes(test_ds, 5, shot, 15, args.preset.test_episodes, "mini-val")
 
 
@@ -141,6 +143,17 @@ def score(learner: torch.nn.Module, test_ds: TensorClassDataset,
         r = evaluate_features("prototype", PrototypeHead(), feats, where, episodes, 50)
         out[shot] = {**grid.scores(r), "seconds": round(time.perf_counter() - tick, 1)}
     return out
+
+
+def check_levels(levels: tuple[int, ...], lines: tuple[str, ...], smallest: int) -> None:
+    """Exit with one line if a level asks for more labels than the smallest train class has
+    images (semi-supervised lines: leaving it none unlabelled)."""
+    semi = any(line_kind(line) == "semi-supervised" for line in lines)
+    top = smallest - 1 if semi else smallest
+    if max(levels) > top:
+        raise SystemExit(f"--levels {max(levels)}: the smallest train class has {smallest} images"
+                         + (", and the semi-supervised lines need some left unlabelled"
+                            if semi else "") + f": give levels of at most {top}")
 
 
 def ensure_trained(key: str, args: argparse.Namespace, after: Future | None) -> bool:
@@ -220,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
                           else [])]
     args.budget = grid.Budget.of_minutes(args.budget_minutes)
     args.env = common.environment(args.device)
+    check_levels(levels, lines, int(load_split("train", args).class_sizes().min()))
     test_ds = load_split("val", args)
     for shot in SHOTS:  # written once here, read by the children
         val_episodes(test_ds, shot, args)

@@ -65,6 +65,12 @@ def render_table(results: dict, preset: str, lines: tuple[str, ...],
             "", head, rule]
     out += [f"| {line} | " + " | ".join(seconds(results, line, n) for n in levels) + " |"
             for line in lines]
+    alone = [f"`{key}` {' / '.join(mean_ci(results['cells'][cell_name(key, s)]) for s in SHOTS)}"
+             for key in dict.fromkeys(filter(None, map(pretrain_key, lines)))
+             if all(cell_name(key, s) in results["cells"] for s in SHOTS)]
+    if alone:
+        out += ["", "The pre-trained backbones alone (no labels at all), 1-shot / 5-shot: "
+                + "; ".join(alone) + "."]
     return "\n".join(out)
 
 

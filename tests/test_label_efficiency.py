@@ -97,6 +97,7 @@ def test_lines_cells_pairs_and_render(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert f"{100 * p['mean_diff']:+.2f}" in row and row.startswith("| pseudo-label | - | ")
     assert row.endswith("| - |")
     assert "| ft-rotation |" in table and " + " in table  # pre-training seconds beside
+    assert "`ssl-rotation` " + render.mean_ci(cells["ssl-rotation/5w1s"]) in table
     png = tmp_path / "figure.png"
     render.render_figure(args.results, "quick", lines, (1, 3), png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -126,3 +127,13 @@ def test_every_line_of_the_gpu_preset_sets_up(key: str, tmp_path: Path) -> None:
         assert len(sampler.dataset) == 12 and sampler.batch_size == 4
     loss, _ = learner.batch_loss(sampler.sample())
     assert torch.isfinite(loss)
+
+
+def test_levels_beyond_the_smallest_class_are_refused() -> None:
+    bench.check_levels((2, 12), ("sup", "ft-rotation"), 12)
+    bench.check_levels((11,), ("sup", "pseudo-label"), 12)
+    with pytest.raises(SystemExit, match="^--levels 12: .* left unlabelled: give levels of at "
+                       "most 11$"):
+        bench.check_levels((2, 12), ("sup", "pseudo-label"), 12)
+    with pytest.raises(SystemExit, match="at most 12$"):
+        bench.check_levels((13,), ("sup",), 12)

@@ -1,0 +1,103 @@
+"""The tables and the figure of ``label_efficiency.py``: accuracy against labelled images per
+class, one row (table) or line (figure) per method, with 95% intervals, paired differences
+against ``sup`` at the same level and the seconds of training of every point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from common import p_text  # noqa: E402
+from grid_render import duration, mean_ci  # noqa: E402
+from label_efficiency_protocols import (  # noqa: E402
+    BASELINE,
+    SHOTS,
+    cell_name,
+    line_kind,
+    model_key,
+)
+
+
+def pretrain_key(line: str) -> str | None:
+    """The self-supervised model a ``ft-`` line starts from (None for other lines)."""
+    return f"ssl-{line.removeprefix('ft-')}" if line_kind(line) == "fine-tuned" else None
+
+
+def point(results: dict, line: str, level: int, shot: int) -> str:
+    """One table cell: accuracy +- 95% interval, and for other lines than ``sup`` the paired
+    difference to ``sup`` at the level (points) with its t-test p."""
+    name = cell_name(model_key(line, level), shot)
+    cell = results["cells"].get(name)
+    if not cell:
+        return "-"
+    test = results["paired"].get(name)
+    diff = f" ({100 * test['mean_diff']:+.2f}, p {p_text(test['t_test_p'])})" if test else ""
+    return mean_ci(cell) + diff
+
+
+def seconds(results: dict, line: str, level: int) -> str:
+    """The training seconds of a point (and of the pre-training it started from)."""
+    rec = results["models"].get(model_key(line, level))
+    if not rec:
+        return "-"
+    pre = pretrain_key(line)
+    pre_rec = results["models"].get(pre) if pre else None
+    return duration(rec["seconds"]) + (f" + {duration(pre_rec['seconds'])}" if pre_rec else "")
+
+
+def render_table(results: dict, preset: str, lines: tuple[str, ...],
+                 levels: tuple[int, ...]) -> str:
+    """A Markdown table per shot (rows: lines, columns: labels per class) and one of the seconds
+    of training."""
+    head = "| line | " + " | ".join(f"{n} labels / class" for n in levels) + " |"
+    rule = "| --- |" + " --- |" * len(levels)
+    out = [f"Preset {preset}; prototype head, 5-way, 15 queries, the same fixed episodes of the "
+           f"16 val classes for every point; % +- 95% interval, in brackets: minus `{BASELINE}` "
+           f"at the same level on the same episodes (points), paired t-test p."]
+    for shot in SHOTS:
+        out += ["", f"5-way {shot}-shot:", "", head, rule]
+        out += [f"| {line} | " + " | ".join(point(results, line, n, shot) for n in levels) + " |"
+                for line in lines]
+    out += ["", "Seconds of training (`ft-` lines: + the pre-training, shared by every level):",
+            "", head, rule]
+    out += [f"| {line} | " + " | ".join(seconds(results, line, n) for n in levels) + " |"
+            for line in lines]
+    alone = [f"`{key}` {' / '.join(mean_ci(results['cells'][cell_name(key, s)]) for s in SHOTS)}"
+             for key in dict.fromkeys(filter(None, map(pretrain_key, lines)))
+             if all(cell_name(key, s) in results["cells"] for s in SHOTS)]
+    if alone:
+        out += ["", "The pre-trained backbones alone (no labels at all), 1-shot / 5-shot: "
+                + "; ".join(alone) + "."]
+    return "\n".join(out)
+
+
+def render_figure(results: dict, preset: str, lines: tuple[str, ...], levels: tuple[int, ...],
+                  path: Path) -> None:
+    """Accuracy (%) against labels per class (log axis), a panel per shot, a line per method
+    with its 95% intervals as error bars; written to ``path`` (PNG)."""
+    fig, axes = plt.subplots(1, len(SHOTS), figsize=(5 * len(SHOTS), 4), squeeze=False)
+    for ax, shot in zip(axes[0], SHOTS, strict=True):
+        for i, line in enumerate(lines):
+            pts = [(n, results["cells"][c]) for n in levels
+                   if (c := cell_name(model_key(line, n), shot)) in results["cells"]]
+            if not pts:
+                continue
+            x = [n * (1 + 0.02 * (i - len(lines) / 2)) for n, _ in pts]  # apart, not hidden
+            ax.errorbar(x, [100 * c["mean"] for _, c in pts],
+                        yerr=[100 * c["ci95"] for _, c in pts], marker="o", capsize=3,
+                        label=line)
+        ax.set_xscale("log")
+        ax.set_xticks(list(levels), [str(n) for n in levels])
+        ax.minorticks_off()
+        ax.set_xlabel("labelled images per train class")
+        ax.set_ylabel(f"5-way {shot}-shot accuracy, val classes (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"Label efficiency, reduced mini-ImageNet (preset {preset})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

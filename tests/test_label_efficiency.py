@@ -1,0 +1,139 @@
+"""benchmarks/label_efficiency.py: the models of each line and level (labelled subsets, the
+fine-tuned line from the shared self-supervised backbone, the semi-supervised line with the
+unlabelled rest), their cells, the pairing against ``sup`` at the same level, resuming, and the
+rendered table and figure, on tiny data in this process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import label_efficiency as bench  # noqa: E402
+import label_efficiency_render as render  # noqa: E402
+from label_efficiency_protocols import (  # noqa: E402
+    PRESETS,
+    SEMI_LINES,
+    SMALL_HEADS,
+    line_kind,
+    models,
+)
+
+from episodes import FixedEpisodes, ImagePipeline, TensorClassDataset  # noqa: E402
+
+
+def tiny(classes: int, seed: int, per_class: int = 12, size: int = 16) -> TensorClassDataset:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (classes * per_class, 3, size, size), generator=g,
+                           dtype=torch.uint8)
+    return TensorClassDataset(images, torch.arange(classes).repeat_interleave(per_class),
+                              [f"c{seed}-{i}" for i in range(classes)],
+                              ImagePipeline(3, size, "bilinear"))
+
+
+def test_models_order_and_kinds() -> None:
+    assert models(("sup", "ft-rotation", "pseudo-label"), (2, 5)) == [
+        "ssl-rotation", "sup@2", "pseudo-label@2", "sup@5", "pseudo-label@5",
+        "ft-rotation@2", "ft-rotation@5"]
+    assert [line_kind(n) for n in ("sup", "ft-moco", "fixmatch")] == [
+        "supervised", "fine-tuned", "semi-supervised"]
+    with pytest.raises(ValueError, match="choose from sup, ft-rotation"):
+        line_kind("ft-jigsaw")
+    gpu = PRESETS["gpu"]
+    assert len(gpu.levels) == 7 and len(gpu.lines) == 9
+
+
+def test_lines_cells_pairs_and_render(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    data = {"train": tiny(4, 0), "val": tiny(5, 1, per_class=20)}
+    monkeypatch.setattr(bench, "load_split", lambda split, args: data[split])
+
+    def test_episodes(dataset, n_way, k_shot, q_query, count, name, seed=2017) -> FixedEpisodes:
+        return FixedEpisodes.generate(dataset, n_way, k_shot, q_query, count, seed)
+
+    monkeypatch.setattr(bench.grid.common, "test_episodes", test_episodes)
+    preset = replace(PRESETS["quick"], image_size=16, ssl_batch=8, ssl_steps=1, steps=1, batch=8,
+                     test_episodes=6, levels=(1, 3))
+    args = argparse.Namespace(preset=preset, out_dir=tmp_path, device=torch.device("cpu"),
+                              time_left=float("inf"), results=bench.grid.empty_results(),
+                              results_path=tmp_path / "results.json", env={"device": "cpu"})
+    lines = preset.lines
+    trained = ["ssl-rotation", "sup@1", "sup@3", "ft-rotation@1", "pseudo-label@3"]
+    for key in trained:  # a part of the grid, to keep the test short
+        bench.train_one(key, args)
+        bench.collect(key, args)
+    recs = args.results["models"]
+    assert set(recs) == set(trained)
+    assert all(r["status"] == "done" and r["steps"] == 1 for r in recs.values())
+    assert recs["sup@1"]["labelled_images"] == 4 and recs["sup@3"]["labelled_images"] == 12
+    assert recs["sup@1"]["batch"] == 4 and recs["pseudo-label@3"]["batch"] == 8
+    # the fine-tuned line starts from the self-supervised backbone, the baseline does not
+    ck = {k: torch.load(tmp_path / "checkpoints" / k / "last.pt", weights_only=True)
+          for k in ("ssl-rotation", "ft-rotation@1")}
+    assert ck["ft-rotation@1"]["spec"]["method"] == "classifier"
+    assert ck["ssl-rotation"]["spec"]["method"] == "rotation"
+    cells = args.results["cells"]
+    assert len(cells["sup@1/5w1s"]["accuracies"]) == 6
+    assert set(args.results["paired"]) == {f"{k}/5w{s}s" for k in trained[3:] for s in (1, 5)}
+    p = args.results["paired"]["pseudo-label@3/5w5s"]
+    diff = torch.tensor(cells["pseudo-label@3/5w5s"]["accuracies"]) - torch.tensor(
+        cells["sup@3/5w5s"]["accuracies"])
+    assert p["mean_diff"] == pytest.approx(float(diff.mean()))
+    # a second call finds every model done and trains nothing
+    before = (tmp_path / "checkpoints" / "sup@1" / "last.pt").stat().st_mtime_ns
+    args.budget = bench.grid.Budget.of_minutes(None)
+    assert bench.ensure_trained("sup@1", args, None)
+    assert (tmp_path / "checkpoints" / "sup@1" / "last.pt").stat().st_mtime_ns == before
+
+    table = render.render_table(args.results, "quick", lines, (1, 3, 9))
+    row = [r for r in table.splitlines() if r.startswith("| pseudo-label |")][1]  # 5-shot
+    assert f"{100 * p['mean_diff']:+.2f}" in row and row.startswith("| pseudo-label | - | ")
+    assert row.endswith("| - |")
+    assert "| ft-rotation |" in table and " + " in table  # pre-training seconds beside
+    assert "`ssl-rotation` " + render.mean_ci(cells["ssl-rotation/5w1s"]) in table
+    png = tmp_path / "figure.png"
+    render.render_figure(args.results, "quick", lines, (1, 3), png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_results_of_another_kind_are_refused(tmp_path: Path) -> None:
+    bench.grid.save_results(bench.grid.empty_results("ssl"), tmp_path / "results.json")
+    with pytest.raises(SystemExit, match="another kind of run"):
+        bench.main(["--quick", "--out-dir", str(tmp_path), "--render"])
+    assert json.loads((tmp_path / "results.json").read_text())["mode"] == "ssl"
+
+
+@pytest.mark.parametrize("key", ["ssl-moco", *(f"{m}@3" for m in SEMI_LINES)])
+def test_every_line_of_the_gpu_preset_sets_up(key: str, tmp_path: Path) -> None:
+    """The models of the lines the CPU run leaves out: their learner, sampler and one loss (the
+    semi-supervised ones on 3 labels per class and the unlabelled rest)."""
+    args = argparse.Namespace(preset=replace(PRESETS["gpu"], image_size=16, batch=4, ssl_batch=8,
+                                             ssl_options=SMALL_HEADS),
+                              out_dir=tmp_path)
+    torch.manual_seed(0)
+    learner, spec, sampler, steps, cfg = bench.setup(key, tiny(4, 0), args)
+    assert steps == (args.preset.ssl_steps if key.startswith("ssl-") else args.preset.steps)
+    if key.startswith("ssl-"):
+        assert spec.method == "moco" and cfg["optimizer"] == "adam"
+    else:
+        assert spec.method == key.split("@")[0] and cfg["optimizer"] == "sgd"
+        assert len(sampler.dataset) == 12 and sampler.batch_size == 4
+    loss, _ = learner.batch_loss(sampler.sample())
+    assert torch.isfinite(loss)
+
+
+def test_levels_beyond_the_smallest_class_are_refused() -> None:
+    bench.check_levels((2, 12), ("sup", "ft-rotation"), 12)
+    bench.check_levels((11,), ("sup", "pseudo-label"), 12)
+    with pytest.raises(SystemExit, match="^--levels 12: .* left unlabelled: give levels of at "
+                       "most 11$"):
+        bench.check_levels((2, 12), ("sup", "pseudo-label"), 12)
+    with pytest.raises(SystemExit, match="at most 12$"):
+        bench.check_levels((13,), ("sup",), 12)

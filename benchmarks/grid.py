@@ -43,6 +43,19 @@ CHUNK_S = 60.0  # chunked training: wall seconds per train() call, between which
 
 
 # ---------------------------------------------------------------- results JSON
+def preset_args(args: Any, presets: dict, out: Path, prefix: str) -> None:
+    """The common settings of a preset benchmark's arguments: ``preset_name`` ("quick" with
+    ``--quick``), ``preset`` (from ``presets``), ``out_dir`` (default ``out/<prefix>-<preset>``),
+    ``results_path``, the torch threads (1 with ``--quick``) and ``device``."""
+    args.preset_name = "quick" if args.quick else args.preset
+    args.preset = presets[args.preset_name]
+    args.out_dir = args.out_dir or out / f"{prefix}-{args.preset_name}"
+    args.results_path = args.out_dir / "results.json"
+    if args.quick or args.threads:
+        torch.set_num_threads(args.threads or 1)
+    args.device = torch.device(args.device)
+
+
 def empty_results(mode: str | None = None) -> dict:
     """The results of a run that has done nothing yet (with ``mode`` if given)."""
     return {**({"mode": mode} if mode is not None else {}), "cells": {}, "models": {}, "paired": {}}

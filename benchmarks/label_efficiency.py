@@ -212,13 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.jobs < 1 or any(level < 1 for level in args.levels or ()):
         ap.error("--jobs and --levels take numbers >= 1")
-    args.preset_name = "quick" if args.quick else args.preset
-    args.preset = PRESETS[args.preset_name]
-    args.out_dir = args.out_dir or OUT / f"labeff-{args.preset_name}"
-    args.results_path = args.out_dir / "results.json"
-    if args.quick or args.threads:
-        torch.set_num_threads(args.threads or 1)
-    args.device = torch.device(args.device)
+    grid.preset_args(args, PRESETS, OUT, "labeff")
     if args.train_model:
         return train_one(args.train_model, args)
     args.results = grid.check_mode(grid.load_results(args.results_path) or grid.empty_results(),

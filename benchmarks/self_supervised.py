@@ -190,13 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-model", help=argparse.SUPPRESS)  # the child process
     ap.add_argument("--time-left", type=float, default=float("inf"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    args.preset_name = "quick" if args.quick else args.preset
-    args.preset = PRESETS[args.preset_name]
-    args.out_dir = args.out_dir or OUT / f"ssl-{args.preset_name}"
-    args.results_path = args.out_dir / "results.json"
-    if args.quick or args.threads:
-        torch.set_num_threads(args.threads or 1)
-    args.device = torch.device(args.device)
+    grid.preset_args(args, PRESETS, OUT, "ssl")
     if args.train_model:
         return train_one(args.train_model, args)
     args.results = grid.load_results(args.results_path) or grid.empty_results()

@@ -36,7 +36,9 @@ from label_efficiency_protocols import (
     BASELINE,
     LINES,
     PRESETS,
+    PRETRAIN_LR,
     SHOTS,
+    SSL_LINES,
     cell_name,
     line_kind,
     model_key,
@@ -81,7 +83,7 @@ def setup(key: str, train_ds: TensorClassDataset, args: argparse.Namespace) -> t
             learner.check_batch_size(p.ssl_batch)
         sampler = ImageBatchSampler(train_ds, p.ssl_batch, seed=0, views=learner.view_augments())
         return (learner, spec, sampler, p.ssl_steps,
-                dict(lr=1e-3, optimizer="adam", weight_decay=1e-6))
+                dict(lr=PRETRAIN_LR.get(method, 1e-3), optimizer="adam", weight_decay=1e-6))
     line, level = parse_key(key)
     index = labelled_index(train_ds, per_class=level, seed=0)
     labelled = subset_items(train_ds, index)
@@ -98,6 +100,9 @@ def setup(key: str, train_ds: TensorClassDataset, args: argparse.Namespace) -> t
     learner = build_learner(spec)
     if kind == "fine-tuned" and not (grid.checkpoints(args.out_dir, key) / "last.pt").is_file():
         init = grid.checkpoints(args.out_dir, f"ssl-{line.removeprefix('ft-')}") / "last.pt"
+        if not init.is_file():
+            raise SystemExit(f"{key}: no pre-trained checkpoint {init} (its scores came from "
+                             "another machine): remove its record from results.json to retrain it")
         load_backbone_weights(backbone_of(learner), init, p.backbone, "--init")
     sampler = ImageBatchSampler(labelled, batch, seed=0, augment=AugmentConfig.standard())
     return learner, spec, sampler, p.steps, sgd
@@ -162,6 +167,8 @@ def ensure_trained(key: str, args: argparse.Namespace, after: Future | None) -> 
     if after is not None and not after.result():
         return False
     record = grid.checkpoints(args.out_dir, key) / "record.json"
+    if not record.is_file() and args.results["models"].get(key, {}).get("status") == "done":
+        return True  # scored in the committed results; its checkpoint is not on this machine
     if not (record.is_file() and json.loads(record.read_text())["status"] == "done"):
         if args.budget.left() <= 0:
             return False
@@ -200,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="--preset quick, 1 thread")
     ap.add_argument("--lines", nargs="+", choices=LINES, help="default: the preset's")
     ap.add_argument("--levels", nargs="+", type=int, help="labels per class; default: the preset's")
+    ap.add_argument("--pretrained", nargs="+", choices=SSL_LINES, default=[],
+                    help="also pre-train these methods and score their backbones alone")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=1, help="models trained at a time (child processes)")
     ap.add_argument("--budget-minutes", type=float, help="stop cleanly before this many minutes")
@@ -231,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     test_ds = load_split("val", args)
     for shot in SHOTS:  # written once here, read by the children
         val_episodes(test_ds, shot, args)
-    todo = models(lines, levels)
+    todo = models(lines, levels, tuple(args.pretrained))
     futures: dict[str, Future] = {}
     with ThreadPoolExecutor(args.jobs) as pool:
         for key in todo:

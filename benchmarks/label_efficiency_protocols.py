@@ -53,7 +53,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SSL_LINES = ("rotation", "moco")  # ft-<method>: fine-tuned from ssl-<method>
+# every self-supervised pre-training method: ft-<method> is fine-tuned from ssl-<method>, and
+# ``--pretrained`` scores ssl-<method> alone (the table of pre-training methods)
+SSL_LINES = ("rotation", "jigsaw", "simclr", "moco", "byol", "simsiam", "barlow-twins", "vicreg",
+             "deepcluster", "uic", "context", "colorization", "autoencoder", "gan", "triplet")
+# the pre-training's Adam learning rate where a method's recipe differs from 1e-3 (DCGAN: 2e-4,
+# with its beta1 0.5 from the learner's own parameter groups)
+PRETRAIN_LR = {"gan": 2e-4}
 SEMI_LINES = ("pseudo-label", "mean-teacher", "fixmatch", "uda", "mixmatch", "noisy-student")
 LINES = ("sup", *(f"ft-{m}" for m in SSL_LINES), *SEMI_LINES)
 SHOTS = (1, 5)
@@ -114,11 +120,14 @@ def parse_key(key: str) -> tuple[str, int]:
     return line, int(level)
 
 
-def models(lines: tuple[str, ...], levels: tuple[int, ...]) -> list[str]:
+def models(lines: tuple[str, ...], levels: tuple[int, ...],
+           pretrained: tuple[str, ...] = ()) -> list[str]:
     """Every model to train, level by level: first the self-supervised models the ``ft-`` lines
-    start from, then the lines that need none (the baseline first), then the ``ft-`` lines (so
-    that parallel jobs train those while the pre-training runs)."""
+    start from, then those of ``pretrained`` (scored alone), then the lines that need none (the
+    baseline first), then the ``ft-`` lines (so that parallel jobs train those while the
+    pre-training runs)."""
     pre = [f"ssl-{line.removeprefix('ft-')}" for line in lines if line_kind(line) == "fine-tuned"]
+    pre = list(dict.fromkeys(pre + [f"ssl-{m}" for m in pretrained]))
     ordered = sorted(lines, key=lambda line: line != BASELINE)
     free = [line for line in ordered if line_kind(line) != "fine-tuned"]
     tuned = [line for line in ordered if line_kind(line) == "fine-tuned"]

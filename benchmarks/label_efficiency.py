@@ -45,7 +45,7 @@ from label_efficiency_protocols import (
     models,
     parse_key,
 )
-from label_efficiency_render import render_figure, render_table
+from label_efficiency_render import render_figure, render_pretrained, render_table
 
 from episodes import (
     AugmentConfig,
@@ -126,7 +126,8 @@ def train_one(key: str, args: argparse.Namespace) -> None:
         device=args.device)
     rec["sessions"][-1].update(**env, **common.peak_memory(args.device))
     rec.update(batch=sampler.batch_size,  # labelled images a step (ssl-: images, unlabelled)
-               labelled_images=0 if key.startswith("ssl-") else len(sampler.dataset))
+               labelled_images=0 if key.startswith("ssl-") else len(sampler.dataset),
+               train_images=len(train_ds))
     if rec["status"] == "done":
         rec["cells"] = score(learner, load_split("val", args), args)
     grid.save_results(rec, record_path)
@@ -209,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--levels", nargs="+", type=int, help="labels per class; default: the preset's")
     ap.add_argument("--pretrained", nargs="+", choices=SSL_LINES, default=[],
                     help="also pre-train these methods and score their backbones alone")
+    ap.add_argument("--table-level", type=int, default=10,
+                    help="labels per class of the `sup` model the --pretrained table pairs with")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=1, help="models trained at a time (child processes)")
     ap.add_argument("--budget-minutes", type=float, help="stop cleanly before this many minutes")
@@ -263,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
 def render(args: argparse.Namespace, lines: tuple[str, ...], levels: tuple[int, ...]) -> None:
     """Write (and print) the Markdown table and the figure of the results."""
     table = render_table(args.results, args.preset_name, lines, levels)
+    if args.pretrained:
+        table += "\n\n" + render_pretrained(args.results, args.table_level)
     (args.out_dir / "table.md").write_text(table + "\n")
     render_figure(args.results, args.preset_name, lines, levels, args.out_dir / "figure.png")
     print(table)

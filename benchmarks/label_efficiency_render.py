@@ -11,10 +11,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from common import p_text  # noqa: E402
+from grid import paired  # noqa: E402
 from grid_render import duration, mean_ci  # noqa: E402
 from label_efficiency_protocols import (  # noqa: E402
     BASELINE,
     SHOTS,
+    SSL_LINES,
     cell_name,
     line_kind,
     model_key,
@@ -71,6 +73,49 @@ def render_table(results: dict, preset: str, lines: tuple[str, ...],
     if alone:
         out += ["", "The pre-trained backbones alone (no labels at all), 1-shot / 5-shot: "
                 + "; ".join(alone) + "."]
+    return "\n".join(out)
+
+
+def versus(results: dict, name: str, other: str) -> str:
+    """Cell ``name`` minus cell ``other`` on the same episodes: ``"+1.20, p 0.003"`` (points)."""
+    a, b = results["cells"].get(name), results["cells"].get(other)
+    if not (a and b) or name == other:
+        return "-"
+    test = paired(a, b)
+    return f"{100 * test['mean_diff']:+.2f}, p {p_text(test['t_test_p'])}"
+
+
+def render_pretrained(results: dict, level: int, reference: str = "ssl-rotation") -> str:
+    """The table of every pre-trained backbone alone (``ssl-<method>``, no labels): accuracy per
+    shot, paired against ``sup`` at ``level`` labels per class and against ``reference``, with
+    seconds per step and per epoch of the pre-training and the training process's peak memory."""
+    base = model_key(BASELINE, level)
+    out = [f"Prototype head on each backbone alone, the same fixed val episodes; in brackets: "
+           f"minus `{base}` (trained on {level} labels per class) and minus `{reference}`, "
+           "points, paired t-test p.", "",
+           "| pre-training (no labels) | " + " | ".join(
+               f"5w{s}s % | vs `{base}` | vs `{reference}`" for s in SHOTS)
+           + " | s / step | s / epoch | peak memory |",
+           "| --- |" + " --- | --- | --- |" * len(SHOTS) + " --- | --- | --- |"]
+    for method in SSL_LINES:
+        key, rec = f"ssl-{method}", results["models"].get(f"ssl-{method}")
+        if not rec or not all(cell_name(key, s) in results["cells"] for s in SHOTS):
+            continue
+        row = [key.removeprefix("ssl-")]
+        for s in SHOTS:
+            name = cell_name(key, s)
+            row += [mean_ci(results["cells"][name]), versus(results, name, cell_name(base, s)),
+                    versus(results, name, cell_name(reference, s))]
+        per_step = rec["seconds"] / rec["steps"]
+        epoch = rec.get("train_images")
+        row += [f"{per_step:.2f}", f"{per_step * epoch / rec['batch']:.0f}" if epoch else "-",
+                f"{max(s.get('peak_rss_gb', 0) for s in rec['sessions']):.2f} GB"]
+        out.append("| " + " | ".join(row) + " |")
+    base_rec = results["models"].get(base)
+    if base_rec:
+        out += ["", f"`{base}` itself: " + " / ".join(
+            mean_ci(results["cells"][cell_name(base, s)]) for s in SHOTS
+            if cell_name(base, s) in results["cells"]) + f" % ({duration(base_rec['seconds'])})."]
     return "\n".join(out)
 
 

@@ -45,8 +45,11 @@ def test_models_order_and_kinds() -> None:
         "ft-rotation@2", "ft-rotation@5"]
     assert [line_kind(n) for n in ("sup", "ft-moco", "fixmatch")] == [
         "supervised", "fine-tuned", "semi-supervised"]
+    assert line_kind("ft-triplet") == "fine-tuned"
     with pytest.raises(ValueError, match="choose from sup, ft-rotation"):
-        line_kind("ft-jigsaw")
+        line_kind("ft-nothing")
+    assert models(("sup", "ft-gan"), (2,), ("triplet", "gan")) == [
+        "ssl-gan", "ssl-triplet", "sup@2", "ft-gan@2"]
     gpu = PRESETS["gpu"]
     assert len(gpu.levels) == 7 and len(gpu.lines) == 9
 

@@ -72,7 +72,8 @@ def test_every_commands_help_imports_no_torch(command):
 @pytest.mark.parametrize("argv", [[c, "--no-such-flag"] for c in COMMANDS]
                          + [["train", "--method", "simclr"], ["pretrain", "--method", "nope"],
                             ["eval", "--head", "nope"], ["train", "--dataset", "nope"],
-                            ["eval", "--normalize", "1,2/0"], ["train", "--max-memory", "2XB"]])
+                            ["eval", "--normalize", "1,2/0"], ["train", "--max-memory", "2XB"],
+                            ["eval", "--checkpoint"], ["train", "--config"]])
 def test_a_mistyped_flag_imports_no_torch(argv):
     """A flag the command does not take, or a value its parser refuses, is one line and exit
     status 2 before torch is imported (a command with required flags names those first)."""

@@ -78,8 +78,8 @@ WIDTH = 90  # of the catalogue's data (its lines stay under the project's 110 ch
 def builtin(registry) -> dict[str, tuple[str, str]]:
     """name -> (kind, summary) of the built-in entries of ``registry``, in its order (an entry
     registered from outside the packages, e.g. by a test or an installed package, is left out)."""
-    names = [n for n in registry.names() if (registry.get(n).build.__module__ or "").split(".")[0]
-             in ("fewshot", "episodes")]
+    names = [n for n in registry.names() if (getattr(registry.get(n).build, "__module__", "")
+                                             or "").split(".")[0] in ("fewshot", "episodes")]
     return {n: (registry.get(n).kind, registry.get(n).summary) for n in names}
 
 

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def builtin(registry) -> dict[str, tuple[str, str]]:
     """name -> (kind, summary) of the entries the packages themselves register, in order."""
     return {n: (registry.get(n).kind, registry.get(n).summary) for n in registry.names()
-            if registry.get(n).build.__module__.split(".")[0] in ("fewshot", "episodes")}
+            if (getattr(registry.get(n).build, "__module__", "") or "").split(".")[0]
+            in ("fewshot", "episodes")}
 
 
 @pytest.mark.parametrize("what", list(REGISTRIES))

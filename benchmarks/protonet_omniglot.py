@@ -24,7 +24,7 @@ from common import environment, median_step_time, omniglot_splits, test_episodes
 
 from episodes import EpisodeSampler, FixedEpisodes
 from fewshot import ModelSpec, TrainConfig, build_learner, evaluate, train
-from fewshot.cli.args import pick_device
+from fewshot.cli.data import pick_device
 
 
 def plain_loop(images_by_class: list[torch.Tensor], model, opt, n: int, k: int, q: int):

@@ -1,5 +1,6 @@
-"""The light front of the command line: ``fewshot --help``, ``--version`` and a mistyped command
-are answered without importing torch; the version comes from the package metadata."""
+"""The light front of the command line: ``fewshot --help``, ``--version``, a mistyped command,
+every command's ``--help`` and a mistyped flag are answered without importing torch, the choices
+still those of the registries; the version comes from the package metadata."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ import pytest
 import fewshot
 from episodes.registry import DATASETS, option_names
 from fewshot.cli import COMMANDS, build_parser, main
-from fewshot.cli.args import data_options
+from fewshot.cli.data import data_options
+from fewshot.cli.options import REGISTRIES
 from fewshot.cli.parser import HelpFormatter
+from fewshot.heads import HEADS
 from fewshot.methods.protonet import ProtoNetConfig
-from fewshot.registry import method_names
+from fewshot.refine import REFINES
+from fewshot.registry import KINDS, method_names
 from fewshot.version import library_version
 
 PROBE = """
@@ -28,18 +32,55 @@ try:
     main({argv!r})
 except SystemExit as e:
     code = e.code
-assert 'torch' not in sys.modules, 'torch was imported'
-assert 'scipy' not in sys.modules, 'scipy was imported'
+for heavy in ('torch', 'torchvision', 'scipy', 'numpy'):
+    assert heavy not in sys.modules, heavy + ' was imported'
 print('exit', code)
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], [], ["--version"], ["trian"]])
-def test_front_imports_no_torch(argv):
+def probe(argv: list[str]) -> tuple[int, str, str]:
+    """Run ``fewshot ARGV`` in a new interpreter that fails if torch, torchvision, scipy or numpy
+    was imported: (exit status, stdout, stderr)."""
     done = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split()[-1] == ("0" if argv in (["--help"], ["--version"]) else "2")
+    return int(done.stdout.split()[-1]), done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], [], ["--version"], ["trian"]])
+def test_front_imports_no_torch(argv):
+    assert probe(argv)[0] == (0 if argv in (["--help"], ["--version"]) else 2)
+
+
+# what each command's help must offer: the registries' names (the parser's catalogue equals them)
+OFFERS = {"train": lambda: method_names("episodic") + DATASETS.names(),
+          "pretrain": lambda: [n for k in KINDS if k != "episodic" for n in method_names(k)][1:],
+          "eval": lambda: HEADS.names() + DATASETS.names(), "options": lambda: list(REGISTRIES),
+          "plot-embeddings": DATASETS.names, "predict": lambda: list(REFINES[1:])}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_commands_help_imports_no_torch(command):
+    """``fewshot COMMAND --help`` prints the full help, every choice of the registries in it,
+    without importing torch, torchvision, scipy or numpy."""
+    code, out, _ = probe([command, "--help"])
+    text = " ".join(out.split())
+    assert code == 0 and f"usage: fewshot {command}" in text
+    assert [n for n in OFFERS.get(command, list)() if n not in text] == []
+
+
+@pytest.mark.parametrize("argv", [[c, "--no-such-flag"] for c in COMMANDS]
+                         + [["train", "--method", "simclr"], ["pretrain", "--method", "nope"],
+                            ["eval", "--head", "nope"], ["train", "--dataset", "nope"],
+                            ["eval", "--normalize", "1,2/0"], ["train", "--max-memory", "2XB"],
+                            ["eval", "--checkpoint"], ["train", "--config"]])
+def test_a_mistyped_flag_imports_no_torch(argv):
+    """A flag the command does not take, or a value its parser refuses, is one line and exit
+    status 2 before torch is imported (a command with required flags names those first)."""
+    code, _, err = probe(argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    named = ("--no-such-flag", "required") if argv[1] == "--no-such-flag" else (argv[1],)
+    assert any(n in err for n in named), err
 
 
 def test_version(capsys):

@@ -15,10 +15,10 @@ from fewshot.engine.memory import (
     forward_in_chunks,
     image_chunk,
     memory_budget,
-    parse_bytes,
 )
 from fewshot.engine.train import accumulate
 from fewshot.models.episode_norm import PerEpisodeNorm, deferred_running_stats
+from fewshot.values import parse_bytes
 
 LEARNERS = [("protonet", {}), ("matching", {}), ("relation", {"batch_stats_at_test": False}),
             ("relation", {}), ("maml", {"n_way": 3, "inner_steps": 1})]

@@ -1,5 +1,6 @@
 """Typed command-line arguments: every value is checked when it is parsed, and every error is one
-line naming the argument and the fix."""
+line naming the argument and the fix. Light: building a parser imports no torch (``fewshot
+COMMAND --help``); what the data flags name is read by :mod:`fewshot.cli.data`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from episodes import ClassDataset
-from episodes.registry import DATASETS, load_dataset, needs_root, option_names
-from fewshot.engine.distributed import local_device
-from fewshot.engine.memory import parse_bytes
-
+from ..values import parse_bytes
+from .choices import names, summaries
 from .parser import (  # noqa: F401 - the commands' one import of them
     HelpFormatter,
     Parser,
@@ -85,8 +81,10 @@ def episodes_per_step(text: str) -> int | str:
 
 def device(text: str) -> str:
     """An argparse type: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` that exists on this machine."""
-    if text == "auto":
+    if text in ("auto", "cpu"):
         return text
+    import torch  # here, not at the top: a parser is built, and --help answered, without torch
+
     try:
         dev = torch.device(text)
     except (RuntimeError, ValueError):
@@ -102,13 +100,6 @@ def device(text: str) -> str:
     elif dev.type != "cpu":
         raise argparse.ArgumentTypeError(f"{text!r}: use cpu, cuda, cuda:N or auto")
     return text
-
-
-def pick_device(name: str) -> torch.device:
-    """The device ``--device`` names; under torchrun, ``cuda`` is this process's GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return local_device(torch.device(name))
 
 
 def option(text: str) -> tuple[str, str]:
@@ -197,21 +188,10 @@ def output_folder(flag: str, path: str | None) -> None:
     _writable(flag, p)
 
 
-# dataset option -> (its flag, the flag's value when not given): each --dataset takes the options
-# its registry entry's dataclass has; a flag given for a dataset that does not take it is refused
-DATA_FLAGS = {"split_dir": ("--split-dir", None), "ratios": ("--split-ratios", None),
-              "split_seed": ("--split-seed", 0), "channels": ("--channels", 3),
-              "convert": ("--no-convert", True), "skip_bad": ("--skip-bad-images", False),
-              "download": ("--download", False), "crop": ("--crop-boxes", False),
-              "csv_dir": ("--csv-dir", None), "decoder": ("--decoder", "auto"),
-              "cache_dir": ("--cache-dir", None)}
-
-
 def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="embedded", choices=DATASETS.names(),
-                   help="dataset: " + "; ".join(f"{n}: {DATASETS.get(n).summary}"
-                                                for n in DATASETS.names()))
+    g.add_argument("--dataset", default="embedded", choices=names("dataset"),
+                   help="dataset: " + summaries("dataset"))
     g.add_argument("--root", help="dataset folder (all datasets but embedded)")
     g.add_argument("--image-size", type=image_size, help="resize images to this (default: 28 for "
                    "character datasets, 84 for natural images)")
@@ -238,61 +218,3 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
 
 
-MACHINE_OPTIONS = ("cache_dir", "decoder", "download")  # how this machine reads the data
-
-
-def data_provenance(args: argparse.Namespace, ds: ClassDataset) -> dict:
-    """The dataset part of a result's provenance (:func:`fewshot.engine.provenance.provenance`):
-    its name, its settings (root, the true image size, the dataset's options, not how this
-    machine reads it) and the true channel count of ``ds``'s images."""
-    options = {k: v for k, v in data_options(args).items() if k not in MACHINE_OPTIONS}
-    return {"dataset": args.dataset, "channels": ds.image_shape[0],
-            "settings": {"root": args.root, "image_size": ds.image_shape[-1], **options}}
-
-
-def data_options(args: argparse.Namespace) -> dict:
-    """The options of ``--dataset`` from the data flags: every option its entry takes, and a
-    ``ValueError`` for a flag given that the dataset does not take (it would be ignored)."""
-    values = {"split_dir": args.split_dir, "split_seed": args.split_seed,
-              "ratios": tuple(args.split_ratios) if args.split_ratios else None,
-              "channels": args.channels, "convert": not args.no_convert,
-              "skip_bad": args.skip_bad_images, "download": args.download,
-              "crop": args.crop_boxes, "csv_dir": args.csv_dir, "decoder": args.decoder,
-              "cache_dir": args.cache_dir}
-    takes = option_names(args.dataset)
-    ignored = [DATA_FLAGS[k][0] for k, v in values.items()
-               if k not in takes and v != DATA_FLAGS[k][1]]
-    if ignored:
-        flags = [DATA_FLAGS[k][0] for k in takes if k in DATA_FLAGS]
-        raise ValueError(f"{', '.join(ignored)} does not apply to --dataset {args.dataset} "
-                         f"(it takes {', '.join(flags) or 'none of the data flags'}): leave it out")
-    return {k: values[k] for k in takes if k in values}
-
-
-def check_data_args(args: argparse.Namespace) -> None:
-    """Checks of the data arguments that need more than one argument or the file system."""
-    output_folder("--cache-dir", args.cache_dir)
-    cache = os.environ.get("FEWSHOT_CACHE")
-    if args.cache_dir is None and cache and Path(cache).exists() and not Path(cache).is_dir():
-        raise ValueError(f"FEWSHOT_CACHE={cache} is a file, not a folder: set it to a folder "
-                         f"(or give --cache-dir)")
-    if needs_root(args.dataset) and args.root is None:
-        raise ValueError(f"the {args.dataset} dataset needs its folder: give --root")
-    if args.split_dir is not None and args.split_ratios is not None:
-        raise ValueError("--split-dir and --split-ratios both split the classes: give one")
-    root = Path(args.root) if args.root is not None else None
-    if root is not None and root.is_symlink() and not root.exists():
-        raise FileNotFoundError(f"--root {root} is a link to nothing ({os.readlink(root)}): give "
-                                f"the dataset's folder")
-    if root is not None and root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"--root {root} is a file, not a folder: give the dataset's folder")
-    if root is not None and not root.exists() and not args.download:
-        raise FileNotFoundError(f"--root {root} does not exist: check the path"
-                                + (" (or add --download)" if "download" in option_names(
-                                    args.dataset) else ""))
-    data_options(args)  # flags the dataset would ignore are refused before any work
-
-
-def dataset_from_args(args: argparse.Namespace, split: str):
-    ds = load_dataset(args.dataset, split, args.root, args.image_size, **data_options(args))
-    return ds.to(pick_device(args.device))

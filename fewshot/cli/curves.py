@@ -1,23 +1,15 @@
 """``fewshot plot``: the training curves of one or more runs (their ``metrics.jsonl``) in one
 figure: loss, training accuracy and validation accuracy against steps and against minutes
-(:mod:`fewshot.engine.curves`)."""
+(:mod:`fewshot.engine.curves`). (Its arguments: :func:`fewshot.cli.flags.curves_arguments`.)"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..engine.curves import DPI, FORMATS, metrics_path, plot_curves, pyplot, read_metrics, run_labels
+from ..engine.curves import FORMATS, metrics_path, plot_curves, pyplot, read_metrics, run_labels
 from ..engine.runs import RUN_FILES
-from .args import add_quiet_arg, not_an_input, output_file
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", metavar="RUN", help="a run folder (the --out of fewshot "
-                   "train or pretrain) or its metrics.jsonl; several are overlaid")
-    p.add_argument("--output", "--out", required=True, metavar="FIGURE",
-                   help=f"image file to write ({', '.join(FORMATS)}; {DPI} dpi)")
-    add_quiet_arg(p)
+from .args import not_an_input, output_file
 
 
 def check_out(out: str, runs: list[str]) -> None:

@@ -1,5 +1,5 @@
 """``fewshot demo``: the whole workflow in a few minutes on the embedded dataset, under
-``train``'s rules for its run folder."""
+``train``'s rules for its run folder. (Its arguments: :func:`fewshot.cli.flags.demo_arguments`.)"""
 
 from __future__ import annotations
 
@@ -9,22 +9,10 @@ from pathlib import Path
 
 from ..demo import SPEC as DEMO_SPEC
 from ..demo import run_demo
-from ..engine.precision import CHOICES
 from ..engine.provenance import provenance
 from ..engine.runs import RUN_FILE, RunError, check_run_folder, open_run, read_run, run_record
-from .args import add_quiet_arg, device, output_folder, pick_device, positive_float, positive_int
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seconds", type=positive_float, default=100, help="training time")
-    p.add_argument("--episodes", type=positive_int, default=600, help="test episodes")
-    p.add_argument("--out", default="runs/demo", help="run folder (an earlier demo's run there is "
-                   "replaced; another run is refused unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
-    p.add_argument("--precision", choices=CHOICES, default="auto",
-                   help="fp32, bf16 or auto (bf16 on a CPU with bfloat16 units, else fp32)")
-    p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
-    add_quiet_arg(p)
+from .args import output_folder
+from .data import pick_device
 
 
 def run(args: argparse.Namespace) -> None:

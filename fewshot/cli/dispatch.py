@@ -1,5 +1,5 @@
-"""Running a command: the full parser (every command module, so torch), replaying a recorded
-run's settings, and the one-line answer to every user error."""
+"""Running a command: replaying a recorded run's settings, importing the command's running module
+(and torch), and the one-line answer to every user error."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from episodes.progress import set_progress
 from ..engine import distributed
 from ..engine.provenance import DATA_SETTINGS, checkpoint_run
 from ..engine.runs import RunError, legacy_args, read_run
-from . import build_parser
-from .args import fail, os_error_text, pick_device
-from .parser import Parser
+from . import COMMANDS, RECORDED, build_parser, function
+from .data import pick_device
+from .parser import Parser, fail, os_error_text
 
 DISTRIBUTED = ("train", "pretrain", "eval")  # commands that run under torchrun
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, KeyError,
@@ -86,7 +86,8 @@ def check_recorded(source: str, action: argparse.Action, value: object) -> None:
                            f"give {flag} on the command line")
 
 
-FROM_RUN = ("eval", "predict", "plot-embeddings")  # commands that take a checkpoint's data settings
+# commands that take a checkpoint's data settings
+FROM_RUN = tuple(c for c, flag in RECORDED.items() if flag == "--checkpoint")
 
 
 def checkpoint_defaults(parser: Parser, argv: list[str]) -> str | None:
@@ -149,11 +150,12 @@ def one_line_warning(message: Warning | str, category: type[Warning], *args: obj
     return f"warning: {' '.join(str(message).split())}\n"
 
 
-def main(argv: list[str]) -> None:
-    """Parse ``argv`` (a command and its arguments) with the full parser and run the command;
-    every user error ends it with one line and a non-zero status."""
+def main(argv: list[str], parser: Parser | None = None) -> None:
+    """Parse ``argv`` (a command and its arguments) with the command's ``parser`` (built when
+    not given) and run the command; every user error ends it with one line and a non-zero
+    status."""
     warnings.formatwarning = one_line_warning
-    parser = build_parser(argv[0])  # the command's module only
+    parser = parser or build_parser(argv[0])  # the command's arguments only
     args = None
     try:
         replay_defaults(parser, argv)
@@ -164,7 +166,7 @@ def main(argv: list[str]) -> None:
         if args.command in DISTRIBUTED and distributed.launched().active:
             distributed.init(pick_device(args.device),
                              getattr(args, "dist_timeout", distributed.DEFAULT_TIMEOUT))
-        args.func(args)
+        function(COMMANDS[args.command].run)(args)
         distributed.shutdown()  # after a failure the process exits without waiting for peers
     except OSError as e:  # a full disk, a read-only place, a missing file: named, with the fix
         fail(os_error_text(e) + unsaid(args))

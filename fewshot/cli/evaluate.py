@@ -1,6 +1,7 @@
 """``fewshot eval``: score a checkpoint on fixed episodes (mean and 95% interval), with its own
 learner or with a head fitted on each episode's support set on top of a checkpoint's or a weights
-file's backbone. Both call the library: the one evaluation."""
+file's backbone. Both call the library: the one evaluation. (Its arguments:
+:func:`fewshot.cli.flags.eval_arguments`.)"""
 
 from __future__ import annotations
 
@@ -18,87 +19,17 @@ from ..engine.evaluate import evaluate, query_logits
 from ..engine.provenance import provenance
 from ..engine.results import EvalResult, calibrated_result
 from ..engine.runs import write_json_atomic
-from ..heads import HEADS, head_config
+from ..heads import head_config
 from ..heads.scoring import evaluate_head
 from ..models.backbones import make_backbone
 from ..models.input_norm import Normalize, add_input_norm, require_same_normalize, resolve_normalize
 from ..models.weights import backbone_of
 from ..registry import canonical
-from .args import (
-    MAX_MEMORY_HELP,
-    add_data_args,
-    add_output_arg,
-    add_quiet_arg,
-    add_split_arg,
-    check_data_args,
-    data_provenance,
-    dataset_from_args,
-    memory_size,
-    not_an_input,
-    option,
-    output_file,
-    pick_device,
-    positive_int,
-    say_data_note,
-)
-from .groups import add_normalize_arg, fixed_episodes, load_episodes
-from .unlabelled import add_unlabelled_args, refined_scorer, unlabelled_options
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_data_args(p)
-    p.add_argument("--checkpoint", help="a checkpoint (best.pt or last.pt); the data settings of "
-                   "its run (run.json beside it) are the defaults of the data flags")
-    add_head_args(p)
-    add_split_arg(p)
-    g = p.add_argument_group("episodes (an existing --episodes-file supplies its own shape and "
-                             "count)")
-    g.add_argument("--way", type=positive_int, help=f"classes per episode (default: {SHAPE['way']})")
-    g.add_argument("--shot", type=positive_int, help=f"support images per class (default: "
-                   f"{SHAPE['shot']})")
-    g.add_argument("--query", type=positive_int, help=f"query images per class (default: "
-                   f"{SHAPE['query']})")
-    g.add_argument("--episodes", type=positive_int, help=f"fixed episodes (default: "
-                   f"{SHAPE['episodes']})")
-    g.add_argument("--seed", type=int, default=0, help="seed of the fixed episodes")
-    g.add_argument("--episodes-file", help="load the fixed episodes from this file, or save them "
-                   "there if it does not exist, so every model is scored on the same episodes")
-    g.add_argument("--episodes-per-pass", type=positive_int, help="episodes per forward pass "
-                   "(default: as many as fit --max-memory)")
-    p.add_argument("--batch-size", dest="episodes_per_pass", type=positive_int,
-                   help=argparse.SUPPRESS)  # the old name of --episodes-per-pass
-    p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
-    add_output_arg(p, "write the per-episode accuracies, mean, interval and provenance here (JSON)")
-    add_quiet_arg(p)
-    p.add_argument("--json", dest="output", help=argparse.SUPPRESS)  # the old name of --output
-    add_unlabelled_args(p, refine=True)
-    g = p.add_argument_group("calibration (expected calibration error, temperature scaling)")
-    g.add_argument("--no-temperature", action="store_true", help="the calibration error of the "
-                   "learner's own probabilities, not at the temperature the checkpoint records")
-    g.add_argument("--fit-temperature", action="store_true", help="fit the temperature on these "
-                   "episodes and report the calibration error before and after (use validation "
-                   "episodes: --split val)")
-
-
-# the episodes scored when neither the flags nor an existing --episodes-file say
-SHAPE = {"way": 5, "shot": 1, "query": 15, "episodes": 600}
-
-
-def add_head_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("heads fitted on each episode's support set")
-    g.add_argument("--head", choices=HEADS.names(), help="fit this head on the backbone of "
-                   "--checkpoint (or of --backbone/--weights) on each episode (default: the "
-                   "checkpoint's own learner)")
-    g.add_argument("--head-option", type=option, action="append", default=[],
-                   metavar="KEY=VALUE", help="head option, repeatable (e.g. C=0.5 for logistic, "
-                   "layers=blocks.3 steps=50 for finetune; see fewshot.heads)")
-    g.add_argument("--backbone", help="with --weights and no --checkpoint: the backbone the "
-                   "weights are for (conv4, resnet12, resnet18, timm:<name>, ...)")
-    g.add_argument("--weights", metavar="PATH", help="with --head and no --checkpoint: a state "
-                   "dict of --backbone (read with weights_only=True)")
-    add_normalize_arg(g, default=None)
-    g.add_argument("--chunk-size", type=positive_int, help="images per backbone forward pass "
-                   "when extracting features (default: as many as fit --max-memory)")
+from .args import not_an_input, output_file, say_data_note
+from .data import check_data_args, data_provenance, dataset_from_args, pick_device
+from .flags import SHAPE
+from .prepare import fixed_episodes, load_episodes
+from .unlabelled import refined_scorer, unlabelled_options
 
 
 def weights_normalize(args: argparse.Namespace, meta: dict | None, channels: int) -> Normalize:
@@ -166,7 +97,8 @@ def eval_model(args: argparse.Namespace, device: torch.device
 
 def episode_shape(args: argparse.Namespace) -> tuple[int, int, int, int]:
     """Way, shot, query and count of the episodes to score: an existing ``--episodes-file``'s
-    own (a flag given that differs is refused, naming both), else the flags or :data:`SHAPE`."""
+    own (a flag given that differs is refused, naming both), else the flags or
+    :data:`~fewshot.cli.flags.SHAPE`."""
     names = ("way", "shot", "query", "episodes")
     if args.episodes_file and Path(args.episodes_file).exists():
         episodes = load_episodes(args.episodes_file)

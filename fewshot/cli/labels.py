@@ -1,6 +1,7 @@
 """Labelled subsets on the command line: ``--labels-per-class N`` or ``--label-fraction F`` keep
 the labels of a seeded choice of the train images (:func:`episodes.labelled_index`, seed
-``--label-seed``); ``--extra-unlabelled FOLDER`` adds a folder of images without labels.
+``--label-seed``); ``--extra-unlabelled FOLDER`` adds a folder of images without labels (the
+flags: :func:`fewshot.cli.groups.add_label_args`).
 
 What the rest of the train images become depends on the method's kind: semi-supervised methods
 learn from them without their labels (:func:`episodes.unlabelled_pool`); supervised pre-training
@@ -20,28 +21,6 @@ import torch
 
 from episodes import ClassDataset, labelled_index, subset_items, unlabelled_pool
 from episodes.registry import load_dataset
-
-from .args import bounded, positive_int
-
-label_fraction = bounded(float, 0, strict=True, high=1)
-
-
-def add_label_args(p: argparse.ArgumentParser, semi: bool) -> None:
-    g = p.add_argument_group("labelled subset")
-    g.add_argument("--labels-per-class", type=positive_int, metavar="N",
-                   help="keep the labels of N train images per class (a seeded choice, recorded "
-                   "in run.json)" + ("; semi-supervised methods use the other images without "
-                                     "labels, the others leave them out" if semi else
-                                     "; the other images are left out"))
-    g.add_argument("--label-fraction", type=label_fraction, metavar="F",
-                   help="keep the labels of this fraction of each train class instead")
-    g.add_argument("--label-seed", type=int, default=0, help="seed of the labelled images' choice "
-                   "(--labels-per-class, --label-fraction, and train's --label-ratio split)")
-    if semi:
-        g.add_argument("--extra-unlabelled", metavar="FOLDER",
-                       help="semi-supervised methods: also learn from every image under this "
-                       "folder, without labels (read as --dataset unlabelled, at the train "
-                       "images' size and --channels)")
 
 
 def check_label_args(args: argparse.Namespace, kind: str) -> None:

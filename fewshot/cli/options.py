@@ -1,6 +1,7 @@
 """``fewshot options NAME``: the typed options of a method (or a head, or a dataset) from its
 registry entry's config dataclass: each option's name, type, default, choices or the bounds its
-config checks, and what its docstring says of it."""
+config checks, and what its docstring says of it. (Its arguments:
+:func:`fewshot.cli.flags.options_arguments`.)"""
 
 from __future__ import annotations
 
@@ -17,14 +18,6 @@ from ..registry import METHODS
 
 REGISTRIES: dict[str, Registry] = {"method": METHODS, "head": HEADS, "dataset": DATASETS}
 PROBES = (-(10**9), 10**9)  # values far out of any range: the config's own check names its bounds
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="a method (fewshot train/pretrain --method), or with --of a head "
-                   "or a dataset")
-    p.add_argument("--of", choices=tuple(REGISTRIES), default="method",
-                   help="which registry NAME is in")
-    p.add_argument("--quiet", action="store_true", help="print the table only")
 
 
 def type_text(kind: Any) -> str:

@@ -1,5 +1,6 @@
 """``fewshot plot-embeddings``: a 2-D projection (PCA or t-SNE) of a checkpoint's backbone
-features of a split's images, coloured by class."""
+features of a split's images, coloured by class. (Its arguments:
+:func:`fewshot.cli.flags.embeddings_arguments`.)"""
 
 from __future__ import annotations
 
@@ -11,31 +12,8 @@ from ..engine.checkpoint import check_pipeline, load_learner
 from ..engine.features import extract_features
 from ..models.weights import backbone_of
 from ..ssl.monitor import plot_embeddings, project_2d
-from .args import (
-    add_data_args,
-    add_output_arg,
-    add_quiet_arg,
-    add_split_arg,
-    check_data_args,
-    dataset_from_args,
-    not_an_input,
-    output_file,
-    pick_device,
-    positive_int,
-    say_data_note,
-)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_data_args(p)
-    p.add_argument("--checkpoint", required=True, help="a fewshot checkpoint (its backbone)")
-    add_split_arg(p)
-    p.add_argument("--classes", type=positive_int, default=10, help="the first this many classes")
-    p.add_argument("--per-class", type=positive_int, default=50, help="images per class (at most)")
-    p.add_argument("--projection", choices=("pca", "tsne"), default="pca",
-                   help="pca (torch) or tsne (needs scikit-learn)")
-    add_output_arg(p, "image file to write (.png, .pdf, ...)", required=True)
-    add_quiet_arg(p)
+from .args import not_an_input, output_file, say_data_note
+from .data import check_data_args, dataset_from_args, pick_device
 
 
 def run(args: argparse.Namespace) -> None:

@@ -1,5 +1,6 @@
 """``fewshot predict``: label query images from a few labelled support images, reading the files
-with the image pipeline the checkpoint recorded."""
+with the image pipeline the checkpoint recorded. (Its arguments:
+:func:`fewshot.cli.flags.predict_arguments`.)"""
 
 from __future__ import annotations
 
@@ -13,44 +14,9 @@ from episodes.io import atomic_write_text
 
 from ..engine.checkpoint import load_learner, recorded_pipeline
 from ..engine.predict import Prediction, predict
-from .args import (
-    MAX_MEMORY_HELP,
-    add_output_arg,
-    add_quiet_arg,
-    device,
-    memory_size,
-    not_an_input,
-    output_file,
-    pick_device,
-    positive_int,
-    say_data_note,
-)
-from .unlabelled import add_predict_unlabelled_args, predict_refiner
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a trained checkpoint")
-    p.add_argument("--support", required=True, help="folder of class folders of support images")
-    p.add_argument("--query", required=True, help="folder of images to label")
-    add_output_arg(p, "write the predictions to this file (default: print them)")
-    p.add_argument("--pipeline", metavar="SETTINGS", help="how to read the image files, for a "
-                   "checkpoint that does not record it (e.g. channels=1,size=28,resample=area,"
-                   "invert=true); checkpoints written by fewshot train record it")
-    p.add_argument("--format", choices=FORMATS, default="tsv", help="output format")
-    p.add_argument("--queries-per-pass", type=positive_int, help="query images per forward pass "
-                   "(default: as many as fit --max-memory)")
-    p.add_argument("--batch-size", dest="queries_per_pass", type=positive_int,
-                   help=argparse.SUPPRESS)  # the old name of --queries-per-pass
-    p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
-    p.add_argument("--no-convert", action="store_true",
-                   help="refuse images whose channels differ from the model's")
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="skip unreadable or non-image files (with a warning) instead of failing")
-    p.add_argument("--no-temperature", action="store_true", help="the learner's own "
-                   "probabilities, not those calibrated by the temperature the checkpoint records")
-    add_quiet_arg(p)
-    p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
-    add_predict_unlabelled_args(p)
+from .args import not_an_input, output_file, say_data_note
+from .data import pick_device
+from .unlabelled import predict_refiner
 
 
 def run(args: argparse.Namespace) -> None:
@@ -78,9 +44,6 @@ def run(args: argparse.Namespace) -> None:
         print(f"wrote {len(preds)} predictions to {args.output}")
     else:
         print(text, end="")
-
-
-FORMATS = ("tsv", "csv", "json")
 
 
 def format_predictions(preds: list[Prediction], fmt: str) -> str:

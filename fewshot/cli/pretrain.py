@@ -1,31 +1,39 @@
-"""``fewshot pretrain``: pre-train a backbone on mini-batches, supervised (a classifier over all
-train classes) or self-supervised (the images alone), by the run recipe
-(:mod:`fewshot.cli.recipe`); then ``fewshot eval --head`` or ``fewshot train --init``."""
+"""``fewshot pretrain``'s arguments: pre-train a backbone on mini-batches, supervised (a classifier
+over all train classes) or self-supervised (the images alone), run by the run recipe
+(:func:`fewshot.cli.recipe.run`); then ``fewshot eval --head`` or ``fewshot train --init``. Light:
+no torch (:mod:`fewshot.cli.choices`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..registry import KINDS, method_names
-from . import recipe
 from .args import add_data_args, count, option, positive_int
-from .groups import add_augment_args, add_backbone_args, add_optimization_args, add_run_args, add_val_args
-from .labels import add_label_args
-from .train import method_help
+from .catalogue import KINDS
+from .choices import names, summaries
+from .groups import (
+    add_augment_args,
+    add_backbone_args,
+    add_label_args,
+    add_optimization_args,
+    add_run_args,
+    add_val_args,
+)
+
+SUPERVISED = "supervised"  # pretrain --method supervised: the registry's supervised method
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     g = p.add_argument_group("model")
     # "supervised" names the first supervised method; any other (a plugin's) by its own name
-    choices = [recipe.SUPERVISED, *method_names("supervised")[1:], *method_names("self-supervised"),
-               *method_names("semi-supervised")]
-    g.add_argument("--method", choices=choices, default=recipe.SUPERVISED,
-                   help=f"{recipe.SUPERVISED}: {KINDS['supervised']}, "
-                   f"{method_help(('supervised',))}; self-supervised ({KINDS['self-supervised']}"
-                   f"): {method_help(('self-supervised',))}; semi-supervised ("
-                   f"{KINDS['semi-supervised']}, with --labels-per-class): "
-                   f"{method_help(('semi-supervised',))}")
+    choices = [SUPERVISED, *names("method", "supervised")[1:],
+               *names("method", "self-supervised"), *names("method", "semi-supervised")]
+    g.add_argument("--method", choices=choices, default=SUPERVISED,
+                   help=f"{SUPERVISED}: {KINDS['supervised']}, "
+                   f"{summaries('method', ('supervised',))}; self-supervised ("
+                   f"{KINDS['self-supervised']}): {summaries('method', ('self-supervised',))}; "
+                   f"semi-supervised ({KINDS['semi-supervised']}, with --labels-per-class): "
+                   f"{summaries('method', ('semi-supervised',))}")
     add_backbone_args(g)
     g.add_argument("--option", type=option, action="append", default=[], metavar="KEY=VALUE",
                    help="method option, repeatable: supervised: classifier=linear|cosine "
@@ -47,7 +55,3 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "off)")
     add_optimization_args(p, steps=10000, lr=0.05, optimizer="sgd")
     add_run_args(p, "runs/pretrain")
-
-
-def run(args: argparse.Namespace) -> None:
-    recipe.run(args)

@@ -37,19 +37,12 @@ from ..models.input_norm import resolve_normalize
 from ..registry import build_learner, fill_from_data, get_method, make_spec, method_config, method_names
 from ..ssl.decoders import preview_monitor
 from ..ssl.monitor import knn_monitor
-from .args import (
-    check_data_args,
-    data_provenance,
-    dataset_from_args,
-    not_an_input,
-    output_folder,
-    pick_device,
-)
+from .args import not_an_input, output_folder
 from .batches import make_sampler
-from .groups import prepare_backbone, train_config, validation
+from .data import check_data_args, data_provenance, dataset_from_args, pick_device
 from .labels import check_label_args, split_labels
-
-SUPERVISED = "supervised"  # pretrain --method supervised: the registry's supervised method
+from .prepare import prepare_backbone, train_config, validation
+from .pretrain import SUPERVISED
 
 
 def method_of(args: argparse.Namespace) -> str:

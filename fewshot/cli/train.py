@@ -1,43 +1,44 @@
-"""``fewshot train``: meta-train an episodic learner on a dataset's train classes (the run recipe,
-:mod:`fewshot.cli.recipe`)."""
+"""``fewshot train``'s arguments: meta-train an episodic learner on a dataset's train classes (run
+by the run recipe, :func:`fewshot.cli.recipe.run`). Light: no torch (:mod:`fewshot.cli.choices`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..registry import KINDS, get_method, method_names
-from . import recipe
 from .args import add_data_args, episodes_per_step, option, positive_int, way
-from .groups import add_augment_args, add_backbone_args, add_optimization_args, add_run_args, add_val_args
-from .labels import add_label_args
-from .unlabelled import add_unlabelled_args
-
-
-def method_help(kinds: tuple[str, ...]) -> str:
-    """``name: summary`` of every registered method of ``kinds``."""
-    return "; ".join(f"{n}: {get_method(n).summary}" for k in kinds for n in method_names(k))
+from .catalogue import KINDS
+from .choices import entries, names, summaries
+from .groups import (
+    add_augment_args,
+    add_backbone_args,
+    add_label_args,
+    add_optimization_args,
+    add_run_args,
+    add_unlabelled_args,
+    add_val_args,
+)
 
 
 def episodic_method(name: str) -> str:
     """An argparse type: a registered episodic method; a method of another kind is refused with
     the command that trains it, an unknown name with the episodic choices."""
-    if name in method_names("episodic"):
+    if name in names("method", "episodic"):
         return name
-    if name in method_names():
-        kind = get_method(name).kind
+    if name in names("method"):
+        kind = entries("method")[name][0]
         raise argparse.ArgumentTypeError(
             f"{name} is pre-trained on mini-batches, not episodes: use fewshot pretrain --method "
             f"{'supervised' if kind == 'supervised' else name}")
     raise argparse.ArgumentTypeError(f"unknown method {name!r}: choose one of "
-                                     f"{', '.join(method_names('episodic'))}")
+                                     f"{', '.join(names('method', 'episodic'))}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p)
     g = p.add_argument_group("model")
     g.add_argument("--method", default="protonet", type=episodic_method,
-                   metavar="|".join(method_names("episodic")),
-                   help=f"learner ({KINDS['episodic']}): {method_help(('episodic',))}")
+                   metavar="|".join(names("method", "episodic")),
+                   help=f"learner ({KINDS['episodic']}): {summaries('method', ('episodic',))}")
     add_backbone_args(g)
     g.add_argument("--option", type=option, action="append", default=[], metavar="KEY=VALUE",
                    help="method option, repeatable (e.g. distance=cosine; MAML: inner_steps=5, "
@@ -58,7 +59,3 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_val_args(p, "--way", "--shot")
     add_optimization_args(p, steps=2000, lr=1e-3, optimizer="adam")
     add_run_args(p, "runs/train")
-
-
-def run(args: argparse.Namespace) -> None:
-    recipe.run(args)

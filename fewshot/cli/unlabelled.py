@@ -1,6 +1,7 @@
 """The command line's semi-supervised episodes (Ren et al. 2018): unlabelled images in the episodes
 of ``fewshot train`` and ``fewshot eval``, and ``eval``'s prototype refinement with them
-(:mod:`episodes.unlabelled`, :mod:`fewshot.refine`)."""
+(:mod:`episodes.unlabelled`, :mod:`fewshot.refine`; the flags:
+:func:`fewshot.cli.groups.add_unlabelled_args`)."""
 
 from __future__ import annotations
 
@@ -15,30 +16,7 @@ from episodes import ClassDataset, FixedEpisodes
 
 from ..engine.refined import check_refinable, evaluate_refined, refiner_for
 from ..engine.results import EvalResult
-from ..refine import REFINES, PrototypeRefiner
-from .args import bounded, count, positive_int
-
-label_ratio = bounded(float, 0, strict=True, high=1)
-
-
-def add_unlabelled_args(p: argparse.ArgumentParser, refine: bool) -> None:
-    """``--unlabelled-per-class``, ``--distractor-classes``, ``--label-ratio``, ``--label-seed``
-    (and for eval, ``refine``: ``--refine``, ``--refine-steps``) in their own group."""
-    g = p.add_argument_group("unlabelled images in episodes (semi-supervised, Ren et al. 2018)")
-    g.add_argument("--unlabelled-per-class", type=positive_int, metavar="M", help="M unlabelled "
-                   "images of each episode class in every episode (default: none)")
-    g.add_argument("--distractor-classes", type=count, default=0, metavar="D", help="and M "
-                   "unlabelled images of each of D more classes, outside the episode's")
-    g.add_argument("--label-ratio", type=label_ratio, metavar="R", help="support and query "
-                   "images from this share of each class's images, unlabelled ones from the "
-                   "rest (Ren et al.: 0.4; default: distinct images of the whole class)")
-    if refine:  # train has --label-seed already (the labelled-subset flags), with this meaning too
-        g.add_argument("--label-seed", type=int, default=0, help="seed of the --label-ratio split")
-        g.add_argument("--refine", choices=REFINES[1:], help="refine the prototypes with the "
-                       "unlabelled images (a ProtoNet checkpoint or --head prototype; masked: a "
-                       "checkpoint meta-trained with it)")
-        g.add_argument("--refine-steps", type=positive_int, help="refinement steps (default: "
-                       "the checkpoint's, else 1)")
+from ..refine import PrototypeRefiner
 
 
 def unlabelled_options(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -85,17 +63,6 @@ def refined_scorer(args: argparse.Namespace, learner: nn.Module | None, backbone
     refiner = refiner_for(own, args.refine, args.refine_steps).to(device).eval()
     return lambda episodes: evaluate_refined(embed, refiner, episodes, ds, args.episodes_per_pass,
                                              device, args.max_memory)
-
-
-def add_predict_unlabelled_args(p: argparse.ArgumentParser) -> None:
-    """``predict``'s ``--unlabelled DIR``, ``--refine``, ``--refine-steps``, in their own group."""
-    g = p.add_argument_group("unlabelled images (semi-supervised, Ren et al. 2018)")
-    g.add_argument("--unlabelled", metavar="DIR", help="folder of unlabelled images of the "
-                   "support classes: the prototypes are refined with them (a ProtoNet checkpoint)")
-    g.add_argument("--refine", choices=REFINES[1:], help="how (default: the checkpoint's "
-                   "refinement if it was meta-trained with one, else soft-kmeans)")
-    g.add_argument("--refine-steps", type=positive_int, help="refinement steps (default: the "
-                   "checkpoint's, else 1)")
 
 
 def predict_refiner(args: argparse.Namespace, learner: nn.Module) -> PrototypeRefiner | None:

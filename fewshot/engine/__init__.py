@@ -1,6 +1,7 @@
 """The engine: the one training loop, evaluation and prediction, checkpoints and run folders, and
 what they run on (memory budgets, episodes per step, precision, several processes)."""
 
+from ..values import parse_bytes
 from .calibrate import Calibration, calibrate_checkpoint, set_temperature
 from .checkpoint import (
     CheckpointFile,
@@ -17,7 +18,7 @@ from .distributed import GradientSync, local_device
 from .evaluate import evaluate, paired_test, query_logits
 from .features import extract_features
 from .logs import TrainLog
-from .memory import chunks, memory_budget, parse_bytes
+from .memory import chunks, memory_budget
 from .precision import autocast, resolve_precision
 from .predict import Prediction, predict
 from .results import EvalResult, confidence_interval

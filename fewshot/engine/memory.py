@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import warnings
 from collections.abc import Callable
 
@@ -24,22 +23,6 @@ from torch.utils._pytree import tree_flatten
 
 CPU_BUDGET = 1 << 30  # bytes a CPU forward may take by default (at most a quarter of what is free)
 GPU_SHARE = 0.5  # share of the GPU's free memory a forward may take by default
-UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-         "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40,
-         "tib": 1 << 40}
-
-
-def parse_bytes(text: str) -> int:
-    """``"2GB"``, ``"512M"``, ``"1.5GiB"`` or a plain number of bytes -> bytes (binary units)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    if m is None or m.group(2).lower() not in UNITS:
-        raise ValueError(f"memory size {text!r} is not a size: write it like 2GB, 512MB or 1.5GiB")
-    value = int(float(m.group(1)) * UNITS[m.group(2).lower()])
-    if value <= 0:
-        raise ValueError(f"memory size {text!r} must be above zero")
-    return value
-
-
 def fmt_bytes(n: int) -> str:
     """``1536`` -> ``"1.5 KiB"``: bytes in binary units, for messages."""
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -26,27 +26,11 @@ mean and std are averaged to one value.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
+from ..values import NAMED, Normalize, check_normalize, parse_normalize
 from .zoo import TIMM_PREFIX, torchvision_names
-
-NAMED = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-         "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
-CHOICES = ("auto", "none", *NAMED, "MEAN/STD")
-Normalize = dict[str, list[float]] | None
-
-
-def _numbers(text: str, what: str, given: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ValueError(f"normalisation {given!r}: the {what} must be numbers separated by commas "
-                         f"(e.g. 0.5,0.5,0.5/0.25,0.25,0.25); choose one of "
-                         f"{', '.join(CHOICES)}") from None
-    return values
 
 
 def backbone_expects(backbone: str) -> Normalize:
@@ -64,34 +48,6 @@ def backbone_expects(backbone: str) -> Normalize:
         return None
     mean, std = NAMED["imagenet"]
     return {"mean": list(mean), "std": list(std)}
-
-
-def parse_normalize(text: str) -> Normalize | str:
-    """``--normalize`` text as ``"auto"``, None or ``{"mean": [...], "std": [...]}`` (lengths
-    equal, every std positive; the channel count is checked by :func:`resolve_normalize`).
-
-    Raises:
-        ValueError: an unknown choice, numbers that do not parse, lengths that differ, std <= 0.
-    """
-    text = text.strip()
-    if text in ("auto", "none"):
-        return None if text == "none" else text
-    if text in NAMED:
-        return {"mean": list(NAMED[text][0]), "std": list(NAMED[text][1])}
-    if "/" not in text:
-        raise ValueError(f"normalisation {text!r}: choose one of {', '.join(CHOICES)}")
-    mean, _, std = text.partition("/")
-    mean, std = _numbers(mean, "mean", text), _numbers(std, "std", text)
-    if len(mean) != len(std):
-        raise ValueError(f"normalisation {text!r}: {len(mean)} means but {len(std)} stds: give "
-                         f"one of each per channel")
-    return check_normalize({"mean": mean, "std": std}, len(mean), f"normalisation {text!r}")
-
-
-def check_normalize_text(text: str) -> str:
-    """``text`` (a ``--normalize`` value) once :func:`parse_normalize` accepts it."""
-    parse_normalize(text)
-    return text.strip()
 
 
 def resolve_normalize(text: str, backbone: str, in_channels: int) -> Normalize:
@@ -134,23 +90,6 @@ def channels_taken(backbone: str, in_channels: int) -> int:
     """The channels the backbone's first layer sees: 3 for torchvision models (they repeat a
     grayscale channel), else ``in_channels``."""
     return 3 if backbone in torchvision_names() else in_channels
-
-
-def check_normalize(norm: Any, channels: int, source: str = "normalize") -> Normalize:
-    """``norm`` checked: None or ``{"mean": [c floats], "std": [c floats > 0]}`` with ``c`` 1 or
-    ``channels``."""
-    if norm is None:
-        return None
-    if not isinstance(norm, dict) or set(norm) != {"mean", "std"}:
-        raise ValueError(f"{source}: expected None or {{'mean': [...], 'std': [...]}}, got {norm!r}")
-    mean, std = ([float(v) for v in norm[k]] for k in ("mean", "std"))
-    if len(mean) != len(std) or len(mean) not in (1, channels):
-        need = "1 value" if channels == 1 else f"1 or {channels} values"
-        raise ValueError(f"{source}: mean and std need {need} each (one per channel), got "
-                         f"{len(mean)} and {len(std)}")
-    if any(s <= 0 for s in std):
-        raise ValueError(f"{source}: every std must be positive, got {std}")
-    return {"mean": mean, "std": std}
 
 
 def _normalise_input(module: nn.Module, args: tuple) -> tuple:

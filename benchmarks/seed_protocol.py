@@ -151,14 +151,17 @@ def build(checkpoint: Path, classes: int, args: argparse.Namespace
     return learner.to(args.device), (meta or {}).get("spec", {}).get("method", checkpoint.stem)
 
 
-def same_episodes(against: Path, count: int) -> dict[int, bool | None]:
-    """For each shot, whether the fixed val episodes (``count`` of them) kept in ``against``'s
-    checkout (``against`` is its ``benchmarks/results/<name>/results.json``) equal this
-    checkout's (None: one of the two files is not there)."""
+def same_episodes(checkout: Path | None, count: int) -> dict[int, bool | None]:
+    """For each shot, whether the fixed val episodes (``count`` of them) kept in ``checkout``
+    (where the results paired against were scored) equal this checkout's (None: one of the two
+    files is not there)."""
     out: dict[int, bool | None] = {}
     for shot in SHOTS:
-        theirs, ours = (common.episodes_file("mini-val", 5, shot, 15, count, checkout)
-                        for checkout in (against.resolve().parents[3], common.CHECKOUT))
+        if checkout is None:
+            out[shot] = None
+            continue
+        theirs, ours = (common.episodes_file("mini-val", 5, shot, 15, count, c)
+                        for c in (checkout, common.CHECKOUT))
         if not (theirs.is_file() and ours.is_file()):
             out[shot] = None
             continue
@@ -182,10 +185,13 @@ def run(args: argparse.Namespace) -> None:
     against = grid.load_results(args.against) or grid.empty_results()
     for shot in SHOTS:  # this checkout's episode files, before they are compared
         labeff.val_episodes(val_ds, shot, args)
-    same = same_episodes(args.against, args.preset.test_episodes)
+    parents = args.against.resolve().parents  # its checkout: .../benchmarks/results/NAME/
+    checkout = args.against_checkout or (parents[3] if len(parents) > 3 else None)
+    same = same_episodes(checkout, args.preset.test_episodes)
     rec = {"checkpoint": str(args.checkpoint), "method": method, "level": args.level,
            "protocol": asdict(args.protocol), "preset": args.preset_name,
-           "images": {k: len(v) for k, v in parts.items()}, "episodes_same_as_against": same,
+           "images": {k: len(v) for k, v in parts.items()}, "against": str(args.against),
+           "episodes_same_as_against": same,
            "stages": {}, **env}
     for stage in args.protocol.stages:
         srec = run_stage(learner, stage, args.protocol, sampler, parts["val"])
@@ -227,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mini-root", type=Path, default=common.SHARED / "miniimagenet")
     ap.add_argument("--against", type=Path, default=AGAINST,
                     help="label_efficiency.py's results.json to pair against")
+    ap.add_argument("--against-checkout", type=Path,
+                    help="the checkout whose benchmarks/episodes the --against results were "
+                         "scored on (default: the one holding --against)")
     ap.add_argument("--out-dir", type=Path, help="default benchmarks/out/seed-protocol-<preset>")
     ap.add_argument("--render", action="store_true", help="write OUT/table.md only")
     args = ap.parse_args(argv)
@@ -238,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.checkpoint is None or not args.checkpoint.is_file():
             raise SystemExit(f"--checkpoint {args.checkpoint}: no such file: give the last.pt of "
                              "a pre-trained model (label_efficiency.py's ssl-<method>)")
+        if not args.against.is_file():
+            raise SystemExit(f"--against {args.against}: no such file: give label_efficiency.py's "
+                             "results.json (its ft- and ssl- cells are paired against)")
         wall = grid.Budget.of_minutes(None)
         run(args)
         grid.record_call(args.results, common.environment(args.device), wall.wall(),

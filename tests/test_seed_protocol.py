@@ -140,10 +140,10 @@ def test_episode_files_are_compared(tmp_path: Path, monkeypatch) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             FixedEpisodes.generate(ds, 5, shot, 1, 4, seed).save(path)
     monkeypatch.setattr(bench.common, "CHECKOUT", tmp_path / "ours")
-    results = Path("benchmarks") / "results" / "label-efficiency" / "results.json"
-    assert bench.same_episodes(tmp_path / "same" / results, 4) == {1: True, 5: True}
-    assert bench.same_episodes(tmp_path / "other" / results, 4) == {1: False, 5: False}
-    assert bench.same_episodes(tmp_path / "none" / results, 4) == {1: None, 5: None}
+    assert bench.same_episodes(tmp_path / "same", 4) == {1: True, 5: True}
+    assert bench.same_episodes(tmp_path / "other", 4) == {1: False, 5: False}
+    assert bench.same_episodes(tmp_path / "none", 4) == {1: None, 5: None}
+    assert bench.same_episodes(None, 4) == {1: None, 5: None}
 
 
 def test_a_whole_run_on_tiny_data(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -152,7 +152,7 @@ def test_a_whole_run_on_tiny_data(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(bench.grid.common, "test_episodes",
                         lambda ds, n, k, q, count, name, seed=2017:
                         FixedEpisodes.generate(ds, n, k, q, count, seed))
-    monkeypatch.setattr(bench, "same_episodes", lambda against, count: {1: True, 5: True})
+    monkeypatch.setattr(bench, "same_episodes", lambda checkout, count: {1: True, 5: True})
     monkeypatch.setitem(bench.PRESETS, "quick",
                         replace(bench.PRESETS["quick"], image_size=16, test_episodes=6))
     spec = make_spec("rotation", "conv4", 3, 16, {})
@@ -182,4 +182,7 @@ def test_a_whole_run_on_tiny_data(tmp_path: Path, monkeypatch, capsys) -> None:
         bench.main([*out, "--checkpoint", str(tmp_path / "ssl.pt"), "--level", "13"])
     with pytest.raises(SystemExit, match="no such file: give the last.pt"):
         bench.main([*out, "--checkpoint", str(tmp_path / "missing.pt")])
+    with pytest.raises(SystemExit, match="--against .*missing.json: no such file"):
+        bench.main([*out, "--checkpoint", str(tmp_path / "ssl.pt"), "--against",
+                    str(tmp_path / "missing.json")])
     assert not (tmp_path / "x" / "table.md").exists()

@@ -191,8 +191,11 @@ def run(args: argparse.Namespace) -> None:
     rec = {"checkpoint": str(args.checkpoint), "method": method, "level": args.level,
            "protocol": asdict(args.protocol), "preset": args.preset_name,
            "images": {k: len(v) for k, v in parts.items()}, "against": str(args.against),
-           "episodes_same_as_against": same,
-           "stages": {}, **env}
+           "episodes_same_as_against": same, "stages": {}, **env}
+    for shot in (s for s in SHOTS if not same[s]):
+        print(f"  not paired at {shot} shot: the episode file of {checkout} "
+              + ("differs from this checkout's" if same[shot] is False else "is not there")
+              + " (--against-checkout names the checkout its results were scored in)", flush=True)
     for stage in args.protocol.stages:
         srec = run_stage(learner, stage, args.protocol, sampler, parts["val"])
         hits = correct(learner, parts["test"])
@@ -256,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
                          preset=args.preset_name, level=args.level)
         grid.save_results(args.results, args.results_path)
     table = render_table(args.results)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "table.md").write_text(table + "\n")
     print(table)
     print(f"wrote {args.results_path} and {args.out_dir / 'table.md'}")

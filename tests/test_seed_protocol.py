@@ -177,6 +177,14 @@ def test_a_whole_run_on_tiny_data(tmp_path: Path, monkeypatch, capsys) -> None:
         f"seed-rotation@3/fine-tune/5w{s}s - classifier" for s in (1, 5)}
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| seed-rotation@3 | fine-tune |" in table and "- ft-rotation@3 |" in table
+    monkeypatch.setattr(bench, "same_episodes", lambda checkout, count: {1: False, 5: None})
+    capsys.readouterr()
+    bench.main([*argv[:-1], str(tmp_path / "other")])  # episodes not the same: nothing paired
+    printed = capsys.readouterr().out
+    assert "not paired at 1 shot: the episode file of" in printed and "differs" in printed
+    assert "not paired at 5 shot" in printed and "is not there" in printed
+    other = json.loads((tmp_path / "other" / "results.json").read_text())
+    assert all(name.endswith(" - classifier") for name in other["paired"])
     out = ["--quick", "--out-dir", str(tmp_path / "x")]
     with pytest.raises(SystemExit, match="--level 13: .* leaves 1 to 12 to label"):
         bench.main([*out, "--checkpoint", str(tmp_path / "ssl.pt"), "--level", "13"])

@@ -55,11 +55,17 @@ def omniglot_splits(device: torch.device) -> dict[str, ClassDataset]:
     return {s: omniglot(root, s).to(device) for s in ("train", "val", "test")}
 
 
+def episodes_file(name: str, n_way: int, k_shot: int, q_query: int, count: int,
+                  checkout: Path = CHECKOUT) -> Path:
+    """Where :func:`test_episodes` keeps a set of fixed episodes in ``checkout``."""
+    return checkout / "benchmarks" / "episodes" / f"{name}-{n_way}w{k_shot}s{q_query}q-{count}.pt"
+
+
 def test_episodes(dataset: ClassDataset, n_way: int, k_shot: int, q_query: int, count: int,
                   name: str, seed: int = 2017) -> FixedEpisodes:
     """Fixed test episodes, saved under ``benchmarks/episodes/`` so every script and method is
     scored on the same ones (regenerated identically from the seed when the file is missing)."""
-    path = Path(__file__).parent / "episodes" / f"{name}-{n_way}w{k_shot}s{q_query}q-{count}.pt"
+    path = episodes_file(name, n_way, k_shot, q_query, count)
     if path.is_file():
         eps = FixedEpisodes.load(path)
         eps.check(dataset)

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from ..engine.curves import FORMATS, metrics_path, plot_curves, pyplot, read_metrics, run_labels
-from ..engine.runs import RUN_FILES
+from ..engine.runs import RUN_FILES, run_files
 from .args import not_an_input, output_file
 
 
@@ -22,7 +22,7 @@ def check_out(out: str, runs: list[str]) -> None:
     for run in runs:
         folder = metrics_path(run).parent
         not_an_input("--output", out, {str(folder / name): folder / name
-                                    for name in RUN_FILES})
+                                    for name in {*RUN_FILES, *run_files(folder)}})
 
 
 def run(args: argparse.Namespace) -> None:

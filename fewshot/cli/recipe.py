@@ -31,7 +31,7 @@ from ..engine.calibrate import Calibration, calibrate_checkpoint
 from ..engine.checkpoint import load_checkpoint
 from ..engine.precision import resolve_precision
 from ..engine.provenance import provenance
-from ..engine.runs import RUN_FILES, check_run_folder, open_run, run_record
+from ..engine.runs import check_run_folder, open_run, run_record
 from ..engine.train import TrainResult, train
 from ..models.input_norm import resolve_normalize
 from ..registry import build_learner, fill_from_data, get_method, make_spec, method_config, method_names
@@ -63,9 +63,9 @@ def check_run_args(args: argparse.Namespace) -> None:
         raise ValueError("--val-way/--val-shot shape validation episodes, and --val-episodes 0 "
                          "asks for none: leave them out, or validate")
     output_folder("--out", args.out)
-    check_run_folder(args.out, args.resume, args.overwrite)
+    replaced = check_run_folder(args.out, args.resume, args.overwrite)
     if args.overwrite:  # the files an overwrite replaces must not be the run's own inputs
-        for name in RUN_FILES:
+        for name in replaced:
             not_an_input(f"--overwrite (of {Path(args.out) / name})", Path(args.out) / name,
                          {"--init": args.init, "--config": args.config})
     if args.resume:  # an unreadable or unsafe last.pt is refused before anything is written

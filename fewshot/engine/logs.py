@@ -31,9 +31,15 @@ from . import distributed
 METRICS_FILE = "metrics.jsonl"
 CSV_FILE = "metrics.csv"
 TENSORBOARD_DIR = "tensorboard"
+PREVIEW_FILES = "preview-step*.png"  # generative pre-training's images at each validation
 LOG_EVERY = 10  # default steps between two training records (the last step is always recorded)
 FIRST_COLUMNS = ("step", "seconds", "loss", "acc", "val_acc")  # metrics.csv's first columns
 INSTALL_TENSORBOARD = "pip install 'fewshot[tensorboard]'"
+
+
+def preview_file(step: int) -> str:
+    """The name of the preview image written at ``step`` (one of :data:`PREVIEW_FILES`)."""
+    return f"preview-step{step:06d}.png"
 
 
 def _line(entry: dict) -> str:

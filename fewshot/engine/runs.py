@@ -25,7 +25,7 @@ from episodes.io import atomic_write_text, finite_json
 from ..registry import stored_spec
 from ..version import library_version
 from .checkpoint import load_checkpoint
-from .logs import CSV_FILE, METRICS_FILE, TENSORBOARD_DIR
+from .logs import CSV_FILE, METRICS_FILE, PREVIEW_FILES, TENSORBOARD_DIR
 
 try:
     import fcntl
@@ -126,6 +126,21 @@ def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
     atomic_write_text(json.dumps(finite_json(obj), indent=1, allow_nan=False) + "\n", path)
 
 
+def run_files(out: str | os.PathLike) -> list[str]:
+    """The names of the files (and the ``tensorboard`` folder) of the run in ``out``: those of
+    :data:`RUN_FILES` that exist, then its preview images (:data:`PREVIEW_FILES`), sorted."""
+    out = Path(out)
+    return ([n for n in RUN_FILES if (out / n).exists()]
+            + sorted(p.name for p in out.glob(PREVIEW_FILES)))
+
+
+def run_files_text(names: list[str]) -> str:
+    """``names`` (:func:`run_files`) for a message, the preview images counted, not listed."""
+    previews = [n for n in names if n not in RUN_FILES]
+    return ", ".join([n for n in names if n in RUN_FILES]
+                     + ([f"{len(previews)} {PREVIEW_FILES}"] if previews else []))
+
+
 def check_folder(out: Path, what: str = "--out") -> None:
     """Raise :class:`RunError` if ``out`` exists and is not a folder."""
     if out.exists() and not out.is_dir():
@@ -148,9 +163,9 @@ def check_run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> l
             raise RunError(f"cannot resume: {out / 'last.pt'} does not exist (no run was "
                            f"checkpointed in {out}): leave out --resume to start a new run")
         return []
-    existing = [n for n in RUN_FILES if (out / n).exists()]
+    existing = run_files(out)
     if existing and not overwrite:
-        raise RunError(f"{out} already holds a run ({', '.join(existing)}): continue it with "
+        raise RunError(f"{out} already holds a run ({run_files_text(existing)}): continue it with "
                        f"--resume, replace it with --overwrite, or choose another --out")
     return existing
 
@@ -219,7 +234,7 @@ def open_run(out: str | os.PathLike, record: dict[str, Any], resume: bool, overw
                 yield
             except BaseException:
                 if not resume and not (out / "last.pt").is_file():
-                    for name in RUN_FILES:
+                    for name in run_files(out):  # the new run's (the old ones are in backup)
                         if (out / name).is_dir():  # tensorboard/
                             shutil.rmtree(out / name)
                         with contextlib.suppress(FileNotFoundError):

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from ..engine.logs import preview_file
+
 
 class ImageDecoder(nn.Module):
     """Vectors ``[B, in_dim]`` -> maps ``[B, out_channels, size, size]`` (logits: no output
@@ -89,7 +91,7 @@ def preview_monitor(folder: str | os.PathLike) -> Callable[[nn.Module], dict[str
     def monitor(learner: nn.Module) -> dict[str, float]:
         grid = learner.preview() if hasattr(learner, "preview") else None
         if grid is not None:
-            save_image(grid, Path(folder) / f"preview-step{int(learner.steps_done):06d}.png")
+            save_image(grid, Path(folder) / preview_file(int(learner.steps_done)))
         return {}
 
     return monitor

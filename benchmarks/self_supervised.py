@@ -46,6 +46,7 @@ from fewshot.engine.checkpoint import load_backbone_weights
 from fewshot.heads import PrototypeHead
 from fewshot.heads.scoring import episode_features, evaluate_features
 from fewshot.models.weights import backbone_of
+from fewshot.registry import fill_from_data
 
 OUT = Path(__file__).parent / "out"
 
@@ -62,9 +63,8 @@ def train_one(key: str, args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     if key.startswith("ssl-"):
         method = key.removeprefix("ssl-")
-        options = dict(p.ssl_options.get(method, {}))
-        if method in ("deepcluster", "uic"):
-            options["num_images"] = len(train_ds)
+        options = fill_from_data(method, dict(p.ssl_options.get(method, {})),
+                                 images=len(train_ds), classes=train_ds.num_classes)
         spec = make_spec(method, p.backbone, 3, size, options)
         learner = build_learner(spec)
         data, batch = train_ds, p.ssl_batch

@@ -123,7 +123,9 @@ def render_figure(results: dict, preset: str, lines: tuple[str, ...], levels: tu
                   path: Path) -> None:
     """Accuracy (%) against labels per class (log axis), a panel per shot, a line per method
     with its 95% intervals as error bars; written to ``path`` (PNG)."""
-    fig, axes = plt.subplots(1, len(SHOTS), figsize=(5 * len(SHOTS), 4), squeeze=False)
+    rows = -(-len(lines) // 5)  # legend rows below the panels, five entries a row
+    fig, axes = plt.subplots(1, len(SHOTS), figsize=(5.5 * len(SHOTS), 4 + 0.3 * rows),
+                             squeeze=False)
     for ax, shot in zip(axes[0], SHOTS, strict=True):
         for i, line in enumerate(lines):
             pts = [(n, results["cells"][c]) for n in levels
@@ -140,9 +142,10 @@ def render_figure(results: dict, preset: str, lines: tuple[str, ...], levels: tu
         ax.set_xlabel("labelled images per train class")
         ax.set_ylabel(f"5-way {shot}-shot accuracy, val classes (%)")
         ax.grid(alpha=0.3)
-        ax.legend()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), frameon=False)
     fig.suptitle(f"Label efficiency, reduced mini-ImageNet (preset {preset})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08 * rows, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,7 +11,9 @@ Equalize; Identity; Posterize to 4..8 bits; Rotate by [-30, 30] degrees; ShearX/
 Solarize above a threshold in [0, 256); TranslateX/Y by [-0.3, 0.3] of the side; the geometric
 operations fill with gray (USB: ``fillcolor=(128, 128, 128)``), Cutout with gray 0.5.
 Deviations: Equalize maps each channel through its cumulative histogram (PIL leaves out the
-last bin's count); Sharpness blurs the border pixels too (PIL keeps them).
+last bin's count); Sharpness blurs the border pixels too (PIL keeps them); USB's Cutout is gray
+(125, 123, 114) and its square is moved inside the image where it would cross the top or left
+border. USB's datasets apply 3 operations (``RandAugment(3, 5)``), kekmodel/FixMatch-pytorch 2.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class StrongAugment:
     """FixMatch's strong view (see the module text).
 
     Attributes:
-        ops: RandAugment operations per image (FixMatch and USB: 2).
+        ops: RandAugment operations per image (kekmodel/FixMatch-pytorch: 2; USB's datasets: 3).
         cutout: largest Cutout side, a fraction of the image side (0.5; 0: none).
         weak: the transforms applied first (flip and a shift of up to 1/8 of the side).
     """

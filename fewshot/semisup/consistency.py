@@ -8,8 +8,10 @@ device: :mod:`episodes.randaugment`) towards them. Compared point by point with 
 * FixMatch, USB ``semilearn/algorithms/fixmatch/fixmatch.py``: labelled, weak and strong images
   in one forward pass (USB ``use_cat``); the weak view's probabilities without gradient; mask
   ``max p >= p_cutoff`` (0.95); target its argmax (``hard_label=True``; ``hard_label=false``:
-  ``softmax(logits / T)``, T 0.5, as USB's soft option); masked cross-entropy on the strong view
-  averaged over all ``mu B`` images; ``lambda_u`` 1; ``mu`` 7. Same as USB and the paper.
+  ``softmax(logits / T)``, T 0.5; USB's soft option passes ``T`` but, with ``softmax=False``, its
+  hook returns the probabilities unsharpened, ours at T 1); masked cross-entropy on the strong
+  view averaged over all ``mu B`` images; ``lambda_u`` 1; ``mu`` 7. Same as USB and the paper
+  (``benchmarks/usb_fixmatch.py`` runs USB's own ``train_step`` beside it).
 * UDA, USB ``semilearn/algorithms/uda/uda.py`` and google-research/uda: the target is the weak
   view's prediction sharpened with temperature 0.4 (``softmax(logits / 0.4)``, the original's
   ``uda_softmax_temp``; USB passes ``T`` but with ``softmax=False`` its hook returns the

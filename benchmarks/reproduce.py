@@ -178,8 +178,10 @@ def run(args: argparse.Namespace) -> None:
     results = args.results
     loaded: dict[str, dict] = {}
     for p in cells:
-        if results["cells"].get(p.name, {}).get("status") == "done":
-            if not grid.capped_below(results["models"].get(p.model_key, {}), args.curve):
+        cell, model = results["cells"].get(p.name, {}), results["models"].get(p.model_key, {})
+        if cell.get("status") == "done":
+            stale = cell.get("train_steps") != model.get("steps")  # another cell trained it on
+            if not (stale or grid.capped_below(model, args.curve)):
                 continue
             del results["cells"][p.name]  # trained on under a larger cap, then scored again
         if args.budget.left() <= 0:

@@ -90,6 +90,26 @@ def test_quick_cells_json_and_table(tiny_data: Path, capsys: pytest.CaptureFixtu
         reproduce.main(["--cells", CELLS, "--out-dir", str(out)])
 
 
+def test_cell_scored_before_its_model_trained_on(tiny_data: Path) -> None:
+    """A cell scored on an earlier state of a model that another cell then trained further (one
+    60-way ProtoNet serves 5- and 20-way) is scored again; a current cell is left as it is."""
+    out = tiny_data / "out"
+    args = ["--quick", "--cells", "protonet/omniglot-*1s", "--out-dir", str(out),
+            "--test-episodes", "2"]
+    reproduce.main(args)
+    path = out / "results.json"
+    results = json.loads(path.read_text())
+    steps = results["models"]["protonet-omniglot-60w1s5q-b1"]["steps"]
+    results["cells"]["protonet/omniglot-20w1s"].update(train_steps=steps - 1, mean=-1.0)
+    results["cells"]["protonet/omniglot-5w1s"].update(mean=-2.0)
+    path.write_text(json.dumps(results))
+    reproduce.main(args)
+    cells = json.loads(path.read_text())["cells"]
+    assert cells["protonet/omniglot-20w1s"]["train_steps"] == steps
+    assert 0 <= cells["protonet/omniglot-20w1s"]["mean"] <= 1  # scored again
+    assert cells["protonet/omniglot-5w1s"]["mean"] == -2.0  # current: not scored again
+
+
 def test_resume_after_budget(tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A call whose budget runs out mid-training leaves the cell to the next call, which
     continues the same model from its checkpoint (carried in the --pack tar, as between device

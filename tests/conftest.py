@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+# the module, not the function ``fewshot.engine.train`` that the package exports under its name
+train_loop = importlib.import_module("fewshot.engine.train")
 
 torch.set_num_threads(2)
 
@@ -22,6 +29,35 @@ def f64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+class _SlowClock:
+    """The ``time`` module, but each ``perf_counter()`` reads one second after the last."""
+
+    def __init__(self) -> None:
+        self.now = time.perf_counter()
+
+    def perf_counter(self) -> float:
+        self.now += 1.0
+        return self.now
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def first_step_only() -> Callable[[], AbstractContextManager[None]]:
+    """A context manager factory: inside it the training loop's clock moves one second per
+    reading, so a run given ``--time-limit 0.01`` (0.6 s) stops after its first step however fast
+    the machine is (a resume test's interrupted half)."""
+
+    @contextmanager
+    def patched() -> Iterator[None]:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(train_loop, "time", _SlowClock())
+            yield
+
+    return patched
 
 
 @pytest.fixture(autouse=True, scope="session")

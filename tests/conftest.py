@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from episodes import ImagePipeline, TensorClassDataset
+
 # the module, not the function ``fewshot.engine.train`` that the package exports under its name
 train_loop = importlib.import_module("fewshot.engine.train")
 
@@ -29,6 +31,17 @@ def f64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+def tiny_rgb(classes: int, seed: int, per_class: int = 12, size: int = 16) -> TensorClassDataset:
+    """``classes`` x ``per_class`` random uint8 RGB images of ``size`` pixels, seeded: a tiny
+    class-split dataset for the benchmark harnesses' tests."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (classes * per_class, 3, size, size), generator=g,
+                           dtype=torch.uint8)
+    return TensorClassDataset(images, torch.arange(classes).repeat_interleave(per_class),
+                              [f"c{seed}-{i}" for i in range(classes)],
+                              ImagePipeline(3, size, "bilinear"))
 
 
 class _SlowClock:

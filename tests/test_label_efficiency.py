@@ -27,16 +27,9 @@ from label_efficiency_protocols import (  # noqa: E402
     models,
 )
 
-from episodes import FixedEpisodes, ImagePipeline, TensorClassDataset  # noqa: E402
+from episodes import FixedEpisodes  # noqa: E402
 
-
-def tiny(classes: int, seed: int, per_class: int = 12, size: int = 16) -> TensorClassDataset:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (classes * per_class, 3, size, size), generator=g,
-                           dtype=torch.uint8)
-    return TensorClassDataset(images, torch.arange(classes).repeat_interleave(per_class),
-                              [f"c{seed}-{i}" for i in range(classes)],
-                              ImagePipeline(3, size, "bilinear"))
+from .conftest import tiny_rgb  # noqa: E402
 
 
 def test_models_order_and_kinds() -> None:
@@ -55,7 +48,7 @@ def test_models_order_and_kinds() -> None:
 
 
 def test_lines_cells_pairs_and_render(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    data = {"train": tiny(4, 0), "val": tiny(5, 1, per_class=20)}
+    data = {"train": tiny_rgb(4, 0), "val": tiny_rgb(5, 1, per_class=20)}
     monkeypatch.setattr(bench, "load_split", lambda split, args: data[split])
 
     def test_episodes(dataset, n_way, k_shot, q_query, count, name, seed=2017) -> FixedEpisodes:
@@ -121,7 +114,7 @@ def test_every_line_of_the_gpu_preset_sets_up(key: str, tmp_path: Path) -> None:
                                              ssl_options=SMALL_HEADS),
                               out_dir=tmp_path)
     torch.manual_seed(0)
-    learner, spec, sampler, steps, cfg = bench.setup(key, tiny(4, 0), args)
+    learner, spec, sampler, steps, cfg = bench.setup(key, tiny_rgb(4, 0), args)
     assert steps == (args.preset.ssl_steps if key.startswith("ssl-") else args.preset.steps)
     if key.startswith("ssl-"):
         assert spec.method == "moco" and cfg["optimizer"] == "adam"

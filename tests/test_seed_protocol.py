@@ -29,22 +29,13 @@ from seed_protocol_protocols import (  # noqa: E402
 from episodes import (  # noqa: E402
     FixedEpisodes,
     ImageBatchSampler,
-    ImagePipeline,
-    TensorClassDataset,
     labelled_index,
     subset_items,
 )
 from fewshot import build_learner, make_spec  # noqa: E402
 from fewshot.engine.checkpoint import save_checkpoint  # noqa: E402
 
-
-def tiny(classes: int, seed: int, per_class: int = 12, size: int = 16) -> TensorClassDataset:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (classes * per_class, 3, size, size), generator=g,
-                           dtype=torch.uint8)
-    return TensorClassDataset(images, torch.arange(classes).repeat_interleave(per_class),
-                              [f"c{seed}-{i}" for i in range(classes)],
-                              ImagePipeline(3, size, "bilinear"))
+from .conftest import tiny_rgb  # noqa: E402
 
 
 def test_the_head_is_rotnets_three_layers() -> None:
@@ -60,7 +51,7 @@ def test_the_head_is_rotnets_three_layers() -> None:
 
 
 def test_held_out_images_are_never_labelled() -> None:
-    ds = tiny(4, 0, per_class=20)
+    ds = tiny_rgb(4, 0, per_class=20)
     parts = held_out(ds, 4, Protocol(val_per_class=3, test_per_class=5))
     assert torch.equal(parts["labelled"], labelled_index(ds, per_class=4, seed=0))
     for name, per_class in (("labelled", 4), ("val", 3), ("test", 5)):
@@ -100,7 +91,7 @@ def learner_and_data() -> tuple:
     torch.manual_seed(0)
     learner = build_learner(make_spec("classifier", "conv4", 3, 16, {"num_classes": 4}))
     learner.classifier = fc3_head(learner.classifier.in_features, 4, 8)
-    ds = tiny(4, 0)
+    ds = tiny_rgb(4, 0)
     return learner, ImageBatchSampler(subset_items(ds, torch.arange(0, 48, 4)), 4, seed=0), ds
 
 
@@ -133,7 +124,7 @@ def test_correct_is_the_classifier_on_each_image() -> None:
 
 
 def test_episode_files_are_compared(tmp_path: Path, monkeypatch) -> None:
-    ds = tiny(6, 1)
+    ds = tiny_rgb(6, 1)
     for checkout, seed in (("ours", 2017), ("same", 2017), ("other", 5)):
         for shot in (1, 5):
             path = bench.common.episodes_file("mini-val", 5, shot, 15, 4, tmp_path / checkout)
@@ -147,7 +138,7 @@ def test_episode_files_are_compared(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_a_whole_run_on_tiny_data(tmp_path: Path, monkeypatch, capsys) -> None:
-    data = {"train": tiny(4, 0, per_class=16), "val": tiny(5, 1, per_class=20)}
+    data = {"train": tiny_rgb(4, 0, per_class=16), "val": tiny_rgb(5, 1, per_class=20)}
     monkeypatch.setattr(bench.labeff, "load_split", lambda split, args: data[split])
     monkeypatch.setattr(bench.grid.common, "test_episodes",
                         lambda ds, n, k, q, count, name, seed=2017:

@@ -19,15 +19,13 @@ sys.path.insert(0, str(BENCH))
 import self_supervised as bench  # noqa: E402
 from ssl_protocols import PRESETS, models  # noqa: E402
 
-from episodes import FixedEpisodes, ImagePipeline, TensorClassDataset  # noqa: E402
+from episodes import FixedEpisodes, TensorClassDataset  # noqa: E402
+
+from .conftest import tiny_rgb  # noqa: E402
 
 
 def tiny(classes: int, seed: int, size: int = 16) -> TensorClassDataset:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (classes * 20, 3, size, size), generator=g, dtype=torch.uint8)
-    return TensorClassDataset(images, torch.arange(classes).repeat_interleave(20),
-                              [f"c{seed}-{i}" for i in range(classes)],
-                              ImagePipeline(3, size, "bilinear"))
+    return tiny_rgb(classes, seed, per_class=20, size=size)
 
 
 def test_labelled_subset() -> None:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -17,17 +16,14 @@ sys.path.insert(0, str(BENCH))
 import transfer  # noqa: E402
 from transfer_protocols import METHODS  # noqa: E402
 
-from episodes import FixedEpisodes, ImagePipeline, TensorClassDataset  # noqa: E402
+from episodes import FixedEpisodes, TensorClassDataset  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from .conftest import tiny_rgb  # noqa: E402
 
 
 def tiny(classes: int, seed: int, size: int = 20) -> TensorClassDataset:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (classes * 20, 3, size, size), generator=g, dtype=torch.uint8)
-    return TensorClassDataset(images, torch.arange(classes).repeat_interleave(20),
-                              [f"c{seed}-{i}" for i in range(classes)],
-                              ImagePipeline(3, size, "bilinear"))
+    return tiny_rgb(classes, seed, per_class=20, size=size)
 
 
 @pytest.fixture

@@ -35,9 +35,11 @@ import torch
 
 from episodes import ClassDataset, FixedEpisodes
 from episodes.io import atomic_write_text
-from fewshot import TrainConfig, load_learner, train
+from fewshot import TrainConfig, build_learner, load_learner, make_spec, train
 from fewshot.engine.evaluate import EvalResult, paired_test
 from fewshot.engine.train import TrainResult
+from fewshot.models.learner import ModelSpec
+from fewshot.registry import fill_from_data
 
 CHUNK_S = 60.0  # chunked training: wall seconds per train() call, between which the budget is checked
 
@@ -123,6 +125,16 @@ class Budget:
 
 
 # ---------------------------------------------------------------- train or resume
+def pretext_learner(method: str, preset: Any, train_ds: ClassDataset) -> tuple[Any, ModelSpec]:
+    """Self-supervised method ``method`` as a benchmark preset builds it (its ``backbone``,
+    ``image_size`` and ``ssl_options``, 3 channels), the options the data fills (DeepCluster's and
+    UIC's ``num_images``) filled from ``train_ds`` as the command line does: (learner, spec)."""
+    options = fill_from_data(method, dict(preset.ssl_options.get(method, {})),
+                             images=len(train_ds), classes=train_ds.num_classes)
+    spec = make_spec(method, preset.backbone, 3, preset.image_size, options)
+    return build_learner(spec), spec
+
+
 def checkpoints(out_dir: Path, key: str) -> Path:
     """The folder of model ``key``'s checkpoints: ``out_dir/checkpoints/<key>``."""
     return out_dir / "checkpoints" / key

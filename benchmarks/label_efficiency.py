@@ -63,7 +63,6 @@ from fewshot.engine.checkpoint import load_backbone_weights
 from fewshot.heads import PrototypeHead
 from fewshot.heads.scoring import episode_features, evaluate_features
 from fewshot.models.weights import backbone_of
-from fewshot.registry import fill_from_data
 
 OUT = Path(__file__).parent / "out"
 MODE = "label-efficiency"
@@ -78,10 +77,7 @@ def setup(key: str, train_ds: TensorClassDataset, args: argparse.Namespace) -> t
     p, size = args.preset, args.preset.image_size
     if key.startswith("ssl-"):
         method = key.removeprefix("ssl-")
-        options = fill_from_data(method, dict(p.ssl_options.get(method, {})),
-                                 images=len(train_ds), classes=train_ds.num_classes)
-        spec = make_spec(method, p.backbone, 3, size, options)
-        learner = build_learner(spec)
+        learner, spec = grid.pretext_learner(method, p, train_ds)
         if hasattr(learner, "check_batch_size"):  # e.g. MoCo's queue and split BatchNorm
             learner.check_batch_size(p.ssl_batch)
         sampler = ImageBatchSampler(train_ds, p.ssl_batch, seed=0, views=learner.view_augments())

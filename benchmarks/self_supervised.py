@@ -46,7 +46,6 @@ from fewshot.engine.checkpoint import load_backbone_weights
 from fewshot.heads import PrototypeHead
 from fewshot.heads.scoring import episode_features, evaluate_features
 from fewshot.models.weights import backbone_of
-from fewshot.registry import fill_from_data
 
 OUT = Path(__file__).parent / "out"
 
@@ -63,10 +62,7 @@ def train_one(key: str, args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     if key.startswith("ssl-"):
         method = key.removeprefix("ssl-")
-        options = fill_from_data(method, dict(p.ssl_options.get(method, {})),
-                                 images=len(train_ds), classes=train_ds.num_classes)
-        spec = make_spec(method, p.backbone, 3, size, options)
-        learner = build_learner(spec)
+        learner, spec = grid.pretext_learner(method, p, train_ds)
         data, batch = train_ds, p.ssl_batch
         sampler = ImageBatchSampler(data, batch, seed=0, views=learner.view_augments())
         cfg = dict(lr=1e-3, optimizer="adam", weight_decay=1e-6)

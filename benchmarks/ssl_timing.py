@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 import common
+import grid
 import torch
 from ssl_protocols import HEADLINE, MORE_SSL, PRESETS, SSL
 
 from episodes import AugmentConfig, ImageBatchSampler, labelled_subset, mini_imagenet
 from fewshot import build_learner, make_spec
 from fewshot.engine.train import TrainConfig, accumulate, make_optimizer
-from fewshot.registry import fill_from_data
 
 
 def seconds_per_step(learner, sampler, cfg: TrainConfig, steps: int) -> float:
@@ -54,9 +54,7 @@ def main() -> None:
     train_ds = mini_imagenet(args.mini_root, "train", image_size=p.image_size)
     total = 0.0
     for method in args.methods:
-        options = fill_from_data(method, dict(p.ssl_options.get(method, {})),
-                                 images=len(train_ds), classes=train_ds.num_classes)
-        learner = build_learner(make_spec(method, p.backbone, 3, p.image_size, options))
+        learner = grid.pretext_learner(method, p, train_ds)[0]
         sampler = ImageBatchSampler(train_ds, p.ssl_batch, views=learner.view_augments())
         tick = time.perf_counter()
         s = seconds_per_step(learner, sampler, TrainConfig(lr=1e-3), args.steps)

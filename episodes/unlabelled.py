@@ -9,11 +9,12 @@ indices, from which analysis code can look their classes up in the dataset.
 
 Their protocol (few-shot-ssl-public ``fewshot/data/refinement_dataset.py``, read, not copied): a
 seeded per-class split of every class's images into a labelled part (``label_ratio`` of them,
-rounded down; 40 % in their Omniglot and mini-ImageNet runs) and the rest; support and query come
-from the labelled part, unlabelled images from the rest (:func:`label_split`). Without a split
-(``label_ratio`` None), support, query and unlabelled images are distinct images of the whole
-class, as their test episodes take them. Same, except: they draw with a NumPy generator one class
-at a time; here all episodes' indices are drawn at once from the sampler's torch generator.
+rounded down; their README gives 0.1 for Omniglot and tieredImageNet, 0.4 for mini-ImageNet)
+and the rest; support and query come from the labelled part, unlabelled images from the rest
+(:func:`label_split`). Without a split (``label_ratio`` None), support, query and unlabelled
+images are distinct images of the whole class, as their test episodes take them. Same, except:
+they draw with a NumPy generator one class at a time; here all episodes' indices are drawn
+at once from the sampler's torch generator.
 """
 
 from __future__ import annotations

@@ -151,7 +151,8 @@ def add_unlabelled_args(p: argparse.ArgumentParser, refine: bool) -> None:
                    "unlabelled images of each of D more classes, outside the episode's")
     g.add_argument("--label-ratio", type=label_ratio, metavar="R", help="support and query "
                    "images from this share of each class's images, unlabelled ones from the "
-                   "rest (Ren et al.: 0.4; default: distinct images of the whole class)")
+                   "rest (Ren et al.: 0.1 on Omniglot, 0.4 on mini-ImageNet; default: "
+                   "distinct images of the whole class)")
     if refine:  # train has --label-seed already (the labelled-subset flags), with this meaning too
         g.add_argument("--label-seed", type=int, default=0, help="seed of the --label-ratio split")
         g.add_argument("--refine", choices=REFINES[1:], help="refine the prototypes with the "

@@ -45,8 +45,17 @@ def labelled_index(ds: ClassDataset, per_class: int | None = None, fraction: flo
             small = int(torch.argmin(keep))
             raise ValueError(f"label fraction {fraction} keeps no image of class "
                              f"{ds.class_names[small]!r} ({int(sizes[small])} images): raise it")
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
-    cls = ds.targets[order]
+    return first_of_each_class(ds.targets, sizes, keep, seed)
+
+
+def first_of_each_class(targets: Tensor, sizes: Tensor, keep: Tensor, seed: int) -> Tensor:
+    """The positions (sorted, long ``[L]``) of the first ``keep[c]`` items of every class ``c``
+    in one shuffle of all ``targets`` (long ``[M]``; ``sizes``: items per class ``[C]``) seeded
+    by ``seed`` alone: the one seeded choice behind :func:`labelled_index` and the label split of
+    semi-supervised episodes (:func:`episodes.unlabelled.label_split`), so equal counts and seed
+    choose the same images in both."""
+    order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(seed))
+    cls = targets[order]
     by_class = torch.argsort(cls, stable=True)  # the shuffle's order kept within each class
     starts = torch.cumsum(sizes, 0) - sizes
     rank = torch.empty_like(order)

@@ -23,21 +23,20 @@ import torch
 from torch import Tensor
 
 from .dataset import index_table
+from .labelled import first_of_each_class
 
 
 def label_split(targets: Tensor, num_classes: int, label_ratio: float, seed: int) -> Tensor:
     """Which items are labelled: bool ``[M]``, ``floor(label_ratio * size)`` random images of
-    every class (seeded by ``seed`` alone, so the same split for every run of that seed)."""
+    every class, seeded by ``seed`` alone; the images ``--label-fraction`` keeps with the same
+    seed wherever the two counts agree (:func:`episodes.labelled.first_of_each_class`)."""
     if not 0 < label_ratio <= 1:
         raise ValueError(f"label_ratio must be in (0, 1], got {label_ratio}")
-    g = torch.Generator().manual_seed(seed)
-    keys = torch.rand(len(targets), generator=g, dtype=torch.float64)
-    order = torch.argsort(targets.double() * 2 + keys)  # class-major, random within a class
     sizes = torch.bincount(targets, minlength=num_classes)
-    starts = torch.cumsum(sizes, 0) - sizes
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order)) - starts[targets[order]]
-    return rank < torch.floor(sizes.double() * label_ratio).long()[targets]
+    keep = torch.floor(sizes.double() * label_ratio).long()
+    labelled = torch.zeros(len(targets), dtype=torch.bool)
+    labelled[first_of_each_class(targets, sizes, keep, seed)] = True
+    return labelled
 
 
 def pick(table: Tensor, sizes: Tensor, classes: Tensor, count: int, generator: torch.Generator,

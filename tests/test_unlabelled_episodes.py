@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from episodes import Episode, EpisodeSampler, FixedEpisodes
+from episodes import Episode, EpisodeSampler, FixedEpisodes, labelled_index
 from episodes.sampler import gather_episode
 from episodes.unlabelled import label_split, sample_with_unlabelled, unlabelled_tables
 from fewshot.registry import build_learner, make_spec
@@ -49,6 +49,16 @@ def test_label_split_is_seeded_per_class_and_respected(tiny_dataset):
     _, items, unlabelled = sample_with_unlabelled(tables, 3, 3, 2, 1, 30,
                                                   torch.Generator().manual_seed(0))
     assert split[items].all() and not split[unlabelled].any()
+
+
+def test_label_ratio_and_label_fraction_choose_the_same_images(tiny_dataset):
+    """A meta-trained refinement (--label-ratio) and a model trained on the labelled images
+    alone (--label-fraction) see the same labels when count and seed agree."""
+    ds = tiny_dataset(per_class=10)
+    for ratio, seed in ((0.4, 3), (0.1, 0), (1.0, 7)):
+        split = label_split(ds.targets, ds.num_classes, ratio, seed)
+        index = labelled_index(ds, fraction=ratio, seed=seed)
+        assert torch.equal(torch.nonzero(split).squeeze(1), index)
 
 
 def test_sampler_episodes_carry_the_images_and_the_plain_stream_is_unchanged(tiny_dataset):

@@ -97,7 +97,7 @@ class Preset:
     holdout: int = 20  # images per train class no model trains on, scored by every classifier
     image_size: int = 84
     backbone: str = "conv4"
-    ssl_steps: int = 10_000  # 200 epochs of 6,400 images
+    ssl_steps: int = 10_000  # 250 epochs of the 5,120 images the holdout leaves
     ssl_batch: int = 128
     steps: int = 5_000  # every model of a level
     batch: int = 64
@@ -110,7 +110,7 @@ SMALL_HEADS = {"moco": {"proj_hidden": 64, "queue_size": 256}}
 
 PRESETS = {
     "gpu": Preset(),
-    # 2 CPU cores, two jobs of one thread: the pre-training 300 steps of 64 images (3 epochs),
+    # 2 CPU cores, two jobs of one thread: the pre-training 300 steps of 64 images (3.75 epochs),
     # every point 300 steps of 64 labelled images
     "cpu": Preset(levels=(2, 5, 10, 40),
                   lines=("sup", "ft-rotation", "pseudo-label", "mean-teacher", "ft-moco"),

@@ -74,9 +74,9 @@ def render_table(results: dict, preset: str, lines: tuple[str, ...],
         out += [f"| {line} | " + " | ".join(point(results, cell_name(model_key(line, n), shot))
                                             for n in levels) + " |" for line in lines]
     if has_heldout(results, lines, levels):
-        held = results.get("holdout", {})
-        out += ["", f"Held-out images of the train classes ({held.get('per_class', '?')} per "
-                f"class, seed {held.get('seed', '?')}, never trained on), each model's own "
+        held = results["holdout"]  # recorded before any model trained
+        out += ["", f"Held-out images of the train classes ({held['per_class']} per class, seed "
+                f"{held['seed']}, never trained on), each model's own "
                 f"classifier over the train classes; % +- 95% interval, in brackets: minus "
                 f"`{BASELINE}` at the same level on the same images (points), McNemar's exact p:",
                 "", head, rule]

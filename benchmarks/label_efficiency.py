@@ -2,11 +2,13 @@
 
 On the reduced mini-ImageNet (64 train classes of 100 images, scored on the 16 val classes: the
 copy has no test classes), one model per (line, labels per class): supervised training on the
-labels only, self-supervised pre-training on every train image then fine-tuning on the labels
-(``ft-rotation``, ``ft-moco``), and each semi-supervised method on the labels and the unlabelled
-rest. What is trained how: ``label_efficiency_protocols.py``. Every point is the prototype head on
-the model's backbone over the same fixed 5-way 1-shot and 5-shot episodes, paired against ``sup``
-at the same level, with its seconds of training.
+labels only, self-supervised pre-training on every train image (the held-out ones aside) then
+fine-tuning on the labels (``ft-rotation``, ``ft-moco``), and each semi-supervised method on the
+labels and the unlabelled rest. What is trained how: ``label_efficiency_protocols.py``. Every
+point is the prototype head on the model's backbone over the same fixed 5-way 1-shot and 5-shot
+episodes, and every model with a classifier over the train classes is scored by it on images of
+those classes held out before anything was chosen (``label_efficiency_heldout.py``), each
+paired against ``sup`` at the same level, with its seconds of training.
 
 Each model trains, then scores itself, in a child process (``--jobs`` at a time) into
 ``OUT/checkpoints/<model>/`` and stops before ``--budget-minutes`` run out; results accumulate in
@@ -32,14 +34,18 @@ from pathlib import Path
 import common
 import grid
 import torch
+from label_efficiency_heldout import check_holdout, heldout_cell, heldout_paired
 from label_efficiency_protocols import (
     BASELINE,
+    HOLDOUT_SEED,
     LINES,
     PRESETS,
     PRETRAIN_LR,
     SHOTS,
     SSL_LINES,
     cell_name,
+    check_levels,
+    heldout_name,
     line_kind,
     model_key,
     models,
@@ -53,6 +59,7 @@ from episodes import (
     ImageBatchSampler,
     SemiSupervisedSampler,
     TensorClassDataset,
+    hold_out,
     labelled_index,
     mini_imagenet,
     subset_items,
@@ -70,6 +77,12 @@ MODE = "label-efficiency"
 
 def load_split(split: str, args: argparse.Namespace) -> TensorClassDataset:
     return mini_imagenet(args.mini_root, split, image_size=args.preset.image_size).to(args.device)
+
+
+def train_parts(args: argparse.Namespace) -> tuple[TensorClassDataset, TensorClassDataset]:
+    """The train split without its held-out images, and those (the preset's ``holdout`` per
+    class, :data:`HOLDOUT_SEED`): the same for every line and level."""
+    return hold_out(load_split("train", args), args.preset.holdout, HOLDOUT_SEED)
 
 
 def setup(key: str, train_ds: TensorClassDataset, args: argparse.Namespace) -> tuple:
@@ -111,7 +124,7 @@ def train_one(key: str, args: argparse.Namespace) -> None:
     """Train (or continue) model ``key`` within ``--time-left`` seconds, then score it once
     done; writes its record (with its cells) to its checkpoint folder."""
     ckdir = grid.checkpoints(args.out_dir, key)
-    train_ds = load_split("train", args)
+    train_ds, held = train_parts(args)
     torch.manual_seed(0)
     learner, spec, sampler, steps, cfg = setup(key, train_ds, args)
     record_path = ckdir / "record.json"
@@ -126,9 +139,11 @@ def train_one(key: str, args: argparse.Namespace) -> None:
     rec["sessions"][-1].update(**env, **common.peak_memory(args.device))
     rec.update(batch=sampler.batch_size,  # labelled images a step (ssl-: images, unlabelled)
                labelled_images=0 if key.startswith("ssl-") else len(sampler.dataset),
-               train_images=len(train_ds))
+               train_images=len(train_ds), holdout=args.preset.holdout, heldout_images=len(held))
     if rec["status"] == "done":
         rec["cells"] = score(learner, load_split("val", args), args)
+        if not key.startswith("ssl-") and len(held):  # the ssl- models have no classifier
+            rec["heldout"] = heldout_cell(learner, held, sampler.dataset.class_names)
     grid.save_results(rec, record_path)
 
 
@@ -148,17 +163,6 @@ def score(learner: torch.nn.Module, test_ds: TensorClassDataset,
         r = evaluate_features("prototype", PrototypeHead(), feats, where, episodes, 50)
         out[shot] = {**grid.scores(r), "seconds": round(time.perf_counter() - tick, 1)}
     return out
-
-
-def check_levels(levels: tuple[int, ...], lines: tuple[str, ...], smallest: int) -> None:
-    """Exit with one line if a level asks for more labels than the smallest train class has
-    images (semi-supervised lines: leaving it none unlabelled)."""
-    semi = any(line_kind(line) == "semi-supervised" for line in lines)
-    top = smallest - 1 if semi else smallest
-    if max(levels) > top:
-        raise SystemExit(f"--levels {max(levels)}: the smallest train class has {smallest} images"
-                         + (", and the semi-supervised lines need some left unlabelled"
-                            if semi else "") + f": give levels of at most {top}")
 
 
 def ensure_trained(key: str, args: argparse.Namespace, after: Future | None) -> bool:
@@ -185,19 +189,25 @@ def collect(key: str, args: argparse.Namespace) -> None:
     if not record.is_file():
         return
     rec = json.loads(record.read_text())
-    cells = rec.pop("cells", {})
+    cells, held = rec.pop("cells", {}), rec.pop("heldout", None)
     args.results["models"][key] = rec
     for shot, cell in cells.items():
         args.results["cells"][cell_name(key, int(shot))] = {**cell, "status": "done", **args.env}
         print(f"  {cell_name(key, int(shot))}: {100 * cell['mean']:.2f} +- "
               f"{100 * cell['ci95']:.2f} %, {rec['seconds']} s of training", flush=True)
+    if held:
+        args.results["cells"][heldout_name(key)] = {**held, "status": "done", **args.env}
+        print(f"  {heldout_name(key)}: {100 * held['mean']:.2f} +- {100 * held['ci95']:.2f} % "
+              f"of {held['images']} images", flush=True)
     if not key.startswith("ssl-"):
         line, level = parse_key(key)
-        for shot in SHOTS:
-            base = args.results["cells"].get(cell_name(model_key(BASELINE, level), shot))
-            cell = args.results["cells"].get(cell_name(key, shot))
+        base_key = model_key(BASELINE, level)
+        tests = [(cell_name(key, s), cell_name(base_key, s), grid.paired) for s in SHOTS]
+        for name, base_name, test in [*tests, (heldout_name(key), heldout_name(base_key),
+                                               heldout_paired)]:
+            base, cell = (args.results["cells"].get(n) for n in (base_name, name))
             if line != BASELINE and base and cell:
-                args.results["paired"][cell_name(key, shot)] = grid.paired(cell, base)
+                args.results["paired"][name] = test(cell, base)
     grid.save_results(args.results, args.results_path)
 
 
@@ -238,10 +248,16 @@ def main(argv: list[str] | None = None) -> None:
                           else [])]
     args.budget = grid.Budget.of_minutes(args.budget_minutes)
     args.env = common.environment(args.device)
-    check_levels(levels, lines, int(load_split("train", args).class_sizes().min()))
+    check_holdout(args.results, args.preset.holdout, args.out_dir)
+    try:
+        smallest = int(train_parts(args)[0].class_sizes().min())
+    except ValueError as e:  # a class with no more images than the preset holds out
+        raise SystemExit(f"--mini-root {args.mini_root}: {e}") from None
+    check_levels(levels, lines, smallest, args.preset.holdout)
     test_ds = load_split("val", args)
     for shot in SHOTS:  # written once here, read by the children
         val_episodes(test_ds, shot, args)
+    grid.save_results(args.results, args.results_path)  # the holdout, before any model trains
     todo = models(lines, levels, tuple(args.pretrained))
     futures: dict[str, Future] = {}
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -1,16 +1,20 @@
 """What ``benchmarks/label_efficiency.py`` trains and scores, as data.
 
 The label-efficiency curve: accuracy against the number of labelled images per train class of the
-reduced mini-ImageNet (64 train classes of 100 images; scored on the 16 val classes). At each
-*level* (labels per class, :func:`episodes.labelled_index` with seed 0: the same images for every
-line) every *line* trains one model:
+reduced mini-ImageNet (64 train classes of 100 images; scored on the 16 val classes and on
+held-out images of the train classes). First ``holdout`` images of every train class (20: 1,280
+images; :func:`episodes.hold_out` with :data:`HOLDOUT_SEED`) are set aside: no model trains on
+them, with or without labels, and every model is scored on them; the rest (80 per class, 5,120
+images) is the *train split* below. At each *level* (labels per class of the train split,
+:func:`episodes.labelled_index` with seed 0: the same images for every line) every *line*
+trains one model:
 
 - ``sup``: supervised training on the labelled images only (the classifier of ``fewshot
   pretrain``, RFS recipe: SGD 0.05, momentum 0.9, weight decay 5e-4, cosine, standard
   augmentation), from a random backbone;
 - ``ft-<ssl>`` (``ft-rotation``, ``ft-moco``): the same, from the backbone of ``ssl-<ssl>``, a
-  self-supervised model pre-trained once on every train image without labels (no labels, so one
-  pre-trained model serves every level): the two-stage pre-train then fine-tune of
+  self-supervised model pre-trained once on every image of the train split without labels (no
+  labels, so one pre-trained model serves every level): the two-stage pre-train then fine-tune of
   ``self_supervised.py``'s ``sup10-<method>``; MoCo is the contrastive method that scored best
   there (backbone alone, CPU preset);
 - ``<semi>`` (``pseudo-label``, ``mean-teacher``, ``fixmatch``, ``uda``, ``mixmatch``,
@@ -23,15 +27,27 @@ images, fewer when the level has fewer), so the lines differ in what they learn 
 long; the seconds of training are recorded beside every point. Cells: a model's backbone scored
 with the prototype head (Euclidean) on the shared fixed 5-way 1-shot and 5-shot episodes of the
 val classes (``common.test_episodes``, name ``mini-val``: the episodes of ``self_supervised.py``
-and ``transfer.py``), paired against ``sup`` at the same level.
+and ``transfer.py``), paired against ``sup`` at the same level; and (``<model>/heldout``, every
+model with a classifier over the train classes, not the ``ssl-`` ones) that classifier's accuracy
+on the held-out images, paired against ``sup`` at the same level on the same images
+(``label_efficiency_heldout.py``).
+
+The held-out count: 20 per class leaves 80 in the train split, so the ``gpu`` preset's levels
+end at 70 (not 80): the semi-supervised lines need images left unlabelled (``check_levels``), and
+their sampler needs ``mu x batch`` unlabelled images a step (FixMatch and UDA: 7 x 64 = 448, so
+at most 73 labels per class); at 70, 640 are left. 1,280 held-out images give a 95% interval of
+about +- 2.7 points at 50 % accuracy. A results folder records its holdout; a run refuses to
+continue a folder trained with another (folders without the record were trained on every image:
+they count as 0 held out and render without the held-out score).
 
 Against the authors' experiment of this kind (Gidaris et al. 2018, RotNet,
 ``gidariss/FeatureLearningRotNet``: ``run_cifar10_semi_supervised_experiments.sh`` and the
 ``config/CIFAR10_*_K<n>.py`` files), point by point:
 
 - levels: theirs are 20, 100, 400, 1000 and 5000 images per class of CIFAR-10 (the labelled images
-  the first ``num_imgs_per_cat`` of each class); here 1 to 80 of mini-ImageNet's 100 per class
-  (the ``gpu`` preset's seven; ``cpu``: four), chosen by a seeded shuffle, the same for every line;
+  the first ``num_imgs_per_cat`` of each class); here 1 to 70 of the 80 per class left after the
+  held-out images (the ``gpu`` preset's seven; ``cpu``: four), chosen by a seeded shuffle, the
+  same for every line;
 - equal training at every level: theirs too (``epoch_size`` fixed at 50,000 images whatever the
   level, so an epoch repeats the few labelled images); here ``steps`` batches at every level;
 - the supervised line: theirs a NIN from scratch, SGD 0.1 with Nesterov momentum 0.9, weight
@@ -44,8 +60,9 @@ Against the authors' experiment of this kind (Gidaris et al. 2018, RotNet,
   training of ``self_supervised.py``; the task allows it, and a frozen Conv-4 has no second block
   worth keeping at this size);
 - the score: theirs the classifier's accuracy on CIFAR-10's test images of the same classes; here
-  few-shot accuracy on new classes with the prototype head on the backbone (the library's
-  question), so the classifier layer itself is not scored;
+  that too, on the held-out images of the train classes (``label_efficiency_heldout.py`` compares
+  it point by point), and few-shot accuracy on new classes with the prototype head on the
+  backbone (the library's question);
 - semi-supervised lines: not in their experiment; each method's defaults (``fewshot.semisup``).
 """
 
@@ -67,17 +84,20 @@ LINES = ("sup", *(f"ft-{m}" for m in SSL_LINES), *SEMI_LINES)
 DEFAULT_LINES = ("sup", "ft-rotation", "ft-moco", *SEMI_LINES)
 SHOTS = (1, 5)
 BASELINE = "sup"
+# the seed of the held-out images' choice (labelled_index's seed 0 then picks the labels)
+HOLDOUT_SEED = 1
 
 
 @dataclass(frozen=True)
 class Preset:
     """Sizes of one run of the benchmark (see the module text)."""
 
-    levels: tuple[int, ...] = (1, 2, 5, 10, 20, 40, 80)
+    levels: tuple[int, ...] = (1, 2, 5, 10, 20, 40, 70)
     lines: tuple[str, ...] = DEFAULT_LINES
+    holdout: int = 20  # images per train class no model trains on, scored by every classifier
     image_size: int = 84
     backbone: str = "conv4"
-    ssl_steps: int = 10_000  # 200 epochs of 6,400 images
+    ssl_steps: int = 10_000  # 250 epochs of the 5,120 images the holdout leaves
     ssl_batch: int = 128
     steps: int = 5_000  # every model of a level
     batch: int = 64
@@ -90,7 +110,7 @@ SMALL_HEADS = {"moco": {"proj_hidden": 64, "queue_size": 256}}
 
 PRESETS = {
     "gpu": Preset(),
-    # 2 CPU cores, two jobs of one thread: the pre-training 300 steps of 64 images (3 epochs),
+    # 2 CPU cores, two jobs of one thread: the pre-training 300 steps of 64 images (3.75 epochs),
     # every point 300 steps of 64 labelled images
     "cpu": Preset(levels=(2, 5, 10, 40),
                   lines=("sup", "ft-rotation", "pseudo-label", "mean-teacher", "ft-moco"),
@@ -140,3 +160,22 @@ def models(lines: tuple[str, ...], levels: tuple[int, ...],
 
 def cell_name(model: str, shot: int) -> str:
     return f"{model}/5w{shot}s"
+
+
+def heldout_name(model: str) -> str:
+    """The cell of ``model``'s classifier on the held-out images of the train classes."""
+    return f"{model}/heldout"
+
+
+def check_levels(levels: tuple[int, ...], lines: tuple[str, ...], smallest: int,
+                 held: int = 0) -> None:
+    """Exit with one line if a level asks for more labels than the smallest train class has
+    images (``smallest``, after ``held`` per class were held out; semi-supervised lines: leaving
+    it none unlabelled)."""
+    semi = any(line_kind(line) == "semi-supervised" for line in lines)
+    top = smallest - 1 if semi else smallest
+    if max(levels) > top:
+        after = f" after the {held} held out" if held else ""
+        semi_text = ", and the semi-supervised lines need some left unlabelled" if semi else ""
+        raise SystemExit(f"--levels {max(levels)}: the smallest train class has {smallest} images"
+                         f"{after}{semi_text}: give levels of at most {top}")

@@ -1,9 +1,12 @@
 """The tables and the figure of ``label_efficiency.py``: accuracy against labelled images per
 class, one row (table) or line (figure) per method, with 95% intervals, paired differences
-against ``sup`` at the same level and the seconds of training of every point."""
+against ``sup`` at the same level and the seconds of training of every point: a table and a
+panel per shot, and, where the models were scored on held-out images of the train classes, one
+more of those (results without them render as before)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +21,7 @@ from label_efficiency_protocols import (  # noqa: E402
     SHOTS,
     SSL_LINES,
     cell_name,
+    heldout_name,
     line_kind,
     model_key,
 )
@@ -28,16 +32,22 @@ def pretrain_key(line: str) -> str | None:
     return f"ssl-{line.removeprefix('ft-')}" if line_kind(line) == "fine-tuned" else None
 
 
-def point(results: dict, line: str, level: int, shot: int) -> str:
-    """One table cell: accuracy +- 95% interval, and for other lines than ``sup`` the paired
-    difference to ``sup`` at the level (points) with its t-test p."""
-    name = cell_name(model_key(line, level), shot)
+def point(results: dict, name: str, p_key: str = "t_test_p") -> str:
+    """One table cell, of cell ``name``: accuracy +- 95% interval, and for other lines than
+    ``sup`` the paired difference to ``sup`` at the level (points) with its p (``p_key`` of the
+    paired test)."""
     cell = results["cells"].get(name)
     if not cell:
         return "-"
     test = results["paired"].get(name)
-    diff = f" ({100 * test['mean_diff']:+.2f}, p {p_text(test['t_test_p'])})" if test else ""
+    diff = f" ({100 * test['mean_diff']:+.2f}, p {p_text(test[p_key])})" if test else ""
     return mean_ci(cell) + diff
+
+
+def has_heldout(results: dict, lines: tuple[str, ...], levels: tuple[int, ...]) -> bool:
+    """Whether any of these points was scored on held-out images of the train classes."""
+    return any(heldout_name(model_key(line, n)) in results["cells"] for line in lines
+               for n in levels)
 
 
 def seconds(results: dict, line: str, level: int) -> str:
@@ -61,7 +71,17 @@ def render_table(results: dict, preset: str, lines: tuple[str, ...],
            f"at the same level on the same episodes (points), paired t-test p."]
     for shot in SHOTS:
         out += ["", f"5-way {shot}-shot:", "", head, rule]
-        out += [f"| {line} | " + " | ".join(point(results, line, n, shot) for n in levels) + " |"
+        out += [f"| {line} | " + " | ".join(point(results, cell_name(model_key(line, n), shot))
+                                            for n in levels) + " |" for line in lines]
+    if has_heldout(results, lines, levels):
+        held = results["holdout"]  # recorded before any model trained
+        out += ["", f"Held-out images of the train classes ({held['per_class']} per class, seed "
+                f"{held['seed']}, never trained on), each model's own "
+                f"classifier over the train classes; % +- 95% interval, in brackets: minus "
+                f"`{BASELINE}` at the same level on the same images (points), McNemar's exact p:",
+                "", head, rule]
+        out += [f"| {line} | " + " | ".join(point(results, heldout_name(model_key(line, n)),
+                                                  "mcnemar_p") for n in levels) + " |"
                 for line in lines]
     out += ["", "Seconds of training (`ft-` lines: + the pre-training, shared by every level):",
             "", head, rule]
@@ -121,15 +141,21 @@ def render_pretrained(results: dict, level: int, reference: str = "ssl-rotation"
 
 def render_figure(results: dict, preset: str, lines: tuple[str, ...], levels: tuple[int, ...],
                   path: Path) -> None:
-    """Accuracy (%) against labels per class (log axis), a panel per shot, a line per method
-    with its 95% intervals as error bars; written to ``path`` (PNG)."""
+    """Accuracy (%) against labels per class (log axis), a panel per shot (and one of the
+    held-out images of the train classes, where scored), a line per method with its 95%
+    intervals as error bars; written to ``path`` (PNG)."""
     rows = -(-len(lines) // 5)  # legend rows below the panels, five entries a row
-    fig, axes = plt.subplots(1, len(SHOTS), figsize=(5.5 * len(SHOTS), 4 + 0.3 * rows),
+    panels: list[tuple[Callable[[str], str], str]] = [
+        (lambda key, s=shot: cell_name(key, s), f"5-way {shot}-shot accuracy, val classes (%)")
+        for shot in SHOTS]
+    if has_heldout(results, lines, levels):
+        panels.append((heldout_name, "accuracy on held-out train-class images (%)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4 + 0.3 * rows),
                              squeeze=False)
-    for ax, shot in zip(axes[0], SHOTS, strict=True):
+    for ax, (name_of, ylabel) in zip(axes[0], panels, strict=True):
         for i, line in enumerate(lines):
             pts = [(n, results["cells"][c]) for n in levels
-                   if (c := cell_name(model_key(line, n), shot)) in results["cells"]]
+                   if (c := name_of(model_key(line, n))) in results["cells"]]
             if not pts:
                 continue
             x = [n * (1 + 0.02 * (i - len(lines) / 2)) for n, _ in pts]  # apart, not hidden
@@ -140,7 +166,7 @@ def render_figure(results: dict, preset: str, lines: tuple[str, ...], levels: tu
         ax.set_xticks(list(levels), [str(n) for n in levels])
         ax.minorticks_off()
         ax.set_xlabel("labelled images per train class")
-        ax.set_ylabel(f"5-way {shot}-shot accuracy, val classes (%)")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), frameon=False)

@@ -45,7 +45,8 @@ import common
 import grid
 import label_efficiency as labeff
 import torch
-from label_efficiency_protocols import PRESETS, SHOTS, cell_name
+from label_efficiency_heldout import correct
+from label_efficiency_protocols import HOLDOUT_SEED, PRESETS, SHOTS, cell_name
 from seed_protocol_protocols import (
     PROTOCOLS,
     Protocol,
@@ -61,29 +62,17 @@ from episodes import (
     FixedEpisodes,
     ImageBatchSampler,
     TensorClassDataset,
+    hold_out,
     subset_items,
 )
 from fewshot import TrainConfig, build_learner, make_spec
 from fewshot.engine.checkpoint import load_backbone_weights
-from fewshot.engine.features import extract_features
 from fewshot.engine.results import confidence_interval
 from fewshot.engine.train_config import make_optimizer
 from fewshot.methods.classifier import SupervisedClassifier
 
 MODE = "seed-protocol"
 AGAINST = common.CHECKOUT / "benchmarks" / "results" / "label-efficiency" / "results.json"
-
-
-@torch.no_grad()
-def correct(learner: SupervisedClassifier, ds: TensorClassDataset) -> torch.Tensor:
-    """Whether the classifier gets each image of ``ds`` right: ``[n]`` floats 0 or 1."""
-    feats = extract_features(learner.backbone, ds.images, 512)
-    was = learner.classifier.training
-    learner.classifier.eval()
-    try:
-        return (learner.classifier(feats).argmax(1) == ds.targets.to(feats.device)).float()
-    finally:
-        learner.classifier.train(was)
 
 
 def early_stopping(module: torch.nn.Module, train_epoch: Callable[[int], None],
@@ -173,7 +162,12 @@ def same_episodes(checkout: Path | None, count: int) -> dict[int, bool | None]:
 
 def run(args: argparse.Namespace) -> None:
     """Both stages for ``--checkpoint``, scored after each; into the results and the table."""
-    train_ds = labeff.load_split("train", args)
+    against = grid.load_results(args.against) or grid.empty_results()
+    # label_efficiency's train split: without the images its run held out (none in folders
+    # that record no holdout), so that the labelled images are those of ft-<method>@<level>
+    holdout = against.get("holdout", {"per_class": 0, "seed": HOLDOUT_SEED})
+    train_ds = hold_out(labeff.load_split("train", args), holdout["per_class"],
+                        holdout["seed"])[0]
     check_level(args.level, args.protocol, int(train_ds.class_sizes().min()))
     parts = {k: subset_items(train_ds, v) for k, v in
              held_out(train_ds, args.level, args.protocol).items()}
@@ -182,13 +176,13 @@ def run(args: argparse.Namespace) -> None:
     sampler = ImageBatchSampler(parts["labelled"], min(args.protocol.batch, len(parts["labelled"])),
                                 seed=0, augment=AugmentConfig.standard())
     val_ds, env = labeff.load_split("val", args), common.environment(args.device)
-    against = grid.load_results(args.against) or grid.empty_results()
     for shot in SHOTS:  # this checkout's episode files, before they are compared
         labeff.val_episodes(val_ds, shot, args)
     parents = args.against.resolve().parents  # its checkout: .../benchmarks/results/NAME/
     checkout = args.against_checkout or (parents[3] if len(parents) > 3 else None)
     same = same_episodes(checkout, args.preset.test_episodes)
     rec = {"checkpoint": str(args.checkpoint), "method": method, "level": args.level,
+           "holdout": holdout,
            "protocol": asdict(args.protocol), "preset": args.preset_name,
            "images": {k: len(v) for k, v in parts.items()}, "against": str(args.against),
            "episodes_same_as_against": same, "stages": {}, **env}

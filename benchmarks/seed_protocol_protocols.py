@@ -2,8 +2,9 @@
 training" then "full-network fine-tuning" on the labelled images of the reduced mini-ImageNet.
 
 For one self-supervised checkpoint (``label_efficiency.py``'s ``ssl-<method>``) and
-``--level`` labelled images per train class of the reduced mini-ImageNet (64 classes of 100;
-default 10: :func:`episodes.labelled_index` with seed 0, the images of ``ft-<method>@10``):
+``--level`` labelled images per train class of the reduced mini-ImageNet (64 classes of 100, less
+the images ``label_efficiency.py``'s run of ``--against`` held out, as its results record; default
+10: :func:`episodes.labelled_index` with seed 0, the images of ``ft-<method>@10``):
 
 - held-out images: in the same seeded shuffle of each class (``labelled_index`` with seed 0 and a
   larger ``per_class``: the first ``level`` images are the labelled ones), the next

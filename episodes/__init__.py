@@ -7,7 +7,7 @@ from .dataset import ClassDataset, TensorClassDataset
 from .episode import Episode
 from .folder import image_folder, ratio_split, read_split_file, scan_class_folders
 from .images import ImageFileError, decode_image, decode_images
-from .labelled import labelled_index, labelled_subset, subset_items, unlabelled_pool
+from .labelled import hold_out, labelled_index, labelled_subset, subset_items, unlabelled_pool
 from .natural import AnnotationError, cub, mini_imagenet, stanford_dogs
 from .omniglot import omniglot
 from .pipeline import ImagePipeline, read_image, read_images, to_unit_float
@@ -27,6 +27,6 @@ __all__ = [
     "SineTasks", "TensorClassDataset", "check_episode_shape", "decode_image", "decode_images", "image_folder",
     "omniglot", "ratio_split", "read_split_file", "scan_class_folders", "sine_episode", "stroke_characters",
     "VIEW_PRESETS", "ViewBatch", "view_configs",
-    "SemiSupervisedBatch", "SemiSupervisedSampler", "StrongAugment", "labelled_index",
+    "SemiSupervisedBatch", "SemiSupervisedSampler", "StrongAugment", "hold_out", "labelled_index",
     "labelled_subset", "strong_augment", "subset_items", "unlabelled_pool",
 ]

@@ -63,6 +63,36 @@ def first_of_each_class(targets: Tensor, sizes: Tensor, keep: Tensor, seed: int)
     return order[rank < keep[cls]].sort().values
 
 
+def rest_index(size: int, index: Tensor) -> Tensor:
+    """The positions (sorted, long ``[size - L]``) in ``range(size)`` that are not in ``index``
+    (long ``[L]``, distinct)."""
+    rest = torch.ones(size, dtype=torch.bool)
+    rest[index.cpu()] = False
+    return torch.nonzero(rest).squeeze(1)
+
+
+def hold_out(ds: ClassDataset, per_class: int, seed: int = 0
+             ) -> tuple[TensorClassDataset, TensorClassDataset]:
+    """``ds`` split into the images it keeps and ``per_class`` held out of every class (the
+    held-out ones are :func:`labelled_index`'s choice with ``seed``), both with their labels
+    and every class; 0 holds out none (an empty held-out dataset).
+
+    Raises:
+        ValueError: ``per_class`` < 0, or not below a class's size (the error names the class).
+    """
+    if per_class < 0:
+        raise ValueError(f"images held out per class must be >= 0, got {per_class}")
+    sizes = ds.class_sizes()
+    small = int(torch.argmin(sizes))
+    if per_class >= int(sizes[small]):
+        raise ValueError(f"{per_class} images held out per class: class "
+                         f"{ds.class_names[small]!r} has only {int(sizes[small])}: hold out "
+                         "fewer, so that every class keeps some")
+    held = (labelled_index(ds, per_class=per_class, seed=seed) if per_class
+            else torch.zeros(0, dtype=torch.long))
+    return subset_items(ds, rest_index(len(ds), held)), subset_items(ds, held)
+
+
 def subset_items(ds: ClassDataset, index: Tensor) -> TensorClassDataset:
     """The images ``index`` (long ``[L]``) of ``ds`` with their labels, every class kept."""
     return TensorClassDataset(ds.load(index), ds.targets[index], ds.class_names, ds.pipeline)
@@ -83,9 +113,7 @@ def unlabelled_pool(ds: ClassDataset, labelled: Tensor,
     Raises:
         ValueError: ``extra``'s images differ in shape, or the pool is empty.
     """
-    rest = torch.ones(len(ds), dtype=torch.bool)
-    rest[labelled.cpu()] = False
-    parts = [ds.load(torch.nonzero(rest).squeeze(1))]
+    parts = [ds.load(rest_index(len(ds), labelled))]
     if extra is not None:
         if extra.image_shape != ds.image_shape:
             raise ValueError(f"the extra unlabelled images are {extra.image_shape}, the training "

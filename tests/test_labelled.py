@@ -9,6 +9,7 @@ from episodes import (
     SemiSupervisedSampler,
     StrongAugment,
     TensorClassDataset,
+    hold_out,
     labelled_index,
     labelled_subset,
     strong_augment,
@@ -53,6 +54,30 @@ def test_labelled_index_per_class_and_fraction() -> None:
 def test_labelled_index_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         labelled_index(dataset(), **kwargs)
+
+
+def test_hold_out_sets_images_aside_before_labels_are_chosen() -> None:
+    ds = dataset()
+    kept, held = hold_out(ds, 3, seed=7)
+    held_pos = held.images[:, 0, 0, 0].long()
+    assert torch.equal(held_pos, by_loop(ds, [3] * 4, 7))  # labelled_index's choice
+    assert held.class_sizes().tolist() == [3] * 4 and kept.class_sizes().tolist() == [7] * 4
+    assert held.class_names == kept.class_names == ds.class_names
+    assert torch.equal(held.targets, ds.targets[held_pos])  # the same class indices
+    kept_pos = kept.images[:, 0, 0, 0].long()
+    assert sorted(kept_pos.tolist() + held_pos.tolist()) == list(range(40))
+    assert torch.equal(kept.targets, ds.targets[kept_pos])
+    # the labelled subset and the unlabelled pool of the kept images hold none of them
+    idx = labelled_index(kept, per_class=2)
+    pool = unlabelled_pool(kept, idx).images[:, 0, 0, 0].long()
+    assert len(pool) == 20 and not torch.isin(held_pos, pool).any()
+    assert not torch.isin(held_pos, kept_pos[idx]).any()
+    none_kept, none = hold_out(ds, 0)
+    assert len(none) == 0 and torch.equal(none_kept.images, ds.images)
+    with pytest.raises(ValueError, match="class 'c0' has only 10: hold out fewer"):
+        hold_out(ds, 10)
+    with pytest.raises(ValueError, match=">= 0"):
+        hold_out(ds, -1)
 
 
 def test_unlabelled_pool_carries_no_labels() -> None:

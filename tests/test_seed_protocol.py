@@ -159,6 +159,7 @@ def test_a_whole_run_on_tiny_data(tmp_path: Path, monkeypatch, capsys) -> None:
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     rec = res["models"]["seed-rotation@3"]
     assert rec["images"] == {"labelled": 12, "val": 8, "test": 8}
+    assert rec["holdout"]["per_class"] == 0  # --against records none: every train image
     assert set(rec["stages"]) == {"classifier", "fine-tune"}
     assert all(0 <= s["test"]["mean"] <= 1 and s["test"]["images"] == 8
                for s in rec["stages"].values())
@@ -185,3 +186,9 @@ def test_a_whole_run_on_tiny_data(tmp_path: Path, monkeypatch, capsys) -> None:
         bench.main([*out, "--checkpoint", str(tmp_path / "ssl.pt"), "--against",
                     str(tmp_path / "missing.json")])
     assert not (tmp_path / "x" / "table.md").exists()
+    # label_efficiency's run held out 12 of each class's 16: 4 are left to choose from
+    (tmp_path / "held.json").write_text(json.dumps({**against, "holdout": {"per_class": 12,
+                                                                           "seed": 1}}))
+    with pytest.raises(SystemExit, match=r"smallest train class \(4 images\)"):
+        bench.main([*out, "--checkpoint", str(tmp_path / "ssl.pt"), "--against",
+                    str(tmp_path / "held.json")])

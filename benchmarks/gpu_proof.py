@@ -51,7 +51,7 @@ TTA_CELLS = ["protonet/omniglot-5w1s", "maml_fo/omniglot-5w1s"]
 # seconds: the whole run, each part, each check; the grid runs only with GRID_MIN_S left
 GPU = {"deadline": 480, "checks": 100, "check": 30, "maml_compile": 90, "peers_metric": 100,
        "peers_maml": 80, "tta_model": 72, "grid_min": 90}
-SMOKE = {"deadline": 170, "checks": 80, "check": 30, "maml_compile": 30, "peers_metric": 40,
+SMOKE = {"deadline": 240, "checks": 80, "check": 30, "maml_compile": 30, "peers_metric": 40,
          "peers_maml": 40, "tta_model": 30, "grid_min": 10}
 
 
@@ -235,7 +235,9 @@ def grid_part(run: Run, rec: dict) -> str | None:
         "--prune", "--pack", str(run.args.out / "reproduce.tar"), "--reserve-seconds", "20"]
     rec["process"] = run.command(cmd, left)
     rec.update(grid.digest(out_dir / "results.json"), out_dir=str(out_dir))
-    return None if rec["process"]["rc"] == 0 else ended(rec["process"])
+    if rec["process"]["rc"] != 0:
+        return ended(rec["process"])
+    return None if rec.get("cells") else f"no cell scored in the {left:.0f} s left"
 
 
 def ended(res: dict) -> str:

@@ -190,7 +190,10 @@ def main(argv: list[str] | None = None) -> None:
     args.results_path = args.out_dir / "results.json"
     results = grid.check_mode(grid.load_results(args.results_path) or grid.empty_results(),
                               MODE, args.results_path)
-    if not args.render:
+    if args.render:  # the folder's own setting, whatever --setting says
+        name = results.get("protocol", {}).get("setting", name)
+        s = SETTINGS[name]
+    else:
         if results.setdefault("protocol", {"setting": name, "steps": args.steps,
                                            "decay": args.decay}) != {
                 "setting": name, "steps": args.steps, "decay": args.decay}:

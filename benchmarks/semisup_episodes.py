@@ -16,6 +16,7 @@ same command again to continue.
     python benchmarks/semisup_episodes.py --quick                         # smoke run, seconds
     python benchmarks/semisup_episodes.py --setting omniglot --steps 5000 --decay 1250
     python benchmarks/semisup_episodes.py --setting mini --device cuda    # the full protocol
+    python benchmarks/semisup_episodes.py --setting mini-cpu   # 42x42, 2,000 steps: CPU minutes
     python benchmarks/semisup_episodes.py --render --setting omniglot [--splice BENCHMARKS.md]
 """
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,13 @@ def test_every_refinement_is_trained_with_and_without_distractors_and_protonet_o
         assert {d for _, m, _, d in keys if m == method} == {0, 5}
     mini = models(SETTINGS["mini"])
     assert {shot for _, _, shot, _ in mini} == {1, 5} and len(mini) == 14
+
+
+def test_the_cpu_reduction_of_mini_changes_only_image_size_and_training_length():
+    full, cpu = SETTINGS["mini"], SETTINGS["mini-cpu"]
+    assert (cpu.image_size, cpu.steps, cpu.decay) == (42, 2_000, 1_000)
+    assert replace(cpu, image_size=full.image_size, steps=full.steps, decay=full.decay) == full
+    assert models(cpu) == models(full)
 
 
 def test_the_table_pairs_every_row_with_the_supervised_row_on_the_same_episodes():

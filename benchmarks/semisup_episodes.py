@@ -137,13 +137,19 @@ def run(s: Setting, args: argparse.Namespace) -> None:
             grid.save_results(res, args.results_path)
 
 
+def condition_name(shot: int, d: int) -> str:
+    """``"1-shot, no distractors"``, ``"5-shot, 5 distractor classes"``."""
+    return f"{shot}-shot, {'no distractors' if d == 0 else f'{d} distractor classes'}"
+
+
 def render(s: Setting, results: dict, setting_name: str) -> str:
     """The Markdown table: a row per method, a column per condition, paired against ProtoNet."""
     conds = [(shot, d) for shot in s.shots for d in (0, s.distractors)]
-    published = {(row, shot): pct for row, shot, pct in s.published}
-    head = ["method", *(f"{shot}-shot, {'no distractors' if d == 0 else f'{d} distractor classes'}"
-                        for shot, d in conds), *(f"published {shot}-shot (recalled)"
-                                                for shot in s.shots)]
+    published = {(row, shot, d): pct for row, shot, d, pct in s.published}
+    with_published = [(shot, d) for shot, d in conds
+                      if any(k[1:] == (shot, d) for k in published)]
+    head = ["method", *(condition_name(shot, d) for shot, d in conds),
+            *(f"published, {condition_name(shot, d)}" for shot, d in with_published)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row, _, _ in ROWS:
         cols = [ROW_TITLES[row]]
@@ -154,15 +160,17 @@ def render(s: Setting, results: dict, setting_name: str) -> str:
             cols.append("-" if cell is None else mean_ci(cell) + (
                 "" if test is None else f" ({difference(test)}, p "
                                         f"{common.p_text(test['t_test_p'])})"))
-        cols += [f"{published[(row, shot)]:.2f}" if (row, shot) in published else "-"
-                 for shot in s.shots]
+        cols += [f"{published[(row, shot, d)]:.2f}" if (row, shot, d) in published else "-"
+                 for shot, d in with_published]
         lines.append("| " + " | ".join(cols) + " |")
     trained = [f"{k}: {m['steps']:,} steps in {m['seconds'] / 60:.1f} min ({m['precision']})"
                for k, m in results["models"].items()]
     return (f"Setting `{setting_name}` ({s.dataset}, {s.test_split} classes, {s.test_episodes} "
             f"fixed episodes per condition, {s.test_query} queries and {s.test_unlabelled} "
             f"unlabelled images per class); in brackets the paired difference against the "
-            f"supervised row on the same episodes.\n\n" + "\n".join(lines)
+            f"supervised row on the same episodes"
+            + (f"; published figures: {s.published_source}" if s.published else "")
+            + ".\n\n" + "\n".join(lines)
             + "\n\nTrained: " + "; ".join(trained) + ".")
 
 

@@ -75,3 +75,12 @@ def test_a_quick_run_scores_every_row_in_both_conditions(tmp_path):
             assert results["cells"][cell_name(row, 1, d)]["episodes"] == 20
     eps = torch.load(tmp_path / "episodes-1s-d5.pt", weights_only=True)
     assert eps is not None
+
+
+def test_every_published_figure_names_a_row_and_condition_of_its_setting():
+    rows = {row for row, *_ in ROWS}
+    for name, s in SETTINGS.items():
+        for row, shot, d, pct in s.published:
+            assert row in rows and shot in s.shots and d in (0, s.distractors), name
+            assert 0 < pct < 100
+        assert bool(s.published) == bool(s.published_source), name

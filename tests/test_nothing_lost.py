@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from fewshot.cli import main
+from fewshot.engine.checkpoint import all_finite, non_finite_names
 from fewshot.engine.runs import RunError, run_lock
 
 from .conftest import data_args, make_tree, support_query
@@ -171,6 +172,17 @@ def test_a_failed_start_restores_the_overwritten_run(run: Path, capsys, monkeypa
 
 
 # 5. divergence
+def test_a_divergence_names_the_non_finite_weights():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    assert all_finite(net) and non_finite_names(net) == []
+    with torch.no_grad():
+        net[0].weight[0, 1] = float("nan")
+    net[1].running_var[1] = float("inf")
+    assert not all_finite(net)
+    assert non_finite_names(net) == ["0.weight", "1.running_var"]
+    assert non_finite_names(net, most=1) == ["0.weight"]
+
+
 def test_divergence_stops_with_one_line_and_writes_nothing_non_finite(tmp_path: Path, capsys):
     tree = make_tree(tmp_path)
     out = tree / "div"

@@ -81,6 +81,14 @@ def all_finite(learner: torch.nn.Module) -> bool:
     return bool(torch.stack(flags).all()) if flags else True
 
 
+def non_finite_names(learner: torch.nn.Module, most: int = 3) -> list[str]:
+    """The names of up to ``most`` floating-point parameters and buffers of ``learner`` holding a
+    NaN or an infinity (empty when all are finite): what a divergence message names."""
+    return [name for name, t in learner.state_dict().items()
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())
+            ][:most]
+
+
 class _Texts(NamedTuple):
     """One-line errors for a file that cannot be read, with the fields ``{path}``, ``{flag}``,
     ``{error}`` (the first line of the reading error) and ``{kind}`` (its type)."""

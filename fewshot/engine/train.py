@@ -38,7 +38,13 @@ from episodes import ClassDataset, Episode, EpisodeSampler, FixedEpisodes, SineT
 from ..models.episode_norm import deferred_running_stats
 from ..models.learner import EpisodicLearner, ModelSpec
 from . import distributed
-from .checkpoint import all_finite, load_checkpoint, restore_model, save_checkpoint
+from .checkpoint import (
+    all_finite,
+    load_checkpoint,
+    non_finite_names,
+    restore_model,
+    save_checkpoint,
+)
 from .evaluate import evaluate
 from .logs import RunningMeans, TrainLog
 from .memory import chunks
@@ -121,12 +127,15 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
         return Diverged(f"training diverged at step {step}: {what}; {last}: lower --lr (now "
                         f"{config.lr:g}) or check the data and options, then resume or start again")
 
+    def not_finite() -> str:
+        return "the weights are not finite (" + ", ".join(non_finite_names(learner)) + ")"
+
     def checkpoint(name: str) -> None:
         nonlocal saved_step
         if ckdir is None:
             return
         if not all_finite(learner):  # never written: a NaN best.pt would pass for a model
-            raise diverged("the weights are not finite")
+            raise diverged(not_finite())
         if name == "last.pt":
             saved_step = step
         unrecorded = means.state(ctx)
@@ -144,7 +153,7 @@ def train(learner: EpisodicLearner, spec: ModelSpec | None, sampler: EpisodeSamp
     def validate() -> None:
         nonlocal best
         if not all_finite(learner):
-            raise diverged("the weights are not finite")
+            raise diverged(not_finite())
         log.doing("validating")
         acc = evaluate(learner, val[1], val[0], device=device, precision=precision,
                        max_memory=config.max_memory).mean

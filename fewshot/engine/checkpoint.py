@@ -73,20 +73,24 @@ def restore_model(learner: EpisodicLearner, ckpt: dict[str, Any], spec: ModelSpe
         raise ValueError(f"{source} does not fit this model: {str(e).splitlines()[0]}") from e
 
 
+def _finite_flags(learner: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Name -> whether that floating-point parameter or buffer of ``learner`` is finite (a 0-d
+    bool tensor on its device, not yet read)."""
+    return {name: torch.isfinite(t).all() for name, t in learner.state_dict().items()
+            if torch.is_tensor(t) and t.is_floating_point()}
+
+
 def all_finite(learner: torch.nn.Module) -> bool:
     """Whether every floating-point parameter and buffer of ``learner`` is finite (one device
     synchronisation)."""
-    flags = [torch.isfinite(t).all() for t in learner.state_dict().values()
-             if torch.is_tensor(t) and t.is_floating_point()]
+    flags = list(_finite_flags(learner).values())
     return bool(torch.stack(flags).all()) if flags else True
 
 
 def non_finite_names(learner: torch.nn.Module, most: int = 3) -> list[str]:
     """The names of up to ``most`` floating-point parameters and buffers of ``learner`` holding a
     NaN or an infinity (empty when all are finite): what a divergence message names."""
-    return [name for name, t in learner.state_dict().items()
-            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())
-            ][:most]
+    return [name for name, ok in _finite_flags(learner).items() if not bool(ok)][:most]
 
 
 class _Texts(NamedTuple):

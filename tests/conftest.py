@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from episodes import ImagePipeline, TensorClassDataset
+from fewshot.cli import main
 
 # the module, not the function ``fewshot.engine.train`` that the package exports under its name
 train_loop = importlib.import_module("fewshot.engine.train")
@@ -71,6 +72,28 @@ def first_step_only() -> Callable[[], AbstractContextManager[None]]:
             yield
 
     return patched
+
+
+@pytest.fixture
+def stopped_and_resumed(first_step_only) -> Callable[[list[str], Path, int], dict]:
+    """A function ``(argv, root, steps) -> checkpoint``: runs the ``fewshot`` command ``argv``
+    (without ``--out``) uninterrupted into ``root/full``, and into ``root/half`` stopped after its
+    first step (``--time-limit`` under :func:`first_step_only`) then resumed; asserts both end at
+    step ``steps`` with bit-identical weights and buffers, and returns ``root/full/last.pt``."""
+    def run(argv: list[str], root: Path, steps: int) -> dict:
+        main([*argv, "--out", str(root / "full")])
+        with first_step_only():
+            main([*argv, "--out", str(root / "half"), "--time-limit", "0.01"])
+        assert torch.load(root / "half" / "last.pt", weights_only=True)["step"] < steps
+        main([*argv, "--out", str(root / "half"), "--resume"])
+        full, half = (torch.load(root / n / "last.pt", weights_only=True) for n in ("full", "half"))
+        assert full["step"] == half["step"] == steps
+        assert full["model"].keys() == half["model"].keys()
+        for k in full["model"]:
+            assert torch.equal(full["model"][k], half["model"][k]), k
+        return full
+
+    return run
 
 
 @pytest.fixture(autouse=True, scope="session")

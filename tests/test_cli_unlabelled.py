@@ -167,20 +167,12 @@ def test_embedded_dataset_train_and_eval_with_refinement(tmp_path: Path, capsys)
 
 
 @pytest.mark.parametrize("refine", ["soft-kmeans", "distractor", "masked"])
-def test_refined_training_resumes_exactly(tree: Path, refine: str, first_step_only):
+def test_refined_training_resumes_exactly(tree: Path, refine: str, stopped_and_resumed):
     """Stopped after its first step and resumed, episodes with unlabelled images (the unlabelled
     stream, the distractor radius, the mask's MLP) end bit-identical to an uninterrupted run."""
     run = ["train", *data_args(tree), *EPISODES, "--steps", "4", "--val-episodes", "0",
            "--unlabelled-per-class", "2", "--distractor-classes", "1", "--label-ratio", "0.5",
            "--option", f"refine={refine}", "--checkpoint-every", "1", "--quiet"]
-    main([*run, "--out", str(tree / "full")])
-    with first_step_only():
-        main([*run, "--out", str(tree / "half"), "--time-limit", "0.01"])  # stops after one step
-    assert torch.load(tree / "half" / "last.pt", weights_only=True)["step"] < 4
-    main([*run, "--out", str(tree / "half"), "--resume"])
-    full, half = (torch.load(tree / n / "last.pt", weights_only=True) for n in ("full", "half"))
-    assert full["step"] == half["step"] == 4 and full["model"].keys() == half["model"].keys()
-    for k in full["model"]:
-        assert torch.equal(full["model"][k], half["model"][k]), k
+    full = stopped_and_resumed(run, tree, 4)
     if refine == "masked":
         assert any("mask" in k for k in full["model"]), sorted(full["model"])

@@ -56,16 +56,9 @@ def test_sgd_and_cosine_schedule():
     assert lrs[-1] < 1e-12 and lrs == sorted(lrs, reverse=True)
 
 
-def test_pretrain_resume_heads_and_meta_baseline(tree: Path, capsys, first_step_only):
+def test_pretrain_resume_heads_and_meta_baseline(tree: Path, capsys, stopped_and_resumed):
     d = data_args(tree)
-    main(["pretrain", *d, *PRE, "--steps", "6", "--out", str(tree / "full")])
-    with first_step_only():
-        main(["pretrain", *d, *PRE, "--steps", "6", "--out", str(tree / "half"), "--time-limit",
-              "0.01"])  # stops after its first step
-    main(["pretrain", *d, *PRE, "--steps", "6", "--out", str(tree / "half"), "--resume"])
-    full = torch.load(tree / "full" / "last.pt", weights_only=True)
-    half = torch.load(tree / "half" / "last.pt", weights_only=True)
-    assert all(torch.equal(full["model"][k], half["model"][k]) for k in full["model"])
+    full = stopped_and_resumed(["pretrain", *d, *PRE, "--steps", "6"], tree, 6)
     assert full["spec"]["method"] == "classifier" and full["spec"]["options"]["num_classes"] == 4
     assert full["pipeline"]["size"] == 16 and (tree / "full" / "best.pt").is_file()
     record = json.loads((tree / "full" / "run.json").read_text())

@@ -179,22 +179,13 @@ def test_bad_label_flags_are_one_line(tree: Path, capsys, argv: list[str],
 
 
 @pytest.mark.parametrize("method", method_names("semi-supervised"))
-def test_pretrain_resumes_exactly(tree: Path, method: str, first_step_only) -> None:
+def test_pretrain_resumes_exactly(tree: Path, method: str, stopped_and_resumed) -> None:
     """Stopped after its first step and resumed, every method ends bit-identical to an
     uninterrupted run (Noisy Student: across its two teacher changes, before steps 3 and 4)."""
     run = ["pretrain", *data_args(tree), "--method", method, "--labels-per-class", "2",
            "--batch-size", "4", "--option", "hidden=8", "--option", "mu=2", "--steps", "4",
            "--val-episodes", "0", "--checkpoint-every", "1", "--quiet"]
-    main([*run, "--out", str(tree / "full")])
-    with first_step_only():
-        main([*run, "--out", str(tree / "half"), "--time-limit", "0.01"])  # stops after one step
-    assert torch.load(tree / "half" / "last.pt", weights_only=True)["step"] < 4
-    main([*run, "--out", str(tree / "half"), "--resume"])
-    full = torch.load(tree / "full" / "last.pt", weights_only=True)
-    half = torch.load(tree / "half" / "last.pt", weights_only=True)
-    assert full["step"] == half["step"] == 4 and full["model"].keys() == half["model"].keys()
-    for k in full["model"]:
-        assert torch.equal(full["model"][k], half["model"][k]), k
+    full = stopped_and_resumed(run, tree, 4)
     if method in ("mean-teacher", "noisy-student"):
         assert any(k.startswith("teacher_backbone.") for k in full["model"]), sorted(full["model"])
     if method == "noisy-student":  # the second student round was reached

@@ -114,21 +114,11 @@ def test_target_is_a_momentum_average(method: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["byol", "moco", "deepcluster", "uic", "jigsaw", "gan"])
-def test_resume_is_bit_identical(tree: Path, method: str, first_step_only) -> None:
+def test_resume_is_bit_identical(tree: Path, method: str, stopped_and_resumed) -> None:
     d = data_args(tree)
     opts = [a for k, v in SMALL[method].items() for a in ("--option", f"{k}={v}")]
-    args = ["pretrain", *d, "--method", method, *PRE, *opts, "--steps", "6"]
-    main([*args, "--out", str(tree / "full")])
-    with first_step_only():
-        main([*args, "--out", str(tree / "half"), "--time-limit", "0.01"])  # stops after one step
-    assert torch.load(tree / "half" / "last.pt", weights_only=True)["step"] < 6
-    main([*args, "--out", str(tree / "half"), "--resume"])
-    full = torch.load(tree / "full" / "last.pt", weights_only=True)
-    half = torch.load(tree / "half" / "last.pt", weights_only=True)
-    assert full["step"] == half["step"] == 6
-    assert full["model"].keys() == half["model"].keys()
-    for k in full["model"]:
-        assert torch.equal(full["model"][k], half["model"][k]), k
+    full = stopped_and_resumed(["pretrain", *d, "--method", method, *PRE, *opts, "--steps", "6"],
+                               tree, 6)
     if method in ("deepcluster", "uic"):  # 24 images, batches of 6: relabelled after step 4
         assert int(full["model"]["epochs_labelled"]) == 2
         assert full["spec"]["options"]["num_images"] == 24
